@@ -1,0 +1,90 @@
+-- The embedded store: the same table names and columns as PostgreSQL, so the
+-- SQL in the README runs verbatim on both. Timestamps are RFC 3339 text in UTC
+-- with a fixed width (microseconds), so text order is time order.
+
+CREATE TABLE pipeline_runs (
+    run_id        TEXT PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    ordinal       INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    command       TEXT NOT NULL,           -- JSON array of argv
+    tags          TEXT NOT NULL DEFAULT '{}', -- JSON object
+    host          TEXT NOT NULL,
+    agent_pid     INTEGER,
+    agent_start   INTEGER,                 -- /proc start time, guards against pid reuse
+    child_pid     INTEGER,
+    started_at    TEXT NOT NULL,
+    ended_at      TEXT,
+    exit_code     INTEGER,
+    signal        INTEGER,
+    UNIQUE (experiment_id, ordinal)
+);
+CREATE INDEX pipeline_runs_experiment ON pipeline_runs (experiment_id, ordinal);
+
+CREATE TABLE pipeline_logs (
+    id                INTEGER PRIMARY KEY,
+    experiment_id     TEXT NOT NULL,
+    run_id            TEXT NOT NULL,
+    seq               INTEGER NOT NULL,    -- per run and source: the idempotency key
+    timestamp         TEXT NOT NULL,
+    level             TEXT NOT NULL,
+    logger            TEXT,
+    message           TEXT NOT NULL,
+    traceback         TEXT,
+    exception_type    TEXT,
+    exception_message TEXT,
+    stream            TEXT NOT NULL,
+    source            TEXT NOT NULL,
+    UNIQUE (run_id, source, seq)
+);
+CREATE INDEX pipeline_logs_experiment_time ON pipeline_logs (experiment_id, timestamp);
+CREATE INDEX pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
+    WHERE level IN ('ERROR', 'CRITICAL');
+
+CREATE TABLE pipeline_events (
+    id            INTEGER PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    timestamp     TEXT NOT NULL,
+    event_type    TEXT NOT NULL,
+    details       TEXT NOT NULL DEFAULT '{}'  -- JSON object
+);
+CREATE INDEX pipeline_events_run ON pipeline_events (run_id, timestamp);
+
+CREATE TABLE pipeline_progress (
+    experiment_id TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    task          TEXT NOT NULL,
+    current       REAL NOT NULL,
+    total         REAL,
+    unit          TEXT,
+    rate          REAL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (run_id, task)
+);
+
+CREATE TABLE pipeline_metrics (
+    id            INTEGER PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    timestamp     TEXT NOT NULL,
+    metric_type   TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    value         REAL NOT NULL,
+    unit          TEXT
+);
+CREATE INDEX pipeline_metrics_experiment ON pipeline_metrics (experiment_id, metric_type, timestamp);
+
+CREATE VIEW pipeline_progress_summary AS
+SELECT p.experiment_id,
+       p.run_id,
+       r.ordinal AS run,
+       p.task,
+       p.current,
+       p.total,
+       CASE WHEN p.total > 0 THEN ROUND(100.0 * p.current / p.total, 1) END AS percent,
+       p.unit,
+       p.rate,
+       p.updated_at
+FROM pipeline_progress p
+LEFT JOIN pipeline_runs r ON r.run_id = p.run_id;

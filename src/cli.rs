@@ -1,0 +1,204 @@
+//! Command-line definitions (clap derive). Only the shape of the CLI lives here;
+//! each command's behaviour is in its own module.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmon-agent",
+    version,
+    about = "Wrap or tail long-running pipelines, keep whole Python tracebacks, store and query their logs.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Configuration file [default: ./config.yml, then $XDG_CONFIG_HOME/pmon/config.yml]
+    #[arg(long, global = true, env = "PMON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the SQLite store, logs and state live [default: $XDG_DATA_HOME/pmon]
+    #[arg(long, global = true, env = "PMON_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without one the embedded SQLite store is used
+    #[arg(long, global = true, env = "PMON_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command, echo its output unchanged, and store its logs
+    Wrap(WrapArgs),
+    /// Read log lines from standard input (`prog 2>&1 | pmon-agent ingest -e x`)
+    Ingest(IngestArgs),
+    /// Ask the store about experiments, runs and their logs
+    #[command(subcommand)]
+    Query(QueryCommand),
+    /// Show the parser chain, or test it on a file
+    #[command(subcommand)]
+    Parsers(ParsersCommand),
+    /// Print the built-in default configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    /// Experiment name [default: the script's or command's file stem]
+    #[arg(short, long, value_name = "EXP")]
+    pub experiment: Option<String>,
+    /// Continue the experiment's latest run (its run id and progress)
+    #[arg(long, conflicts_with = "new_run")]
+    pub resume: bool,
+    /// Start a new run even if another run of the experiment is live
+    #[arg(long)]
+    pub new_run: bool,
+    /// Run the command on a pseudo-terminal (colours, progress bars as on a terminal)
+    #[arg(long)]
+    pub pty: bool,
+    /// Do not echo the command's output
+    #[arg(long)]
+    pub no_echo: bool,
+    /// Tag the run (repeatable): --tag lr=0.1 --tag host=gpu3
+    #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Experiment name
+    #[arg(short, long, value_name = "EXP", default_value = "stdin")]
+    pub experiment: String,
+    /// Start a new run even if another run of the experiment is live
+    #[arg(long)]
+    pub new_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FormatArg {
+    /// Output format; json prints JSON Lines
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Experiments with their latest run, state, start, duration and error count
+    List(ListArgs),
+    /// A run's state, exit code or signal, progress, last error and spool depth
+    Status(StatusArgs),
+    /// Log records, oldest first
+    Logs(LogsArgs),
+    /// ERROR and CRITICAL records, newest first
+    Errors(ErrorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Experiment name
+    pub experiment: String,
+    /// Run ordinal (1, 2, 3…) or run id [default: latest]
+    #[arg(long, value_name = "N")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Experiment name
+    pub experiment: String,
+    /// Keep following new records
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Keep this level and above (like journalctl -p)
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<crate::record::Level>,
+    /// Keep records whose message or traceback contains this text
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Keep records whose message or traceback matches this regex
+    #[arg(long, value_name = "REGEX")]
+    pub search_regex: Option<String>,
+    /// Keep records newer than this (1h, 30m, or an RFC 3339 time)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Print whole tracebacks under their records
+    #[arg(long)]
+    pub traceback: bool,
+    /// Only the newest N records (still printed oldest first)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Run ordinal, run id, or `all` [default: latest]
+    #[arg(long, value_name = "N|all")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ErrorsArgs {
+    /// Experiment name
+    pub experiment: String,
+    /// Print whole tracebacks under their records
+    #[arg(long)]
+    pub traceback: bool,
+    /// At most N records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Run ordinal, run id, or `all` [default: latest]
+    #[arg(long, value_name = "N|all")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParsersCommand {
+    /// The parser chain, in the order parsers are tried
+    List,
+    /// Which parser matched each line of FILE and what it extracted
+    Test {
+        /// A file of captured output
+        file: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the documented default config.yml
+    Default,
+    /// Print the configuration in effect, after files and environment
+    Show,
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("tag '{text}' is not KEY=VALUE")),
+    }
+}

@@ -1,0 +1,32 @@
+//! The command edge: each command's orchestration, with `anyhow` context that
+//! names the thing that failed and what to do about it.
+
+mod config_cmd;
+mod ingest;
+mod parsers_cmd;
+mod recording;
+mod wrap;
+
+use crate::app::App;
+use crate::cli::{Cli, Command};
+
+/// Runs a command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Wrap(_) | Command::Ingest(_) = &cli.command {
+        // Before any thread exists, so every thread inherits the mask.
+        crate::source::wrap::block_signals();
+    }
+    match cli.command {
+        Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
+        Command::Parsers(cmd) => parsers_cmd::run(cmd),
+        command => {
+            let app = App::new(&cli.global)?;
+            match command {
+                Command::Wrap(args) => wrap::run(&app, args),
+                Command::Ingest(args) => ingest::run(&app, args),
+                Command::Query(cmd) => crate::query::run(&app, cmd).map(|()| 0),
+                Command::Config(_) | Command::Parsers(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}

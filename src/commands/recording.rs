@@ -1,0 +1,162 @@
+//! What `wrap` and `ingest` share: registering the run, opening its plain log
+//! file, starting the pipeline into the store, and recording how it ended.
+//!
+//! If the store cannot be opened the program still runs: its output still
+//! reaches the terminal (and the plain log file if the data dir is writable),
+//! and the user is told once on stderr why nothing is stored.
+
+use crate::app::App;
+use crate::pipeline::{Msg, Pipeline, PipelineSettings};
+use crate::record::Event;
+use crate::run::{self, NewRun, Run, RunState, StartMode};
+use crate::sink::{Batch, BatcherSettings, RunContext, Sink, SinkError, SinkStats, SqliteStore};
+use anyhow::Context;
+use std::fs::File;
+use std::path::PathBuf;
+
+pub struct Recording {
+    pub run: Option<Run>,
+    pub pipeline: Pipeline,
+    registry: Option<SqliteStore>,
+    pub plain_log_path: Option<PathBuf>,
+}
+
+/// Accepts batches and drops them: used when the store is unavailable.
+struct DiscardSink;
+
+impl Sink for DiscardSink {
+    fn write(&mut self, _: &RunContext, _: &Batch) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+impl Recording {
+    /// Registers the run and starts the pipeline. Errors that the user must fix
+    /// before anything runs (a live run already exists) are returned; store
+    /// trouble is reported and the run goes ahead unrecorded.
+    pub fn start(
+        app: &App,
+        experiment: &str,
+        command: &[String],
+        tags: &[(String, String)],
+        mode: StartMode,
+    ) -> anyhow::Result<Recording> {
+        let settings = pipeline_settings(app);
+        match Self::open(app, experiment, command, tags, mode) {
+            Ok((registry, run, sink)) => {
+                let ctx = RunContext {
+                    experiment_id: run.experiment_id.clone(),
+                    run_id: run.run_id.clone(),
+                };
+                let first_seq = run::next_seq(registry.conn(), &run.run_id)?;
+                let pipeline = Pipeline::start(settings, Box::new(sink), ctx, first_seq);
+                let plain_log_path = Some(app.data_dir.run_log_path(experiment, &run.run_id));
+                Ok(Recording {
+                    run: Some(run),
+                    pipeline,
+                    registry: Some(registry),
+                    plain_log_path,
+                })
+            }
+            Err(err) => {
+                if let Some(run::RunError::AlreadyLive { .. }) = err.downcast_ref::<run::RunError>() {
+                    return Err(err);
+                }
+                eprintln!("pmon-agent: warning: {err:#}; the command runs anyway, but its records are not stored");
+                let ctx = RunContext {
+                    experiment_id: experiment.to_string(),
+                    run_id: String::new(),
+                };
+                Ok(Recording {
+                    run: None,
+                    pipeline: Pipeline::start(settings, Box::new(DiscardSink), ctx, 0),
+                    registry: None,
+                    plain_log_path: None,
+                })
+            }
+        }
+    }
+
+    fn open(
+        app: &App,
+        experiment: &str,
+        command: &[String],
+        tags: &[(String, String)],
+        mode: StartMode,
+    ) -> anyhow::Result<(SqliteStore, Run, SqliteStore)> {
+        let mut registry = app.open_store()?;
+        let new = NewRun {
+            experiment_id: experiment,
+            command,
+            tags,
+        };
+        let run = run::begin(registry.conn_mut(), &new, mode)?;
+        let sink = app.open_store()?;
+        Ok((registry, run, sink))
+    }
+
+    /// The run's plain log file, opened for appending (mode 0600).
+    pub fn open_plain_log(&self) -> Option<File> {
+        let path = self.plain_log_path.as_ref()?;
+        let open = || -> std::io::Result<File> {
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+        };
+        match open() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "pmon-agent: warning: could not open the plain log file {}: {e}; output is still stored as records",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    pub fn event(&self, event: Event) {
+        let _ = self.pipeline.sender().send(Msg::Event(event));
+    }
+
+    pub fn set_child_pid(&self, pid: u32) {
+        if let (Some(reg), Some(run)) = (&self.registry, &self.run) {
+            let _ = run::set_child_pid(reg.conn(), &run.run_id, pid);
+        }
+    }
+
+    /// Flushes everything and records the end of the run.
+    pub fn finish(
+        self,
+        state: RunState,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) -> anyhow::Result<SinkStats> {
+        let stats = self.pipeline.finish();
+        if let (Some(reg), Some(run)) = (&self.registry, &self.run) {
+            run::end(reg.conn(), &run.run_id, state, exit_code, signal)
+                .context("could not record the end of the run in the store")?;
+        }
+        Ok(stats)
+    }
+}
+
+fn pipeline_settings(app: &App) -> PipelineSettings {
+    let c = &app.config;
+    PipelineSettings {
+        batcher: BatcherSettings {
+            batch_size: c.logging.database.batch_size,
+            flush_interval: c.logging.database.flush_interval,
+            progress_interval: c.monitoring.progress_update_interval,
+            min_level: c.logging.level,
+        },
+        timing: Default::default(),
+        max_line_bytes: c.parsers.max_line_bytes,
+    }
+}

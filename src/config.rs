@@ -1,0 +1,275 @@
+//! Configuration: built-in defaults, then a `config.yml`, then `PMON_*`
+//! environment variables, then flags.
+//!
+//! What a pipeline is belongs here; how one invocation behaves belongs in flags.
+//! Unknown keys and wrong types are errors that name the file, line and key.
+//! The documented default file is built into the binary (`config default`).
+
+use crate::record::Level;
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The documented default configuration, as shipped at the top of the repository.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.yml");
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub logging: LoggingConfig,
+    pub monitoring: MonitoringConfig,
+    pub parsers: ParsersConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Records below this level are not stored.
+    #[serde(deserialize_with = "de_level")]
+    pub level: Level,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; `None` means the embedded SQLite store.
+    pub url: Option<String>,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Longest time a record waits in a batch.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub metrics_interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub progress_update_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParsersConfig {
+    /// Directories of declarative parser definitions.
+    pub paths: Vec<PathBuf>,
+    /// Longer lines are capped with a marker.
+    pub max_line_bytes: usize,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: Level::Info,
+            database: DatabaseConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            batch_size: 100,
+            flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The URL's password never appears in debug output.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .finish()
+    }
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            metrics_interval: Duration::from_secs(10),
+            progress_update_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ParsersConfig {
+    fn default() -> Self {
+        ParsersConfig {
+            paths: vec![PathBuf::from("parsers")],
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("invalid {name}='{value}': {message}")]
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the config file that applies (an explicit one must exist) and
+    /// applies the environment on top.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_locations().into_iter().find(|p| p.is_file()),
+        };
+        let mut config = match &path {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        config.apply_env()?;
+        Ok((config, path))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        if config.logging.database.batch_size == 0 {
+            return Err("logging.database.batch_size must be at least 1".into());
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Ok(value) = std::env::var("PMON_LOG_LEVEL") {
+            self.logging.level = value.parse().map_err(|message| ConfigError::Env {
+                name: "PMON_LOG_LEVEL",
+                value: value.clone(),
+                message,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn default_locations() -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("config.yml")];
+    if let Some(dir) = xdg_dir("XDG_CONFIG_HOME", ".config") {
+        paths.push(dir.join("pmon").join("config.yml"));
+    }
+    paths
+}
+
+/// `$VAR` if set and absolute, else `~/<fallback>`.
+pub fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_absolute() => Some(p),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)),
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
+    }
+}
+
+/// Seconds as a number (`5`, `2.5`) or a humantime string (`5s`, `250ms`, `1h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("'{text}' is not a duration ({e}); use seconds like 5.0 or 5s, 250ms, 1h"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(f64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(t) => t,
+    };
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn de_level<'de, D: Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_the_default() {
+        assert_eq!(Config::from_yaml(DEFAULT_CONFIG).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn durations_accept_numbers_and_humantime() {
+        let c = Config::from_yaml("logging:\n  database:\n    flush_interval: 250ms\nmonitoring:\n  metrics_interval: 2\n").unwrap();
+        assert_eq!(c.logging.database.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.monitoring.metrics_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key_and_line() {
+        let e = Config::from_yaml("logging:\n  level: INFO\n  databse: {}\n").unwrap_err();
+        assert!(e.contains("databse") && e.contains('3'), "{e}");
+        let e = Config::from_yaml("logging:\n  database:\n    batch_size: lots\n").unwrap_err();
+        assert!(e.contains("batch_size") || e.contains('3'), "{e}");
+        let e = Config::from_yaml("logging:\n  level: LOUD\n").unwrap_err();
+        assert!(e.contains("LOUD"), "{e}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        let c = DatabaseConfig { url: Some("postgres://u:s3cret@h/db".into()), ..Default::default() };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

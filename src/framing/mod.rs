@@ -1,0 +1,221 @@
+//! Framing: turns the raw bytes a program writes into lines of clean text.
+//!
+//! A [`LineFramer`] is fed arbitrary chunks (a pipe read may end in the middle of
+//! a line, of a UTF-8 character or of a CRLF) and yields [`Frame`]s:
+//!
+//! * `\n` and `\r\n` end a [`Frame::Line`];
+//! * a bare `\r` ends a [`Frame::Overwrite`]: the terminal would overwrite that
+//!   text, as tqdm does many times a second. Overwrites go to the progress parser
+//!   only, so they never become a flood of log records;
+//! * a line longer than `max_line_bytes` is capped with a visible marker, and the
+//!   framer's memory stays bounded however long the line gets;
+//! * the text is decoded lossily (invalid UTF-8 becomes U+FFFD), ANSI/terminal
+//!   escape sequences are removed and NUL bytes become `␀` (PostgreSQL text
+//!   rejects NUL).
+//!
+//! Framing knows nothing about log formats; it never drops bytes other than escape
+//! sequences and what the cap cuts off.
+
+mod text;
+
+pub use text::{clean_text, strip_ansi};
+
+/// One unit of text produced by the framer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete line, without its line ending.
+    Line(String),
+    /// Text ended by a bare carriage return (to be overwritten on a terminal).
+    Overwrite(String),
+}
+
+/// Splits a byte stream into [`Frame`]s. One framer per stream or file.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: Vec<u8>,
+    /// Bytes of the current line dropped because of the cap.
+    dropped: usize,
+    /// The previous chunk ended in `\r`: CRLF or a bare CR, decided by the next byte.
+    pending_cr: bool,
+    max_line_bytes: usize,
+}
+
+impl LineFramer {
+    pub fn new(max_line_bytes: usize) -> LineFramer {
+        LineFramer {
+            buf: Vec::new(),
+            dropped: 0,
+            pending_cr: false,
+            max_line_bytes: max_line_bytes.max(16),
+        }
+    }
+
+    /// Feeds one chunk; complete frames are appended to `out`.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
+        if self.pending_cr && !bytes.is_empty() {
+            self.pending_cr = false;
+            if bytes[0] == b'\n' {
+                out.push(Frame::Line(self.take()));
+                bytes = &bytes[1..];
+            } else {
+                self.emit_overwrite(out);
+            }
+        }
+        while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.append(&bytes[..pos]);
+            if bytes[pos] == b'\n' {
+                out.push(Frame::Line(self.take()));
+                bytes = &bytes[pos + 1..];
+                continue;
+            }
+            match bytes.get(pos + 1) {
+                Some(b'\n') => {
+                    out.push(Frame::Line(self.take()));
+                    bytes = &bytes[pos + 2..];
+                }
+                Some(_) => {
+                    self.emit_overwrite(out);
+                    bytes = &bytes[pos + 1..];
+                }
+                None => {
+                    self.pending_cr = true;
+                    return;
+                }
+            }
+        }
+        self.append(bytes);
+    }
+
+    /// End of stream: whatever is buffered becomes a last line.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            self.emit_overwrite(out);
+        }
+        if !self.buf.is_empty() || self.dropped > 0 {
+            out.push(Frame::Line(self.take()));
+        }
+    }
+
+    /// True when a partial line is waiting for its end.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty() || self.pending_cr
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let room = self.max_line_bytes.saturating_sub(self.buf.len());
+        let keep = room.min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..keep]);
+        self.dropped += bytes.len() - keep;
+    }
+
+    fn emit_overwrite(&mut self, out: &mut Vec<Frame>) {
+        let text = self.take();
+        if !text.is_empty() {
+            out.push(Frame::Overwrite(text));
+        }
+    }
+
+    fn take(&mut self) -> String {
+        let mut bytes = &self.buf[..];
+        let dropped = self.dropped;
+        if dropped > 0 {
+            // Cut at a character boundary rather than leave half a character.
+            if let Err(e) = std::str::from_utf8(bytes) {
+                if e.error_len().is_none() {
+                    bytes = &bytes[..e.valid_up_to()];
+                }
+            }
+        }
+        let cut = self.buf.len() - bytes.len() + dropped;
+        let mut text = clean_text(bytes);
+        if cut > 0 {
+            text.push_str(&format!(" …[pmon: line truncated, {cut} bytes omitted]"));
+        }
+        self.buf.clear();
+        self.dropped = 0;
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(chunks: &[&[u8]]) -> Vec<Frame> {
+        let mut f = LineFramer::new(1 << 20);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    fn line(s: &str) -> Frame {
+        Frame::Line(s.to_string())
+    }
+
+    #[test]
+    fn lf_and_crlf_end_lines_even_when_split_across_chunks() {
+        assert_eq!(
+            frames(&[b"a\r", b"\nb\n", b"c\r\nd"]),
+            vec![line("a"), line("b"), line("c"), line("d")]
+        );
+    }
+
+    #[test]
+    fn bare_carriage_returns_become_overwrites_not_lines() {
+        assert_eq!(
+            frames(&[b"\r 10%|#", b"  |\r 20%|##  |\r", b"100%|####|\n"]),
+            vec![
+                Frame::Overwrite(" 10%|#  |".into()),
+                Frame::Overwrite(" 20%|##  |".into()),
+                line("100%|####|"),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_lossily_and_split_characters_survive_chunking() {
+        let e_acute = "é".as_bytes();
+        assert_eq!(
+            frames(&[&[b'x', e_acute[0]], &[e_acute[1], 0xff, b'\n']]),
+            vec![line("xé\u{fffd}")]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_capped_with_a_marker_and_bounded_memory() {
+        let mut f = LineFramer::new(16);
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            f.push(&[b'a'; 1000], &mut out);
+            assert!(f.buf.len() <= 16);
+        }
+        f.push(b"\nnext\n", &mut out);
+        assert_eq!(
+            out,
+            vec![
+                line(&format!("{} …[pmon: line truncated, 999984 bytes omitted]", "a".repeat(16))),
+                line("next")
+            ]
+        );
+    }
+
+    #[test]
+    fn cap_never_splits_a_character() {
+        let mut f = LineFramer::new(16);
+        let mut out = Vec::new();
+        f.push("aaaaaaaaaaaaaaa€€\n".as_bytes(), &mut out);
+        assert_eq!(out, vec![line("aaaaaaaaaaaaaaa …[pmon: line truncated, 6 bytes omitted]")]);
+    }
+
+    #[test]
+    fn nul_bytes_and_colour_codes_are_cleaned() {
+        assert_eq!(
+            frames(&[b"\x1b[31mERROR\x1b[0m: a\0b\n"]),
+            vec![line("ERROR: a\u{2400}b")]
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! `pmon-agent`: wraps or tails long-running pipelines, keeps whole Python
+//! tracebacks, stores records in PostgreSQL or an embedded SQLite store, and
+//! answers queries. This file only parses the command line, dispatches, and
+//! turns errors into one readable message and an exit code.
+
+mod app;
+mod cli;
+mod commands;
+mod config;
+mod framing;
+mod parse;
+mod paths;
+mod pipeline;
+mod procinfo;
+mod query;
+mod record;
+mod run;
+mod sink;
+mod source;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pmon-agent: error: {}", chain(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The whole cause chain on one line, outermost first.
+fn chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,333 @@
+//! One stream's parsing state: frames in, records and progress out.
+//!
+//! [`RecordAssembler`] runs each line through the progress parser, the
+//! traceback state machine and the parser chain, and decides which record a
+//! traceback belongs to: the log line printed just before it (`logging.exception`,
+//! loguru, structlog), or a record of its own. Each stream or file has its own
+//! assembler, so stdout lines never land inside a stderr traceback.
+//!
+//! The assembler never reads a clock by itself: the caller passes `now` and
+//! calls [`RecordAssembler::on_idle`] when [`RecordAssembler::deadline`] has
+//! passed, which is how a traceback at the very end of a burst is finished
+//! without waiting for the next line.
+
+use super::progress::ProgressParser;
+use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
+use super::ParserChain;
+use crate::framing::Frame;
+use crate::record::{Level, LogRecord, ProgressUpdate, StreamKind};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the assembler produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Record(LogRecord),
+    Progress(ProgressUpdate),
+}
+
+/// How long a stream may be quiet before pending work is finished.
+#[derive(Debug, Clone, Copy)]
+pub struct AssemblerTiming {
+    /// A log record waits this long for a traceback to follow it.
+    pub log_attach: Duration,
+    /// After the final exception line, this much quiet ends a traceback.
+    pub traceback_idle: Duration,
+    /// A traceback still missing its exception line is ended after this much quiet.
+    pub traceback_max_wait: Duration,
+}
+
+impl Default for AssemblerTiming {
+    fn default() -> Self {
+        AssemblerTiming {
+            log_attach: Duration::from_millis(50),
+            traceback_idle: Duration::from_millis(100),
+            traceback_max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct RecordAssembler {
+    chain: Arc<ParserChain>,
+    progress: Arc<ProgressParser>,
+    timing: AssemblerTiming,
+    stream: StreamKind,
+    source: String,
+    tracebacks: TracebackCollector,
+    /// The last log record, held while a traceback may still follow it.
+    pending: Option<LogRecord>,
+    traceback_started: DateTime<Utc>,
+    last_activity: Instant,
+    events: Vec<TracebackEvent>,
+}
+
+impl RecordAssembler {
+    pub fn new(
+        chain: Arc<ParserChain>,
+        progress: Arc<ProgressParser>,
+        timing: AssemblerTiming,
+        stream: StreamKind,
+        source: &str,
+    ) -> RecordAssembler {
+        RecordAssembler {
+            chain,
+            progress,
+            timing,
+            stream,
+            source: source.to_string(),
+            tracebacks: TracebackCollector::new(),
+            pending: None,
+            traceback_started: Utc::now(),
+            last_activity: Instant::now(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+        self.last_activity = now;
+        match frame {
+            Frame::Line(line) => self.line(line, out),
+            Frame::Overwrite(text) => {
+                if let Some(m) = self.progress.parse(&text) {
+                    out.push(Output::Progress(m.update));
+                }
+            }
+        }
+    }
+
+    /// When `on_idle` should next be called, if anything is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        let wait = match self.tracebacks.idle_policy() {
+            IdlePolicy::Short => self.timing.traceback_idle,
+            IdlePolicy::Long => self.timing.traceback_max_wait,
+            IdlePolicy::None if self.pending.is_some() => self.timing.log_attach,
+            IdlePolicy::None => return None,
+        };
+        Some(self.last_activity + wait)
+    }
+
+    /// Finishes what has waited past its deadline.
+    pub fn on_idle(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.deadline().is_some_and(|d| now >= d) {
+            if self.tracebacks.is_active() {
+                self.tracebacks.finish(&mut self.events);
+                self.drain_events(out);
+            } else {
+                self.release_pending(out);
+            }
+        }
+    }
+
+    /// End of stream: everything pending is emitted.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.tracebacks.finish(&mut self.events);
+        self.drain_events(out);
+        self.release_pending(out);
+    }
+
+    fn line(&mut self, line: String, out: &mut Vec<Output>) {
+        if self.tracebacks.is_active() {
+            let (chain, progress) = (&self.chain, &self.progress);
+            let taken = self.tracebacks.feed(
+                &line,
+                |l| chain.parse(l).is_some() || progress.parse(l).is_some(),
+                &mut self.events,
+            );
+            self.drain_events(out);
+            if taken {
+                return;
+            }
+        }
+        if TracebackCollector::is_start(&line) {
+            self.traceback_started = Utc::now();
+            self.tracebacks.feed(&line, |_| false, &mut self.events);
+            return;
+        }
+        self.structured_line(line, out);
+    }
+
+    fn structured_line(&mut self, line: String, out: &mut Vec<Output>) {
+        if line.trim().is_empty() {
+            // Blank lines carry nothing to search for; the plain log file keeps them.
+            return;
+        }
+        if let Some(m) = self.progress.parse(&line) {
+            self.release_pending(out);
+            out.push(Output::Progress(m.update));
+            if !m.also_log {
+                return;
+            }
+        }
+        let Some((parser, fields)) = self.chain.parse(&line) else {
+            self.release_pending(out);
+            out.push(Output::Record(LogRecord::plain(line, self.stream, &self.source)));
+            return;
+        };
+        self.release_pending(out);
+        let mut record = LogRecord {
+            timestamp: fields.timestamp.unwrap_or_else(Utc::now),
+            level: fields.level,
+            logger: fields.logger,
+            message: fields.message,
+            traceback: None,
+            exception_type: None,
+            exception_message: None,
+            stream: self.stream,
+            source: self.source.clone(),
+            parsed_by: Some(parser),
+        };
+        match fields.traceback {
+            Some(text) => {
+                let lines = text.lines().map(str::to_string).collect();
+                attach(&mut record, super::traceback::describe(lines));
+                out.push(Output::Record(record));
+            }
+            // logging.exception (and loguru's, and exc_info=True on an error)
+            // prints at ERROR or above. A lower line just before an uncaught
+            // exception is not its owner: the crash must show up as an error.
+            None if record.level >= Level::Error => self.pending = Some(record),
+            None => out.push(Output::Record(record)),
+        }
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<Output>) {
+        let events = std::mem::take(&mut self.events);
+        for event in events {
+            match event {
+                TracebackEvent::Finished(tb) => {
+                    let record = match self.pending.take() {
+                        Some(mut record) => {
+                            attach(&mut record, tb);
+                            record
+                        }
+                        None => self.standalone(tb),
+                    };
+                    out.push(Output::Record(record));
+                }
+                TracebackEvent::Released(line) => self.structured_line(line, out),
+            }
+        }
+    }
+
+    fn standalone(&self, tb: Traceback) -> LogRecord {
+        let mut record = LogRecord::plain(tb.exception_line.clone(), self.stream, &self.source);
+        record.level = Level::Error;
+        record.timestamp = self.traceback_started;
+        attach(&mut record, tb);
+        record
+    }
+
+    fn release_pending(&mut self, out: &mut Vec<Output>) {
+        if let Some(record) = self.pending.take() {
+            out.push(Output::Record(record));
+        }
+    }
+}
+
+fn attach(record: &mut LogRecord, tb: Traceback) {
+    record.traceback = Some(tb.text);
+    record.exception_type = Some(tb.exception_type);
+    record.exception_message = Some(tb.exception_message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::LineFramer;
+
+    fn assemble(stream_text: &str) -> Vec<Output> {
+        let mut a = RecordAssembler::new(
+            Arc::new(ParserChain::builtin()),
+            Arc::new(ProgressParser::new()),
+            AssemblerTiming::default(),
+            StreamKind::Stderr,
+            "stderr",
+        );
+        let mut framer = LineFramer::new(1 << 20);
+        let mut frames = Vec::new();
+        framer.push(stream_text.as_bytes(), &mut frames);
+        framer.finish(&mut frames);
+        let mut out = Vec::new();
+        for f in frames {
+            a.frame(f, Instant::now(), &mut out);
+        }
+        a.finish(&mut out);
+        out
+    }
+
+    fn records(out: &[Output]) -> Vec<&LogRecord> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Record(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const TB: &str = "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nValueError: bad shard 3\n";
+
+    #[test]
+    fn traceback_after_a_log_line_belongs_to_that_record() {
+        let out = assemble(&format!("ERROR:pipeline.loader:failed to load shard 3\n{TB}INFO:root:next\n"));
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].message, "failed to load shard 3");
+        assert_eq!(recs[0].logger.as_deref(), Some("pipeline.loader"));
+        assert_eq!(recs[0].traceback.as_deref(), Some(TB));
+        assert_eq!(recs[0].exception_type.as_deref(), Some("ValueError"));
+        assert_eq!(recs[1].message, "next");
+    }
+
+    #[test]
+    fn a_warning_before_an_uncaught_exception_keeps_its_own_record() {
+        let out = assemble(&format!("WARNING:shards:shard 2: 1 rows\n{TB}"));
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].traceback, None);
+        assert_eq!(recs[1].message, "ValueError: bad shard 3");
+        assert_eq!(recs[1].traceback.as_deref(), Some(TB));
+    }
+
+    #[test]
+    fn a_traceback_alone_is_an_error_record_named_by_its_exception() {
+        let out = assemble(&format!("plain chatter\n{TB}"));
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].level, Level::Error);
+        assert_eq!(recs[1].message, "ValueError: bad shard 3");
+        assert_eq!(recs[1].logger, None);
+        assert_eq!(recs[1].traceback.as_deref(), Some(TB));
+    }
+
+    #[test]
+    fn tqdm_updates_are_progress_not_records() {
+        let out = assemble("\r  0%|          | 0/3 [00:00<?, ?it/s]\r 33%|###3      | 1/3 [00:00<00:00, 9.9it/s]\r100%|##########| 3/3 [00:00<00:00, 9.9it/s]\nINFO:root:done\n");
+        assert_eq!(records(&out).len(), 1);
+        let progress: Vec<_> = out.iter().filter(|o| matches!(o, Output::Progress(_))).collect();
+        assert_eq!(progress.len(), 3);
+    }
+
+    #[test]
+    fn idle_finishes_a_traceback_without_waiting_for_another_line() {
+        let mut a = RecordAssembler::new(
+            Arc::new(ParserChain::builtin()),
+            Arc::new(ProgressParser::new()),
+            AssemblerTiming::default(),
+            StreamKind::Stderr,
+            "stderr",
+        );
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for l in TB.lines() {
+            a.frame(Frame::Line(l.to_string()), t0, &mut out);
+        }
+        assert!(out.is_empty());
+        let deadline = a.deadline().unwrap();
+        a.on_idle(deadline - Duration::from_millis(1), &mut out);
+        assert!(out.is_empty());
+        a.on_idle(deadline, &mut out);
+        assert_eq!(records(&out).len(), 1);
+        assert_eq!(a.deadline(), None);
+    }
+}

@@ -1,0 +1,922 @@
+//! `query logs` and `query errors`: log records of a run, filtered and printed.
+//!
+//! Filters that SQLite can apply (run, level, substring, time) go into the
+//! query; a regex is applied here, because SQLite has no regex function. Rows
+//! are streamed, never loaded all at once, so a run with millions of lines
+//! prints as fast as the terminal takes it. `--follow` polls the store for
+//! rows newer than the last one seen, like `tail -f` on the store.
+
+use super::output::{escape_text, first_line, local_time, write_json_line};
+use super::select::{self, Experiment, RunChoice, RunScope};
+use crate::app::App;
+use crate::cli::{ErrorsArgs, Format, LogsArgs};
+use crate::config::parse_duration;
+use crate::record::{format_ts, parse_ts, Level};
+use crate::sink::sqlite::levels_from;
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use regex::Regex;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+/// How often `--follow` looks for new records: quick enough to feel live,
+/// rare enough to cost nothing.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// One row of `pipeline_logs`, serialised with exactly the spec's field names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRow {
+    /// Insertion order; lets `--follow` ask for "anything newer than this".
+    #[serde(skip)]
+    pub id: i64,
+    pub experiment_id: String,
+    pub run_id: String,
+    pub timestamp: String,
+    pub level: String,
+    pub logger: Option<String>,
+    pub message: String,
+    pub traceback: Option<String>,
+    pub exception_type: Option<String>,
+    pub exception_message: Option<String>,
+    pub stream: String,
+    pub source: String,
+}
+
+pub const LOG_COLUMNS: &str = "id, experiment_id, run_id, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
+
+impl LogRow {
+    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
+        Ok(LogRow {
+            id: row.get(0)?,
+            experiment_id: row.get(1)?,
+            run_id: row.get(2)?,
+            timestamp: row.get(3)?,
+            level: row.get(4)?,
+            logger: row.get(5)?,
+            message: row.get(6)?,
+            traceback: row.get(7)?,
+            exception_type: row.get(8)?,
+            exception_message: row.get(9)?,
+            stream: row.get(10)?,
+            source: row.get(11)?,
+        })
+    }
+
+    /// `ValueError: bad shard`: the exception's type and the first line of its
+    /// message, or the record's message when it carries no exception.
+    pub fn error_summary(&self) -> String {
+        match (&self.exception_type, &self.exception_message) {
+            (Some(kind), Some(text)) if !text.is_empty() => {
+                format!("{kind}: {}", first_line(text))
+            }
+            (Some(kind), _) => kind.clone(),
+            (None, _) => first_line(&self.message).to_string(),
+        }
+    }
+}
+
+/// The SQL-side filters of a log query.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub experiment: String,
+    /// `None`: every run of the experiment.
+    pub run_id: Option<String>,
+    /// `None`: every level.
+    pub levels: Option<Vec<&'static str>>,
+    /// Substring of the message or traceback (case-sensitive, like `grep`).
+    pub search: Option<String>,
+    /// Stored-format timestamp; records at or after it are kept.
+    pub since: Option<String>,
+}
+
+/// Which slice of the table, by row id, a query reads.
+#[derive(Debug, Clone, Copy)]
+enum IdBound {
+    /// Rows that existed when the query started (the follow loop takes the rest).
+    AtMost(i64),
+    /// Rows added since the last poll.
+    After(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    OldestFirst,
+    NewestFirst,
+    /// Insertion order, for `--follow`: new rows as they arrive.
+    Arrival,
+}
+
+impl LogFilter {
+    fn for_scope(experiment: &Experiment, scope: RunScope<'_>) -> LogFilter {
+        LogFilter {
+            experiment: experiment.name().to_string(),
+            run_id: match scope {
+                RunScope::One(run) => Some(run.run_id.clone()),
+                RunScope::All => None,
+            },
+            ..LogFilter::default()
+        }
+    }
+
+    fn sql(&self, bound: IdBound, order: Order) -> (String, Vec<Value>) {
+        let mut conditions = vec!["experiment_id = ?".to_string()];
+        let mut values = vec![Value::Text(self.experiment.clone())];
+        if let Some(run_id) = &self.run_id {
+            conditions.push("run_id = ?".into());
+            values.push(Value::Text(run_id.clone()));
+        }
+        if let Some(levels) = &self.levels {
+            let marks = vec!["?"; levels.len()].join(", ");
+            conditions.push(format!("level IN ({marks})"));
+            values.extend(levels.iter().map(|l| Value::Text(l.to_string())));
+        }
+        if let Some(text) = &self.search {
+            conditions
+                .push("(instr(message, ?) > 0 OR instr(coalesce(traceback, ''), ?) > 0)".into());
+            values.push(Value::Text(text.clone()));
+            values.push(Value::Text(text.clone()));
+        }
+        if let Some(since) = &self.since {
+            conditions.push("timestamp >= ?".into());
+            values.push(Value::Text(since.clone()));
+        }
+        let (id_condition, id) = match bound {
+            IdBound::AtMost(id) => ("id <= ?", id),
+            IdBound::After(id) => ("id > ?", id),
+        };
+        conditions.push(id_condition.into());
+        values.push(Value::Integer(id));
+        let order_by = match order {
+            Order::OldestFirst => "timestamp, id",
+            Order::NewestFirst => "timestamp DESC, id DESC",
+            Order::Arrival => "id",
+        };
+        let sql = format!(
+            "SELECT {LOG_COLUMNS} FROM pipeline_logs WHERE {} ORDER BY {order_by}",
+            conditions.join(" AND ")
+        );
+        (sql, values)
+    }
+}
+
+/// Streams matching rows to `visit` until it returns `false` or rows run out.
+fn each_row(
+    conn: &Connection,
+    filter: &LogFilter,
+    bound: IdBound,
+    order: Order,
+    mut visit: impl FnMut(LogRow) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let (sql, values) = filter.sql(bound, order);
+    let mut stmt = conn
+        .prepare(&sql)
+        .context("could not query the log records")?;
+    let mut rows = stmt
+        .query(params_from_iter(values))
+        .context("could not query the log records")?;
+    while let Some(row) = rows.next().context("could not read the log records")? {
+        let record = LogRow::from_row(row).context("could not read a log record")?;
+        if !visit(record)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The highest row id now in the store: where a follow starts from.
+fn current_max_id(conn: &Connection) -> anyhow::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM pipeline_logs", [], |r| {
+        r.get(0)
+    })
+    .context("could not read the log records")
+}
+
+/// Everything `query logs` was asked for, validated before the store is touched.
+#[derive(Debug)]
+pub struct LogsOptions {
+    pub level: Option<Level>,
+    pub search: Option<String>,
+    pub regex: Option<Regex>,
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+    pub follow: bool,
+    pub traceback: bool,
+    pub format: Format,
+}
+
+impl LogsOptions {
+    pub fn from_args(args: &LogsArgs, now: DateTime<Utc>) -> anyhow::Result<LogsOptions> {
+        Ok(LogsOptions {
+            level: args.level,
+            search: args.search.clone(),
+            regex: args
+                .search_regex
+                .as_deref()
+                .map(compile_regex)
+                .transpose()?,
+            since: args
+                .since
+                .as_deref()
+                .map(|s| parse_since(s, now))
+                .transpose()?
+                .flatten(),
+            limit: args.limit,
+            follow: args.follow,
+            traceback: args.traceback,
+            format: args.format.format,
+        })
+    }
+}
+
+fn compile_regex(pattern: &str) -> anyhow::Result<Regex> {
+    Regex::new(pattern).with_context(|| {
+        format!("--search-regex '{pattern}' is not a valid regular expression; fix it, or use --search for plain text")
+    })
+}
+
+/// `--since`: an RFC 3339 time, or a duration back from `now` (`1h`, `30m`,
+/// `90` seconds). Returns the bound in the stored timestamp format, or `None`
+/// when the duration reaches back past any representable time (keep all).
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> anyhow::Result<Option<String>> {
+    if let Some(time) = parse_ts(text.trim()) {
+        return Ok(Some(format_ts(&time)));
+    }
+    let Ok(ago) = parse_duration(text) else {
+        bail!("--since '{text}' is neither a duration (1h, 30m, 90) nor an RFC 3339 time (2026-11-27T10:00:00Z)");
+    };
+    let bound = chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| now.checked_sub_signed(ago));
+    Ok(bound.map(|time| format_ts(&time)))
+}
+
+/// Prints records one by one, in text or JSON Lines.
+struct RecordPrinter {
+    format: Format,
+    traceback: bool,
+    /// With `--run all`, text output marks where each run's records begin.
+    run_ordinals: Option<HashMap<String, i64>>,
+    last_run_id: Option<String>,
+    printed: usize,
+}
+
+impl RecordPrinter {
+    fn new(format: Format, traceback: bool, experiment: &Experiment, scope: RunScope<'_>) -> Self {
+        let run_ordinals = match scope {
+            RunScope::All => Some(
+                experiment
+                    .runs()
+                    .iter()
+                    .map(|r| (r.run_id.clone(), r.ordinal))
+                    .collect(),
+            ),
+            RunScope::One(_) => None,
+        };
+        RecordPrinter {
+            format,
+            traceback,
+            run_ordinals,
+            last_run_id: None,
+            printed: 0,
+        }
+    }
+
+    fn print(&mut self, out: &mut dyn Write, record: &LogRow) -> anyhow::Result<()> {
+        self.printed += 1;
+        match self.format {
+            Format::Json => write_json_line(out, record),
+            Format::Text => {
+                self.print_run_header(out, record)?;
+                out.write_all(text_record(record, self.traceback).as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn print_run_header(&mut self, out: &mut dyn Write, record: &LogRow) -> anyhow::Result<()> {
+        let Some(ordinals) = &self.run_ordinals else {
+            return Ok(());
+        };
+        if self.last_run_id.as_deref() == Some(record.run_id.as_str()) {
+            return Ok(());
+        }
+        let ordinal = ordinals
+            .get(&record.run_id)
+            .map_or("?".to_string(), |n| n.to_string());
+        writeln!(out, "-- run {ordinal} ({}) --", escape_text(&record.run_id))?;
+        self.last_run_id = Some(record.run_id.clone());
+        Ok(())
+    }
+}
+
+/// One record as text: `2026-11-27 10:00:00.123 ERROR    pipeline.loader: failed`
+/// and, with `with_traceback`, its traceback indented below; without it, a
+/// record that has one ends in ` [ValueError: bad shard]`.
+pub fn text_record(record: &LogRow, with_traceback: bool) -> String {
+    let mut text = format!(
+        "{} {:<8} ",
+        local_time(&record.timestamp, true),
+        escape_text(&record.level)
+    );
+    if let Some(logger) = &record.logger {
+        text.push_str(&escape_text(logger));
+        text.push_str(": ");
+    }
+    text.push_str(&escape_text(&record.message));
+    match &record.traceback {
+        Some(traceback) if with_traceback => {
+            text.push('\n');
+            for line in traceback.lines() {
+                text.push_str("    ");
+                text.push_str(&escape_text(line));
+                text.push('\n');
+            }
+            return text;
+        }
+        Some(_) => {
+            text.push_str(" [");
+            text.push_str(&escape_text(&traceback_summary(record)));
+            text.push(']');
+        }
+        None => {}
+    }
+    text.push('\n');
+    text
+}
+
+/// What the ` […]` hint after a record with a hidden traceback says.
+fn traceback_summary(record: &LogRow) -> String {
+    match &record.exception_type {
+        Some(_) => record.error_summary(),
+        None => "traceback hidden; --traceback shows it".to_string(),
+    }
+}
+
+/// `query logs`: validates the options, picks the run, prints, maybe follows.
+pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
+    let options = LogsOptions::from_args(args, Utc::now())?;
+    let (store, experiment) = select::open_experiment(app, &args.experiment)?;
+    let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
+    let mut printed = 0;
+    super::output::to_stdout(|out| {
+        printed = write_logs(store.conn(), &experiment, scope, &options, out)?;
+        Ok(())
+    })?;
+    if printed == 0 && options.format == Format::Text && !options.follow {
+        eprintln!(
+            "no log records match in experiment '{}' ({})",
+            escape_text(experiment.name()),
+            scope_words(scope)
+        );
+    }
+    Ok(())
+}
+
+/// Prints the records `options` select, oldest first; with `follow`, keeps
+/// printing new ones and never returns except on an error (a closed pipe
+/// included). Returns how many records were printed.
+pub fn write_logs(
+    conn: &Connection,
+    experiment: &Experiment,
+    scope: RunScope<'_>,
+    options: &LogsOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<usize> {
+    let filter = LogFilter {
+        levels: options.level.map(levels_from),
+        search: options.search.clone(),
+        since: options.since.clone(),
+        ..LogFilter::for_scope(experiment, scope)
+    };
+    let mut printer = RecordPrinter::new(options.format, options.traceback, experiment, scope);
+    let snapshot = current_max_id(conn)?;
+    let matches = |record: &LogRow| regex_matches(options.regex.as_ref(), record);
+    match options.limit {
+        Some(limit) => {
+            let mut newest = Vec::new();
+            if limit > 0 {
+                each_row(
+                    conn,
+                    &filter,
+                    IdBound::AtMost(snapshot),
+                    Order::NewestFirst,
+                    |record| {
+                        if matches(&record) {
+                            newest.push(record);
+                        }
+                        Ok(newest.len() < limit)
+                    },
+                )?;
+            }
+            for record in newest.iter().rev() {
+                printer.print(out, record)?;
+            }
+        }
+        None => each_row(
+            conn,
+            &filter,
+            IdBound::AtMost(snapshot),
+            Order::OldestFirst,
+            |record| {
+                if matches(&record) {
+                    printer.print(out, &record)?;
+                }
+                Ok(true)
+            },
+        )?,
+    }
+    out.flush()?;
+    if options.follow {
+        follow(
+            conn,
+            &filter,
+            options.regex.as_ref(),
+            snapshot,
+            &mut printer,
+            out,
+        )?;
+    }
+    Ok(printer.printed)
+}
+
+/// Polls for rows newer than `last_id` and prints those that match, forever.
+/// It ends when SIGINT/SIGTERM kill the process or the reader closes the pipe.
+fn follow(
+    conn: &Connection,
+    filter: &LogFilter,
+    regex: Option<&Regex>,
+    mut last_id: i64,
+    printer: &mut RecordPrinter,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    loop {
+        std::thread::sleep(FOLLOW_POLL_INTERVAL);
+        last_id = print_new_records(conn, filter, regex, last_id, printer, out)?;
+    }
+}
+
+/// One follow poll: prints matching rows with ids above `last_id` and returns
+/// the highest id seen, matching or not, so no row is looked at twice.
+fn print_new_records(
+    conn: &Connection,
+    filter: &LogFilter,
+    regex: Option<&Regex>,
+    last_id: i64,
+    printer: &mut RecordPrinter,
+    out: &mut dyn Write,
+) -> anyhow::Result<i64> {
+    let mut highest = last_id;
+    each_row(
+        conn,
+        filter,
+        IdBound::After(last_id),
+        Order::Arrival,
+        |record| {
+            highest = highest.max(record.id);
+            if regex_matches(regex, &record) {
+                printer.print(out, &record)?;
+            }
+            Ok(true)
+        },
+    )?;
+    out.flush()?;
+    Ok(highest)
+}
+
+fn regex_matches(regex: Option<&Regex>, record: &LogRow) -> bool {
+    regex.map_or(true, |regex| {
+        regex.is_match(&record.message)
+            || record
+                .traceback
+                .as_deref()
+                .is_some_and(|tb| regex.is_match(tb))
+    })
+}
+
+/// `query errors`: ERROR and CRITICAL records, newest first.
+pub fn errors(app: &App, args: &ErrorsArgs) -> anyhow::Result<()> {
+    let (store, experiment) = select::open_experiment(app, &args.experiment)?;
+    let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
+    let mut printed = 0;
+    super::output::to_stdout(|out| {
+        printed = write_errors(store.conn(), &experiment, scope, args, out)?;
+        Ok(())
+    })?;
+    if printed == 0 && args.format.format == Format::Text {
+        eprintln!(
+            "no ERROR or CRITICAL records in experiment '{}' ({})",
+            escape_text(experiment.name()),
+            scope_words(scope)
+        );
+    }
+    Ok(())
+}
+
+/// Prints the run's errors newest first; returns how many were printed.
+pub fn write_errors(
+    conn: &Connection,
+    experiment: &Experiment,
+    scope: RunScope<'_>,
+    args: &ErrorsArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<usize> {
+    let filter = LogFilter {
+        levels: Some(levels_from(Level::Error)),
+        ..LogFilter::for_scope(experiment, scope)
+    };
+    let mut printer = RecordPrinter::new(args.format.format, args.traceback, experiment, scope);
+    let limit = args.limit.unwrap_or(usize::MAX);
+    if limit > 0 {
+        each_row(
+            conn,
+            &filter,
+            IdBound::AtMost(i64::MAX),
+            Order::NewestFirst,
+            |record| {
+                printer.print(out, &record)?;
+                Ok(printer.printed < limit)
+            },
+        )?;
+    }
+    Ok(printer.printed)
+}
+
+/// `run 2` or `all runs`, for messages about what was searched.
+fn scope_words(scope: RunScope<'_>) -> String {
+    match scope {
+        RunScope::One(run) => format!("run {}", run.ordinal),
+        RunScope::All => "all runs".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::tests::{insert_log, insert_run, temp_store, TestLog};
+    use std::path::Path;
+
+    fn experiment(conn: &Connection, dir: &Path) -> Experiment {
+        Experiment::load(conn, dir, "x").unwrap()
+    }
+
+    fn options() -> LogsOptions {
+        LogsOptions {
+            level: None,
+            search: None,
+            regex: None,
+            since: None,
+            limit: None,
+            follow: false,
+            traceback: false,
+            format: Format::Json,
+        }
+    }
+
+    fn messages(output: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(output)
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["message"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    fn run_logs(
+        conn: &Connection,
+        exp: &Experiment,
+        choice: RunChoice,
+        options: &LogsOptions,
+    ) -> Vec<u8> {
+        let scope = exp.pick(&choice).unwrap();
+        let mut out = Vec::new();
+        write_logs(conn, exp, scope, options, &mut out).unwrap();
+        out
+    }
+
+    /// Run 1 has one line; run 2 has four, inserted out of time order.
+    fn two_runs() -> (tempfile::TempDir, crate::sink::SqliteStore) {
+        let (dir, store) = temp_store();
+        let conn = store.conn();
+        insert_run(conn, "x", 1, "R1", "failed");
+        insert_run(conn, "x", 2, "R2", "running");
+        insert_log(conn, TestLog::new("R1", "10:00:00", "INFO", "old run"));
+        insert_log(conn, TestLog::new("R2", "10:00:02", "WARNING", "third"));
+        insert_log(conn, TestLog::new("R2", "10:00:01", "DEBUG", "second"));
+        insert_log(conn, TestLog::new("R2", "10:00:00", "INFO", "first"));
+        insert_log(
+            conn,
+            TestLog {
+                traceback: Some(
+                    "Traceback (most recent call last):\n  File \"x.py\"\nValueError: bad shard\n",
+                ),
+                exception_type: Some("ValueError"),
+                exception_message: Some("bad shard"),
+                logger: Some("pipeline.loader"),
+                ..TestLog::new("R2", "10:00:03", "ERROR", "failed to load shard 3")
+            },
+        );
+        (dir, store)
+    }
+
+    #[test]
+    fn logs_are_oldest_first_for_the_latest_run() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let out = run_logs(store.conn(), &exp, RunChoice::Latest, &options());
+        assert_eq!(
+            messages(&out),
+            ["first", "second", "third", "failed to load shard 3"]
+        );
+    }
+
+    #[test]
+    fn json_records_carry_exactly_the_spec_fields() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let out = run_logs(store.conn(), &exp, RunChoice::Latest, &options());
+        let last = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        let value: serde_json::Value = serde_json::from_str(&last).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "exception_message",
+                "exception_type",
+                "experiment_id",
+                "level",
+                "logger",
+                "message",
+                "run_id",
+                "source",
+                "stream",
+                "timestamp",
+                "traceback",
+            ]
+        );
+        assert_eq!(value["timestamp"], "2026-11-27T10:00:03.000000Z");
+        assert!(value["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError: bad shard"));
+    }
+
+    #[test]
+    fn level_search_and_regex_filter() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let warn_up = LogsOptions {
+            level: Some(Level::Warning),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(store.conn(), &exp, RunChoice::Latest, &warn_up)),
+            ["third", "failed to load shard 3"]
+        );
+        let in_traceback = LogsOptions {
+            search: Some("bad shard".into()),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(
+                store.conn(),
+                &exp,
+                RunChoice::Latest,
+                &in_traceback
+            )),
+            ["failed to load shard 3"]
+        );
+        let case_sensitive = LogsOptions {
+            search: Some("FIRST".into()),
+            ..options()
+        };
+        assert!(messages(&run_logs(
+            store.conn(),
+            &exp,
+            RunChoice::Latest,
+            &case_sensitive
+        ))
+        .is_empty());
+        let regex = LogsOptions {
+            regex: Some(Regex::new("^(fir|sec)").unwrap()),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(store.conn(), &exp, RunChoice::Latest, &regex)),
+            ["first", "second"]
+        );
+    }
+
+    #[test]
+    fn limit_keeps_the_newest_but_prints_oldest_first() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let limited = LogsOptions {
+            limit: Some(2),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(store.conn(), &exp, RunChoice::Latest, &limited)),
+            ["third", "failed to load shard 3"]
+        );
+        let regex_limited = LogsOptions {
+            limit: Some(1),
+            regex: Some(Regex::new("ir").unwrap()),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(
+                store.conn(),
+                &exp,
+                RunChoice::Latest,
+                &regex_limited
+            )),
+            ["third"]
+        );
+    }
+
+    #[test]
+    fn since_and_run_selection() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let recent = LogsOptions {
+            since: Some("2026-11-27T10:00:02.000000Z".into()),
+            ..options()
+        };
+        assert_eq!(
+            messages(&run_logs(store.conn(), &exp, RunChoice::Latest, &recent)),
+            ["third", "failed to load shard 3"]
+        );
+        assert_eq!(
+            messages(&run_logs(
+                store.conn(),
+                &exp,
+                RunChoice::Ordinal(1),
+                &options()
+            )),
+            ["old run"]
+        );
+        assert_eq!(
+            messages(&run_logs(store.conn(), &exp, RunChoice::All, &options())).len(),
+            5
+        );
+    }
+
+    #[test]
+    fn since_accepts_durations_and_times() {
+        let now = parse_ts("2026-11-27T12:00:00Z").unwrap();
+        assert_eq!(
+            parse_since("1h", now).unwrap().unwrap(),
+            "2026-11-27T11:00:00.000000Z"
+        );
+        assert_eq!(
+            parse_since("90", now).unwrap().unwrap(),
+            "2026-11-27T11:58:30.000000Z"
+        );
+        assert_eq!(
+            parse_since("2026-11-27T10:00:00+01:00", now)
+                .unwrap()
+                .unwrap(),
+            "2026-11-27T09:00:00.000000Z"
+        );
+        let err = parse_since("yesterday", now).unwrap_err().to_string();
+        assert!(
+            err.contains("'yesterday'") && err.contains("RFC 3339"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_regex_is_named_in_the_error() {
+        let err = compile_regex("(unclosed").unwrap_err().to_string();
+        assert!(err.contains("'(unclosed'"), "{err}");
+    }
+
+    #[test]
+    fn text_lines_escape_and_summarise_tracebacks() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let text = LogsOptions {
+            format: Format::Text,
+            ..options()
+        };
+        let out =
+            String::from_utf8(run_logs(store.conn(), &exp, RunChoice::Latest, &text)).unwrap();
+        let last = out.lines().last().unwrap();
+        let time = local_time("2026-11-27T10:00:03.000000Z", true);
+        assert_eq!(
+            last,
+            format!(
+                "{time} ERROR    pipeline.loader: failed to load shard 3 [ValueError: bad shard]"
+            )
+        );
+        assert!(
+            out.lines().next().unwrap().ends_with(" INFO     first"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn traceback_lines_are_indented_and_escaped() {
+        let record = LogRow {
+            id: 1,
+            experiment_id: "x".into(),
+            run_id: "R".into(),
+            timestamp: "2026-11-27T10:00:00.123000Z".into(),
+            level: "ERROR".into(),
+            logger: None,
+            message: "boom\x1b[31m\r\x07two\nlines".into(),
+            traceback: Some("Traceback:\n  File \"a\x1b.py\"\nKeyError: 'k'\n".into()),
+            exception_type: Some("KeyError".into()),
+            exception_message: Some("'k'".into()),
+            stream: "stderr".into(),
+            source: "stderr".into(),
+        };
+        let text = text_record(&record, true);
+        let time = local_time(&record.timestamp, true);
+        assert_eq!(
+            text,
+            format!("{time} ERROR    boom\\x1b[31m\\r\\x07two\\nlines\n    Traceback:\n      File \"a\\x1b.py\"\n    KeyError: 'k'\n")
+        );
+        assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'));
+    }
+
+    #[test]
+    fn all_runs_text_marks_where_each_run_begins() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let text = LogsOptions {
+            format: Format::Text,
+            ..options()
+        };
+        let out = String::from_utf8(run_logs(store.conn(), &exp, RunChoice::All, &text)).unwrap();
+        let headers: Vec<&str> = out.lines().filter(|l| l.starts_with("-- run")).collect();
+        assert_eq!(headers, ["-- run 1 (R1) --", "-- run 2 (R2) --"]);
+    }
+
+    #[test]
+    fn follow_prints_only_new_matching_rows() {
+        let (dir, store) = two_runs();
+        let conn = store.conn();
+        let exp = experiment(conn, dir.path());
+        let scope = exp.pick(&RunChoice::Latest).unwrap();
+        let filter = LogFilter {
+            levels: Some(levels_from(Level::Info)),
+            ..LogFilter::for_scope(&exp, scope)
+        };
+        let mut printer = RecordPrinter::new(Format::Json, false, &exp, scope);
+        let start = current_max_id(conn).unwrap();
+        insert_log(conn, TestLog::new("R2", "10:00:05", "DEBUG", "too quiet"));
+        insert_log(conn, TestLog::new("R1", "10:00:06", "INFO", "other run"));
+        insert_log(conn, TestLog::new("R2", "09:00:00", "INFO", "late arrival"));
+        let mut out = Vec::new();
+        let last = print_new_records(conn, &filter, None, start, &mut printer, &mut out).unwrap();
+        assert_eq!(messages(&out), ["late arrival"]);
+        assert_eq!(last, start + 3);
+        let mut again = Vec::new();
+        print_new_records(conn, &filter, None, last, &mut printer, &mut again).unwrap();
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn errors_are_newest_first_with_a_limit() {
+        let (dir, store) = two_runs();
+        let conn = store.conn();
+        insert_log(
+            conn,
+            TestLog::new("R2", "10:00:04", "CRITICAL", "disk gone"),
+        );
+        let exp = experiment(conn, dir.path());
+        let args = |limit| ErrorsArgs {
+            experiment: "x".into(),
+            traceback: false,
+            limit,
+            run: None,
+            format: crate::cli::FormatArg {
+                format: Format::Json,
+            },
+        };
+        let scope = exp.pick(&RunChoice::Latest).unwrap();
+        let mut out = Vec::new();
+        write_errors(conn, &exp, scope, &args(None), &mut out).unwrap();
+        assert_eq!(messages(&out), ["disk gone", "failed to load shard 3"]);
+        let mut out = Vec::new();
+        write_errors(conn, &exp, scope, &args(Some(1)), &mut out).unwrap();
+        assert_eq!(messages(&out), ["disk gone"]);
+    }
+}

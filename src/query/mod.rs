@@ -1,0 +1,178 @@
+//! `pmon-agent query …`: read-only answers from the store for people and scripts.
+//!
+//! These commands exist so nobody has to know the schema to find out whether
+//! a pipeline is alive, how far it got and why it failed: `list` gives every
+//! experiment at a glance, `status` one run in depth, `logs` and `errors` the
+//! records themselves. Text output is for terminals (local time, aligned,
+//! control characters escaped); `--format json` prints JSON Lines with the
+//! field names of the spec, for scripts.
+//!
+//! What this module does not do: it never writes records, never starts or
+//! stops runs, and never talks to PostgreSQL (it reads the embedded SQLite
+//! store). Its one write is marking runs whose agent died as `lost`, so that a
+//! dead pipeline never shows as `running`.
+
+mod list;
+mod logs;
+mod output;
+mod select;
+mod status;
+
+/// The spool depth, for `spool status` and the SIGUSR1 report once the
+/// PostgreSQL spool exists; `query status` already reports it.
+#[allow(unused_imports)]
+pub use status::spool_pending;
+
+use crate::app::App;
+use crate::cli::QueryCommand;
+use crate::run::RunState;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Runs one `query` subcommand, printing to standard output.
+pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<()> {
+    match cmd {
+        QueryCommand::List(args) => list::list(app, &args),
+        QueryCommand::Status(args) => status::status(app, &args),
+        QueryCommand::Logs(args) => logs::logs(app, &args),
+        QueryCommand::Errors(args) => logs::errors(app, &args),
+    }
+}
+
+/// How long a run took, or has taken so far while it is live. `None` when
+/// that cannot be known: a lost run never recorded its end. A clock that went
+/// backwards gives zero, not an error.
+fn run_duration(
+    state: RunState,
+    started_at: &str,
+    ended_at: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let started = crate::record::parse_ts(started_at)?;
+    let end = match ended_at {
+        Some(ended) => crate::record::parse_ts(ended)?,
+        None if state.is_live() => now,
+        None => return None,
+    };
+    Some((end - started).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// A temporary store and SQL shortcuts that fill it, shared by the tests of
+/// every query command.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::sink::SqliteStore;
+    use rusqlite::{params, Connection};
+
+    pub fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("pmon.db")).expect("open store");
+        (dir, store)
+    }
+
+    /// A run started at 2026-11-27 10:00:00 UTC on another host, so that
+    /// `mark_lost` leaves its state alone unless a test says otherwise.
+    pub fn insert_run(
+        conn: &Connection,
+        experiment: &str,
+        ordinal: i64,
+        run_id: &str,
+        state: &str,
+    ) {
+        conn.execute(
+            "INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, host, started_at)
+             VALUES (?1, ?2, ?3, ?4, '[\"python\",\"x.py\"]', 'elsewhere', '2026-11-27T10:00:00.000000Z')",
+            params![run_id, experiment, ordinal, state],
+        )
+        .expect("insert run");
+    }
+
+    /// A log record of a run on 2026-11-27 at `time` (UTC, `HH:MM:SS`).
+    pub struct TestLog {
+        pub run_id: &'static str,
+        pub time: &'static str,
+        pub level: &'static str,
+        pub message: &'static str,
+        pub logger: Option<&'static str>,
+        pub traceback: Option<&'static str>,
+        pub exception_type: Option<&'static str>,
+        pub exception_message: Option<&'static str>,
+    }
+
+    impl TestLog {
+        pub fn new(
+            run_id: &'static str,
+            time: &'static str,
+            level: &'static str,
+            message: &'static str,
+        ) -> TestLog {
+            TestLog {
+                run_id,
+                time,
+                level,
+                message,
+                logger: None,
+                traceback: None,
+                exception_type: None,
+                exception_message: None,
+            }
+        }
+    }
+
+    pub fn insert_log(conn: &Connection, log: TestLog) {
+        conn.execute(
+            "INSERT INTO pipeline_logs (experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source)
+             VALUES ((SELECT experiment_id FROM pipeline_runs WHERE run_id = ?1), ?1,
+                     (SELECT coalesce(max(seq), 0) + 1 FROM pipeline_logs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'stderr', 'stderr')",
+            params![
+                log.run_id,
+                format!("2026-11-27T{}.000000Z", log.time),
+                log.level,
+                log.logger,
+                log.message,
+                log.traceback,
+                log.exception_type,
+                log.exception_message,
+            ],
+        )
+        .expect("insert log");
+    }
+
+    pub fn insert_progress(
+        conn: &Connection,
+        run_id: &str,
+        task: &str,
+        current: f64,
+        total: Option<f64>,
+        unit: Option<&str>,
+    ) {
+        conn.execute(
+            "INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at)
+             VALUES ((SELECT experiment_id FROM pipeline_runs WHERE run_id = ?1), ?1, ?2, ?3, ?4, ?5, NULL, '2026-11-27T10:01:00.000000Z')",
+            params![run_id, task, current, total, unit],
+        )
+        .expect("insert progress");
+    }
+
+    #[test]
+    fn durations_of_ended_live_and_lost_runs() {
+        let now = crate::record::parse_ts("2026-11-27T10:05:00Z").expect("time");
+        let start = "2026-11-27T10:00:00.000000Z";
+        let ended = Some("2026-11-27T10:02:13.000000Z");
+        assert_eq!(
+            run_duration(RunState::Failed, start, ended, now),
+            Some(Duration::from_secs(133))
+        );
+        assert_eq!(
+            run_duration(RunState::Running, start, None, now),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(run_duration(RunState::Lost, start, None, now), None);
+        let before_start = crate::record::parse_ts("2026-11-27T09:00:00Z").expect("time");
+        assert_eq!(
+            run_duration(RunState::Running, start, None, before_start),
+            Some(Duration::ZERO)
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Which experiment and which of its runs a query is about.
+//!
+//! Users name an experiment and, optionally, a run: by ordinal (`--run 2`), by
+//! run id (or an unambiguous prefix of one), or `--run all`; without `--run`
+//! they mean the latest run. Mistakes are answered with what does exist, so
+//! the next attempt can succeed.
+
+use crate::app::App;
+use crate::procinfo;
+use crate::run::{self, Run};
+use crate::sink::SqliteStore;
+use anyhow::{bail, Context};
+use rusqlite::Connection;
+use std::path::Path;
+
+/// What `--run` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunChoice {
+    /// No `--run`: the most recent run.
+    Latest,
+    /// `--run all`: every run of the experiment.
+    All,
+    /// `--run 3`: the third run started.
+    Ordinal(i64),
+    /// `--run 01J…`: a run id or a prefix of one.
+    Id(String),
+}
+
+impl RunChoice {
+    pub fn parse(arg: Option<&str>) -> RunChoice {
+        let Some(text) = arg.map(str::trim) else {
+            return RunChoice::Latest;
+        };
+        if text.eq_ignore_ascii_case("all") {
+            return RunChoice::All;
+        }
+        match text.parse::<i64>() {
+            Ok(ordinal) => RunChoice::Ordinal(ordinal),
+            Err(_) => RunChoice::Id(text.to_string()),
+        }
+    }
+}
+
+/// The runs a query covers: one of them, or all of them.
+#[derive(Debug, Clone, Copy)]
+pub enum RunScope<'a> {
+    One(&'a Run),
+    All,
+}
+
+/// An experiment known to the store, with its runs oldest first. Only
+/// [`Experiment::load`] makes one, and it refuses experiments without runs,
+/// so there always is a latest run.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    name: String,
+    runs: Vec<Run>,
+}
+
+impl Experiment {
+    /// Loads the experiment's runs, first marking runs whose agent died as
+    /// `lost` so that a crashed agent never shows as `running` forever.
+    pub fn load(conn: &Connection, data_dir: &Path, name: &str) -> anyhow::Result<Experiment> {
+        run::mark_lost(conn, Some(name), &procinfo::hostname())
+            .context("could not update the state of runs whose agent is gone")?;
+        let runs = run::runs_of(conn, name)
+            .with_context(|| format!("could not read the runs of experiment '{name}'"))?;
+        if runs.is_empty() {
+            let known = run::experiments(conn).context("could not list the experiments")?;
+            return Err(no_such_experiment(name, &known, data_dir));
+        }
+        Ok(Experiment {
+            name: name.to_string(),
+            runs,
+        })
+    }
+
+    /// The run `--run` names, or all runs.
+    pub fn pick(&self, choice: &RunChoice) -> anyhow::Result<RunScope<'_>> {
+        match choice {
+            RunChoice::All => Ok(RunScope::All),
+            RunChoice::Latest => Ok(RunScope::One(self.latest())),
+            RunChoice::Ordinal(ordinal) => self.by_ordinal(*ordinal).map(RunScope::One),
+            RunChoice::Id(id) => self.by_id(id).map(RunScope::One),
+        }
+    }
+
+    /// Like [`Experiment::pick`], for commands that describe exactly one run.
+    pub fn pick_one(&self, choice: &RunChoice, command: &str) -> anyhow::Result<&Run> {
+        match self.pick(choice)? {
+            RunScope::One(run) => Ok(run),
+            RunScope::All => bail!(
+                "'{command}' describes one run; pass --run N (1 to {}) or a run id instead of --run all",
+                self.latest().ordinal
+            ),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// All runs, oldest first.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    pub fn latest(&self) -> &Run {
+        self.runs
+            .last()
+            .expect("Experiment::load refuses experiments without runs")
+    }
+
+    fn by_ordinal(&self, ordinal: i64) -> anyhow::Result<&Run> {
+        match self.runs.iter().find(|r| r.ordinal == ordinal) {
+            Some(run) => Ok(run),
+            None => bail!(
+                "experiment '{}' has no run {ordinal}; its runs are {}; pass --run N, a run id, or --run all",
+                self.name,
+                self.ordinal_range()
+            ),
+        }
+    }
+
+    fn by_id(&self, id: &str) -> anyhow::Result<&Run> {
+        if let Some(run) = self.runs.iter().find(|r| r.run_id.eq_ignore_ascii_case(id)) {
+            return Ok(run);
+        }
+        let prefix = id.to_ascii_uppercase();
+        let matches: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| !id.is_empty() && r.run_id.to_ascii_uppercase().starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [run] => Ok(run),
+            [] => bail!(
+                "experiment '{}' has no run '{id}'; its runs are {}; pass --run N, a run id, or --run all",
+                self.name,
+                self.ordinal_range()
+            ),
+            several => bail!(
+                "'{id}' could be any of runs {} of experiment '{}'; give more of the run id or its number",
+                several.iter().map(|r| r.ordinal.to_string()).collect::<Vec<_>>().join(", "),
+                self.name
+            ),
+        }
+    }
+
+    /// `1 to 3`, or `1` for a single run.
+    fn ordinal_range(&self) -> String {
+        let first = self.runs.first().map_or(1, |r| r.ordinal);
+        let last = self.latest().ordinal;
+        if first == last {
+            format!("only {first}")
+        } else {
+            format!("{first} to {last}")
+        }
+    }
+}
+
+/// Opens the store and loads the experiment; a missing store is reported as
+/// "nothing recorded yet" rather than as a file error.
+pub fn open_experiment(app: &App, name: &str) -> anyhow::Result<(SqliteStore, Experiment)> {
+    let data_dir = app.data_dir.root();
+    let Some(store) = open_existing_store(app)? else {
+        return Err(no_such_experiment(name, &[], data_dir));
+    };
+    let experiment = Experiment::load(store.conn(), data_dir, name)?;
+    Ok((store, experiment))
+}
+
+/// The store if it exists, with an error that says where we looked.
+pub fn open_existing_store(app: &App) -> anyhow::Result<Option<SqliteStore>> {
+    app.existing_store().with_context(|| {
+        format!(
+            "could not read the store in {}; check its permissions, or pass --data-dir",
+            app.data_dir.root().display()
+        )
+    })
+}
+
+/// The error for an experiment with no runs, listing the ones that exist.
+pub fn no_such_experiment(name: &str, known: &[String], data_dir: &Path) -> anyhow::Error {
+    if known.is_empty() {
+        anyhow::anyhow!(
+            "no experiment named '{name}'; nothing has been recorded yet in {}; run pmon-agent wrap -e {name} -- CMD first",
+            data_dir.display()
+        )
+    } else {
+        anyhow::anyhow!(
+            "no experiment named '{name}'; known experiments: {}",
+            known.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::tests::{insert_run, temp_store};
+
+    #[test]
+    fn run_choices_parse_ordinals_ids_and_all() {
+        assert_eq!(RunChoice::parse(None), RunChoice::Latest);
+        assert_eq!(RunChoice::parse(Some("all")), RunChoice::All);
+        assert_eq!(RunChoice::parse(Some("2")), RunChoice::Ordinal(2));
+        assert_eq!(
+            RunChoice::parse(Some("01JABC")),
+            RunChoice::Id("01JABC".into())
+        );
+    }
+
+    #[test]
+    fn an_unknown_experiment_lists_the_known_ones() {
+        let (dir, store) = temp_store();
+        insert_run(store.conn(), "alpha", 1, "RUNA", "succeeded");
+        insert_run(store.conn(), "beta", 1, "RUNB", "failed");
+        let err = Experiment::load(store.conn(), dir.path(), "gamma").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no experiment named 'gamma'; known experiments: alpha, beta"
+        );
+    }
+
+    #[test]
+    fn an_empty_store_says_how_to_record_something() {
+        let (dir, store) = temp_store();
+        let err = Experiment::load(store.conn(), dir.path(), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no experiment named 'x'; nothing has been recorded yet in "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("run pmon-agent wrap -e x -- CMD first"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn runs_are_picked_by_ordinal_id_prefix_or_latest() {
+        let (dir, store) = temp_store();
+        insert_run(store.conn(), "x", 1, "01AAAA", "succeeded");
+        insert_run(store.conn(), "x", 2, "01ABBB", "failed");
+        let exp = Experiment::load(store.conn(), dir.path(), "x").unwrap();
+        let id_of = |choice: RunChoice| exp.pick_one(&choice, "status").unwrap().run_id.clone();
+        assert_eq!(id_of(RunChoice::Latest), "01ABBB");
+        assert_eq!(id_of(RunChoice::Ordinal(1)), "01AAAA");
+        assert_eq!(id_of(RunChoice::Id("01aaaa".into())), "01AAAA");
+        assert_eq!(id_of(RunChoice::Id("01AB".into())), "01ABBB");
+        let ambiguous = exp
+            .pick(&RunChoice::Id("01A".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(ambiguous.contains("runs 1, 2"), "{ambiguous}");
+        let missing = exp.pick(&RunChoice::Ordinal(7)).unwrap_err().to_string();
+        assert!(
+            missing.contains("has no run 7; its runs are 1 to 2"),
+            "{missing}"
+        );
+        assert!(matches!(exp.pick(&RunChoice::All).unwrap(), RunScope::All));
+        assert!(exp.pick_one(&RunChoice::All, "status").is_err());
+    }
+
+    #[test]
+    fn a_running_run_whose_agent_is_gone_is_shown_lost() {
+        let (dir, store) = temp_store();
+        insert_run(store.conn(), "x", 1, "R1", "running");
+        store
+            .conn()
+            .execute(
+                "UPDATE pipeline_runs SET host = ?1, agent_pid = ?2",
+                rusqlite::params![procinfo::hostname(), u32::MAX - 1],
+            )
+            .unwrap();
+        let exp = Experiment::load(store.conn(), dir.path(), "x").unwrap();
+        assert_eq!(exp.latest().state, crate::run::RunState::Lost);
+    }
+}

@@ -1,0 +1,160 @@
+//! Batching: when a batch is cut and sent.
+//!
+//! A batch is sent when it holds `batch_size` records, when its oldest record
+//! is `flush_interval` old, or at once when an ERROR/CRITICAL record or a
+//! traceback arrives (someone is waiting to read it). Progress is state, so
+//! only the latest update per task is kept and sent every
+//! `progress_update_interval`. Records below the configured level are dropped
+//! here, after parsing, so a DEBUG line still ends a traceback.
+
+use super::{Batch, SeqRecord};
+use crate::record::{Event, Level, LogRecord, ProgressUpdate};
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherSettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub progress_interval: Duration,
+    pub min_level: Level,
+}
+
+pub struct Batcher {
+    settings: BatcherSettings,
+    current: Batch,
+    oldest: Option<Instant>,
+    next_seq: u64,
+    progress: BTreeMap<String, ProgressUpdate>,
+    progress_due: Option<Instant>,
+    tx: Sender<Batch>,
+    /// Records sent to the sink (after the level filter).
+    pub records_sent: u64,
+}
+
+impl Batcher {
+    pub fn new(settings: BatcherSettings, first_seq: u64, tx: Sender<Batch>) -> Batcher {
+        Batcher {
+            settings,
+            current: Batch::default(),
+            oldest: None,
+            next_seq: first_seq,
+            progress: BTreeMap::new(),
+            progress_due: None,
+            tx,
+            records_sent: 0,
+        }
+    }
+
+    pub fn record(&mut self, record: LogRecord, now: Instant) {
+        if record.level < self.settings.min_level {
+            return;
+        }
+        let urgent = record.is_urgent();
+        self.current.logs.push(SeqRecord {
+            seq: self.next_seq,
+            record,
+        });
+        self.next_seq += 1;
+        self.oldest.get_or_insert(now);
+        if urgent || self.current.logs.len() >= self.settings.batch_size {
+            self.flush();
+        }
+    }
+
+    pub fn progress(&mut self, update: ProgressUpdate, now: Instant) {
+        self.progress_due
+            .get_or_insert(now + self.settings.progress_interval);
+        self.progress.insert(update.task.clone(), update);
+    }
+
+    /// Events are rare and always wanted at once.
+    pub fn event(&mut self, event: Event) {
+        self.current.events.push(event);
+        self.flush_progress();
+        self.flush();
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        let logs = self.oldest.map(|t| t + self.settings.flush_interval);
+        match (logs, self.progress_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        if self.progress_due.is_some_and(|d| now >= d) {
+            self.flush_progress();
+            self.flush();
+        }
+        if self.oldest.is_some_and(|t| now >= t + self.settings.flush_interval) {
+            self.flush();
+        }
+    }
+
+    /// Sends everything still held, progress included.
+    pub fn close(&mut self) {
+        self.flush_progress();
+        self.flush();
+    }
+
+    fn flush_progress(&mut self) {
+        self.current.progress.extend(std::mem::take(&mut self.progress).into_values());
+        self.progress_due = None;
+    }
+
+    fn flush(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.current);
+        self.records_sent += batch.logs.len() as u64;
+        self.oldest = None;
+        // The worker only goes away when the agent is shutting down.
+        let _ = self.tx.send(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::StreamKind;
+
+    fn settings() -> BatcherSettings {
+        BatcherSettings {
+            batch_size: 3,
+            flush_interval: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(5),
+            min_level: Level::Info,
+        }
+    }
+
+    fn rec(level: Level) -> LogRecord {
+        let mut r = LogRecord::plain("x".into(), StreamKind::Stdout, "stdout");
+        r.level = level;
+        r
+    }
+
+    #[test]
+    fn batches_by_size_age_and_urgency_and_filters_by_level() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut b = Batcher::new(settings(), 0, tx);
+        let t0 = Instant::now();
+        b.record(rec(Level::Debug), t0);
+        b.record(rec(Level::Info), t0);
+        b.record(rec(Level::Info), t0);
+        assert!(rx.try_recv().is_err());
+        b.record(rec(Level::Warning), t0);
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.logs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        b.record(rec(Level::Info), t0);
+        b.tick(t0 + Duration::from_secs(4));
+        assert!(rx.try_recv().is_err());
+        b.tick(t0 + Duration::from_secs(5));
+        assert_eq!(rx.try_recv().unwrap().logs.len(), 1);
+        b.record(rec(Level::Error), t0);
+        assert_eq!(rx.try_recv().unwrap().logs[0].seq, 4);
+    }
+}

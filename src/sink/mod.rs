@@ -1,0 +1,63 @@
+//! Sinks: where records are delivered.
+//!
+//! The processing thread hands finished [`Batch`]es to a [`SinkWorker`], which
+//! owns the store on its own thread so that a slow disk never stalls parsing.
+//! [`Batcher`] decides when a batch is finished (size, age, urgency).
+//!
+//! Every record carries its run id, source and a sequence number; the stores
+//! keep them unique, so writing a batch twice stores it once.
+
+mod batch;
+pub mod sqlite;
+mod worker;
+
+pub use batch::{Batcher, BatcherSettings};
+pub use sqlite::SqliteStore;
+pub use worker::{SinkStats, SinkWorker};
+
+use crate::record::{Event, LogRecord, ProgressUpdate};
+
+/// Which run the records of a batch belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    pub experiment_id: String,
+    pub run_id: String,
+}
+
+/// A log record with its place in the run's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqRecord {
+    pub seq: u64,
+    pub record: LogRecord,
+}
+
+/// Records, events and progress states delivered together.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    pub logs: Vec<SeqRecord>,
+    pub events: Vec<Event>,
+    pub progress: Vec<ProgressUpdate>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty() && self.events.is_empty() && self.progress.is_empty()
+    }
+
+    pub fn append(&mut self, mut other: Batch) {
+        self.logs.append(&mut other.logs);
+        self.events.append(&mut other.events);
+        self.progress.append(&mut other.progress);
+    }
+}
+
+/// A destination for batches.
+pub trait Sink: Send {
+    fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("could not write to the SQLite store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

@@ -1,0 +1,261 @@
+//! The embedded SQLite store: the default home of everything when no
+//! PostgreSQL is configured.
+//!
+//! One file (`pmon.db` in the data dir), WAL mode so queries read while agents
+//! write, `synchronous=NORMAL` (a power cut may lose the last transactions, a
+//! crash of the agent loses nothing committed), file mode 0600 because logs
+//! hold secrets. Migrations in `migrations/sqlite` are applied in order and
+//! tracked in `PRAGMA user_version`.
+
+use super::{Batch, RunContext, Sink, SinkError};
+use crate::record::{format_ts, Level};
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the SQLite store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("could not create the SQLite store {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the SQLite store {path} was written by a newer pmon-agent (schema {found}, this one knows {known}); upgrade pmon-agent")]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+    #[error("SQLite store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, mode 0600) and migrates the store.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading; `None` if there is no store yet.
+    pub fn open_existing(path: &Path) -> Result<Option<SqliteStore>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(Some(store))
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let version: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.unchecked_transaction()?;
+            // Another agent may have migrated between our read and our lock.
+            let now: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i {
+                continue;
+            }
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the file with mode 0600 before SQLite does (SQLite gives its WAL
+/// and shm files the database file's mode).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+impl Sink for SqliteStore {
+    fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut logs = tx.prepare_cached(
+                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for r in &batch.logs {
+                let rec = &r.record;
+                logs.execute(params![
+                    ctx.experiment_id,
+                    ctx.run_id,
+                    r.seq as i64,
+                    format_ts(&rec.timestamp),
+                    rec.level.as_str(),
+                    rec.logger,
+                    rec.message,
+                    rec.traceback,
+                    rec.exception_type,
+                    rec.exception_message,
+                    rec.stream.as_str(),
+                    rec.source,
+                ])?;
+            }
+            let mut events = tx.prepare_cached(
+                "INSERT INTO pipeline_events (experiment_id, run_id, timestamp, event_type, details) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in &batch.events {
+                events.execute(params![
+                    ctx.experiment_id,
+                    ctx.run_id,
+                    format_ts(&e.timestamp),
+                    e.event_type,
+                    e.details.to_string(),
+                ])?;
+            }
+            let mut progress = tx.prepare_cached(
+                "INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (run_id, task) DO UPDATE SET current = excluded.current, total = excluded.total, unit = excluded.unit, rate = excluded.rate, updated_at = excluded.updated_at",
+            )?;
+            for p in &batch.progress {
+                progress.execute(params![
+                    ctx.experiment_id,
+                    ctx.run_id,
+                    p.task,
+                    p.current,
+                    p.total,
+                    p.unit,
+                    p.rate,
+                    format_ts(&p.updated_at),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Levels at and above `level`, for `level IN (…)` filters.
+pub fn levels_from(level: Level) -> Vec<&'static str> {
+    Level::ALL
+        .iter()
+        .filter(|l| **l >= level)
+        .map(|l| l.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LogRecord, StreamKind};
+    use crate::sink::SeqRecord;
+
+    #[test]
+    fn store_is_private_wal_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pmon.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let mode: String = store.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let ctx = RunContext {
+            experiment_id: "e".into(),
+            run_id: "r".into(),
+        };
+        let batch = Batch {
+            logs: vec![SeqRecord {
+                seq: 0,
+                record: LogRecord::plain("nul\u{2400}".into(), StreamKind::Stdout, "stdout"),
+            }],
+            ..Batch::default()
+        };
+        store.write(&ctx, &batch).unwrap();
+        store.write(&ctx, &batch).unwrap();
+        let n: i64 = store.conn().query_row("SELECT count(*) FROM pipeline_logs", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        drop(store);
+        // Reopening does not migrate again.
+        SqliteStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn the_spec_queries_run_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("pmon.db")).unwrap();
+        store.conn().prepare("SELECT timestamp, level, message, traceback FROM pipeline_logs
+WHERE experiment_id = 'my_experiment' AND level IN ('ERROR', 'CRITICAL')
+ORDER BY timestamp DESC LIMIT 10;").unwrap();
+        store.conn().prepare("SELECT * FROM pipeline_progress_summary WHERE experiment_id = 'my_experiment';").unwrap();
+    }
+}

@@ -1,0 +1,54 @@
+//! The sink thread: receives batches and writes them, coalescing whatever has
+//! queued up into one write so that a burst costs one transaction.
+
+use super::{Batch, RunContext, Sink};
+use crossbeam_channel::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+/// What the worker did, reported when it ends.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SinkStats {
+    pub records_written: u64,
+    pub write_errors: u64,
+}
+
+pub struct SinkWorker {
+    handle: JoinHandle<SinkStats>,
+}
+
+impl SinkWorker {
+    /// Starts the worker; batches sent on the returned channel are written in order.
+    pub fn spawn(mut sink: Box<dyn Sink>, ctx: RunContext) -> (Sender<Batch>, SinkWorker) {
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
+        let handle = std::thread::Builder::new()
+            .name("pmon-sink".into())
+            .spawn(move || run(&mut *sink, &ctx, rx))
+            .expect("spawning the sink thread");
+        (tx, SinkWorker { handle })
+    }
+
+    /// Waits until every batch sent before the channel closed is written.
+    pub fn join(self) -> SinkStats {
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats {
+    let mut stats = SinkStats::default();
+    while let Ok(mut batch) = rx.recv() {
+        while batch.logs.len() < 50_000 {
+            match rx.try_recv() {
+                Ok(more) => batch.append(more),
+                Err(_) => break,
+            }
+        }
+        match sink.write(ctx, &batch) {
+            Ok(()) => stats.records_written += batch.logs.len() as u64,
+            Err(e) => {
+                stats.write_errors += 1;
+                eprintln!("pmon-agent: warning: {e}; {} records were not stored (they are still in the plain log file)", batch.logs.len());
+            }
+        }
+    }
+    stats
+}

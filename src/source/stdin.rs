@@ -1,0 +1,18 @@
+//! `ingest`: standard input as a source (`prog 2>&1 | pmon-agent ingest -e x`).
+//! Nothing is echoed: the agent is the end of the pipe.
+
+use super::{pump, Tee};
+use crate::pipeline::Msg;
+use crate::record::StreamKind;
+use crossbeam_channel::Sender;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+/// Reads standard input to its end.
+pub fn run(tx: Sender<Msg>, plain_log: Option<File>) {
+    let tee = Tee {
+        echo: None,
+        plain_log: plain_log.map(|f| Arc::new(Mutex::new(f))),
+    };
+    pump(std::io::stdin().lock(), StreamKind::Stdin, tee, &tx);
+}

@@ -1,0 +1,236 @@
+//! `wrap`: run a command, echo its output byte for byte, and feed the pipeline.
+//!
+//! The wrapped program is sacred: its output is echoed before anything else
+//! happens to it, its exit code is passed through (128+N when it dies of
+//! signal N), and signals sent to the agent (SIGINT, SIGTERM, SIGHUP, SIGQUIT)
+//! are forwarded to its whole process group. SIGUSR1 asks the agent for a
+//! status report. The agent blocks these signals in every thread and takes
+//! them on one dedicated thread with `sigwait`, so no handler runs in the
+//! middle of I/O.
+
+use super::child::{self, Spawned};
+use super::{pump, raw_fd_file, Tee};
+use crate::pipeline::{Msg, PipelineCounters, DRAIN_AFTER_EXIT};
+use crate::procinfo;
+use crate::record::{Event, StreamKind};
+use crossbeam_channel::Sender;
+use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use serde_json::json;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const FORWARDED: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+
+/// Blocks the signals the agent handles itself. Call before any thread starts,
+/// so that every thread inherits the mask (children get a clean mask from std).
+pub fn block_signals() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None);
+}
+
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGUSR1);
+    set.add(Signal::SIGTTOU);
+    set
+}
+
+pub struct WrapOptions<'a> {
+    pub command: &'a [String],
+    pub pty: bool,
+    pub echo: bool,
+    pub plain_log: Option<File>,
+}
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildOutcome {
+    pub pid: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The last signal the agent forwarded to the child, if any.
+    pub forwarded: Option<i32>,
+}
+
+impl ChildOutcome {
+    /// The agent's own exit code: the child's, or 128+N for signal N.
+    pub fn agent_exit_code(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 1,
+        }
+    }
+}
+
+/// Runs the command to completion. `on_spawn` is told the child's pid.
+pub fn run(
+    opts: WrapOptions<'_>,
+    tx: Sender<Msg>,
+    counters: Arc<PipelineCounters>,
+    on_spawn: impl FnOnce(u32),
+) -> std::io::Result<ChildOutcome> {
+    let spawned = child::spawn(opts.command, opts.pty)?;
+    let Spawned {
+        child,
+        stdout,
+        stderr,
+        pty_master,
+        foreground_before,
+    } = spawned;
+    let pid = child.id();
+    on_spawn(pid);
+    let plain_log = opts.plain_log.map(|f| Arc::new(Mutex::new(f)));
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
+    let mut readers = 0;
+    let mut start_reader = |input: File, kind: StreamKind, fd: i32| {
+        let tee = Tee {
+            echo: opts.echo.then(|| raw_fd_file(fd)),
+            plain_log: plain_log.clone(),
+        };
+        let tx = tx.clone();
+        let done = done_tx.clone();
+        readers += 1;
+        std::thread::Builder::new()
+            .name(format!("pmon-read-{}", kind.as_str()))
+            .spawn(move || {
+                pump(input, kind, tee, &tx);
+                let _ = done.send(());
+            })
+    };
+    start_reader(stdout, StreamKind::Stdout, 1)?;
+    if let Some(stderr) = stderr {
+        start_reader(stderr, StreamKind::Stderr, 2)?;
+    }
+    let raw_terminal = pty_master.and_then(forward_stdin);
+    let forwarded = Arc::new(AtomicI32::new(0));
+    spawn_signal_thread(pid, tx.clone(), counters, forwarded.clone())?;
+
+    let status = wait_for(pid);
+    child::restore_terminal(foreground_before);
+    drop(raw_terminal);
+    // Pipes may stay open in grandchildren: wait a little, then move on.
+    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
+    for _ in 0..readers {
+        if done_rx.recv_deadline(deadline).is_err() {
+            break;
+        }
+    }
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, code) => (Some(code), None),
+        WaitStatus::Signaled(_, sig, _) => (None, Some(sig as i32)),
+        _ => (None, None),
+    };
+    let forwarded = forwarded.load(Ordering::SeqCst);
+    Ok(ChildOutcome {
+        pid,
+        exit_code,
+        signal,
+        forwarded: (forwarded != 0).then_some(forwarded),
+    })
+}
+
+fn wait_for(pid: u32) -> WaitStatus {
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), None) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return status,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return WaitStatus::StillAlive,
+        }
+    }
+}
+
+fn spawn_signal_thread(
+    pid: u32,
+    tx: Sender<Msg>,
+    counters: Arc<PipelineCounters>,
+    forwarded: Arc<AtomicI32>,
+) -> std::io::Result<()> {
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("pmon-signals".into())
+        .spawn(move || {
+            let set = handled_signals();
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                if sig == Signal::SIGUSR1 {
+                    status_report(pid, started, &counters, &tx);
+                    continue;
+                }
+                if sig == Signal::SIGTTOU {
+                    continue;
+                }
+                forwarded.store(sig as i32, Ordering::SeqCst);
+                let _ = killpg(Pid::from_raw(pid as i32), sig);
+                let _ = tx.send(Msg::Event(Event::now(
+                    "signal",
+                    json!({"signal": sig.as_str(), "number": sig as i32, "forwarded_to_pgid": pid}),
+                )));
+            }
+        })?;
+    Ok(())
+}
+
+fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &Sender<Msg>) {
+    let uptime = started.elapsed().as_secs_f64();
+    let lines = counters.lines.load(Ordering::Relaxed);
+    let records = counters.records.load(Ordering::Relaxed);
+    let rss = procinfo::rss_bytes(pid);
+    let rss_text = rss.map_or("unknown".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    eprintln!(
+        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth 0, child pid {pid} rss {rss_text}"
+    );
+    let _ = tx.send(Msg::Event(Event::now(
+        "status_report",
+        json!({"uptime_s": uptime, "lines_read": lines, "records_shipped": records, "spool_pending": 0, "child_pid": pid, "child_rss_bytes": rss}),
+    )));
+}
+
+/// With `--pty`, what the user types goes to the program. A terminal is put in
+/// raw mode so keys (Ctrl-C included) reach the program's own terminal; the
+/// returned guard restores it.
+fn forward_stdin(master: File) -> Option<RawTerminal> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+    }
+    let mut master = master;
+    let _ = std::thread::Builder::new()
+        .name("pmon-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut input = std::io::stdin().lock();
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || master.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    saved.map(|saved| RawTerminal { saved })
+}
+
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real binary, real `python3` programs, real signals,
+//! a real SQLite store. One test binary, one module per area.
+
+mod bad_input;
+mod queries;
+mod tracebacks;
+mod util;
+mod wrap;

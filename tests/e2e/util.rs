@@ -1,0 +1,170 @@
+//! A small harness that runs the real `pmon-agent` binary in a private data dir
+//! (ripgrep's `tests/util.rs` is the model): every test gets its own temp dir,
+//! so tests run in parallel without seeing each other's runs.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture_program(name: &str) -> PathBuf {
+    repo_root().join("fixtures/programs").join(format!("{name}.py"))
+}
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn new() -> Agent {
+        Agent {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("pmon.db")
+    }
+
+    /// A command for the agent binary with this test's data dir and no stray config.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pmon-agent"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("PMON_DATA_DIR", self.data_dir())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .env("PMON_LOG_LEVEL", "DEBUG")
+            .env_remove("PMON_CONFIG")
+            .env_remove("PMON_DATABASE_URL")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running pmon-agent")
+    }
+
+    /// Runs a query with `--format json` and parses its JSON Lines.
+    pub fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--format", "json"]);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "pmon-agent {all:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8 output")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn status(&self, experiment: &str) -> Value {
+        let mut lines = self.json_lines(&["query", "status", experiment]);
+        assert_eq!(lines.len(), 1, "status prints one object");
+        lines.remove(0)
+    }
+
+    /// Opens the store directly, as a user with `sqlite3` would.
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.db_path()).expect("opening the store")
+    }
+}
+
+/// A fixture program's run: what it printed and what it says it printed.
+pub struct FixtureRun {
+    pub output: Output,
+    pub expect: Value,
+}
+
+/// Runs a fixture program bare (no agent), with its side file.
+pub fn run_bare(name: &str, dir: &Path) -> FixtureRun {
+    let expect_path = dir.join(format!("{name}.bare.json"));
+    let mut cmd = Command::new("python3");
+    cmd.arg(fixture_program(name))
+        .current_dir(repo_root())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PMON_FIXTURE_EXPECT", &expect_path)
+        .stdin(Stdio::null());
+    write_expect_helper(name, &expect_path);
+    let output = cmd.output().expect("running python3");
+    FixtureRun {
+        output,
+        expect: read_json(&expect_path),
+    }
+}
+
+/// Runs a fixture program under `pmon-agent wrap -e NAME`.
+pub fn run_wrapped(agent: &Agent, name: &str, extra: &[&str]) -> FixtureRun {
+    let expect_path = agent.dir.path().join(format!("{name}.wrapped.json"));
+    write_expect_helper(name, &expect_path);
+    let program = fixture_program(name);
+    let mut args = vec!["wrap", "-e", name];
+    args.extend_from_slice(extra);
+    args.extend(["--", "python3", program.to_str().unwrap()]);
+    let output = agent
+        .cmd(&args)
+        .current_dir(repo_root())
+        .env("PMON_FIXTURE_EXPECT", &expect_path)
+        .output()
+        .expect("running pmon-agent wrap");
+    FixtureRun {
+        output,
+        expect: read_json(&expect_path),
+    }
+}
+
+/// `syntax_error_compile.py` cannot run, so a helper writes its side file.
+fn write_expect_helper(name: &str, expect_path: &Path) {
+    if name != "syntax_error_compile" {
+        return;
+    }
+    let status = Command::new("python3")
+        .arg(fixture_program("syntax_error_compile_expect"))
+        .arg(fixture_program(name))
+        .current_dir(repo_root())
+        .env("PMON_FIXTURE_EXPECT", expect_path)
+        .status()
+        .expect("running the expect helper");
+    assert!(status.success());
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// Output with digit runs folded, for comparing runs that print times.
+pub fn fold_digits(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('0');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

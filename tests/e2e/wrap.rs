@@ -1,0 +1,189 @@
+//! `wrap` passes the program through untouched: bytes, exit codes, signals.
+
+use crate::util::*;
+use pretty_assertions::assert_eq;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A program that writes awkward bytes to both streams.
+const GARBAGE: &str = r#"
+import os, sys
+os.write(1, b"plain\n\xff\xfe invalid utf-8\n\x1b[31mred\x1b[0m\r\nbell\x07 and nul\x00 byte\n")
+os.write(2, b"err line\nno newline at end")
+os.write(1, b"progress 1\rprogress 2\rdone\n")
+"#;
+
+#[test]
+fn output_is_echoed_byte_for_byte_and_kept_in_the_plain_log() {
+    let agent = Agent::new();
+    let bare = Command::new("python3").args(["-c", GARBAGE]).output().unwrap();
+    let wrapped = agent.run(&["wrap", "-e", "garbage", "--", "python3", "-c", GARBAGE]);
+    assert_eq!(wrapped.stdout, bare.stdout);
+    assert_eq!(wrapped.stderr, bare.stderr);
+    assert_eq!(wrapped.status.code(), Some(0));
+    let logs = agent.data_dir().join("logs/garbage");
+    let file = std::fs::read_dir(&logs).unwrap().next().unwrap().unwrap().path();
+    let plain = std::fs::read(file).unwrap();
+    assert_eq!(plain.len(), bare.stdout.len() + bare.stderr.len());
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let agent = Agent::new();
+    let out = agent.run(&["wrap", "-e", "three", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(agent.status("three")["state"], "failed");
+    assert_eq!(agent.status("three")["exit_code"], 3);
+
+    let out = agent.run(&["wrap", "-e", "killed", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+    let status = agent.status("killed");
+    assert_eq!(status["state"], "crashed");
+    assert_eq!(status["signal"], 9);
+
+    let out = agent.run(&["wrap", "-e", "ok", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(agent.status("ok")["state"], "succeeded");
+}
+
+#[test]
+fn a_missing_command_is_an_error_that_says_so() {
+    let agent = Agent::new();
+    let out = agent.run(&["wrap", "-e", "nope", "--", "no-such-program-xyz"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_text(&out);
+    assert!(err.contains("no-such-program-xyz") && err.contains("PATH"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn python_is_unbuffered_unless_the_user_says_otherwise() {
+    let agent = Agent::new();
+    let code = "import os; print(os.environ.get('PYTHONUNBUFFERED'))";
+    let out = agent.run(&["wrap", "-e", "env", "--", "python3", "-c", code]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+    let out = agent
+        .cmd(&["wrap", "-e", "env2", "--", "python3", "-c", code])
+        .env("PYTHONUNBUFFERED", "")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\n");
+}
+
+#[test]
+fn sigterm_to_the_agent_reaches_the_whole_process_group() {
+    let agent = Agent::new();
+    // A parent that traps TERM and a grandchild that would outlive it.
+    let script = "import signal, subprocess, sys, time\nchild = subprocess.Popen(['sleep', '30'])\nprint(child.pid, flush=True)\ndef bye(*_):\n    print('got SIGTERM', flush=True)\n    child.wait()\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, bye)\ntime.sleep(30)\n";
+    let mut child = agent
+        .cmd(&["wrap", "-e", "term", "--", "python3", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
+    let grandchild: i32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
+    let started = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "the program exited 0 after its TERM handler");
+    assert!(rest.contains("got SIGTERM"));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!std::path::Path::new(&format!("/proc/{grandchild}")).exists() || is_zombie(grandchild), "the grandchild got SIGTERM too");
+    let events = agent.sql();
+    let n: i64 = events
+        .query_row("SELECT count(*) FROM pipeline_events WHERE event_type = 'signal' AND details LIKE '%SIGTERM%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+#[test]
+fn a_second_live_run_is_refused_with_a_clear_error() {
+    let agent = Agent::new();
+    let mut first = agent.cmd(&["wrap", "-e", "busy", "--", "sleep", "30"]).spawn().unwrap();
+    // Wait until the first run is registered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if agent.db_path().exists() && agent.run(&["query", "status", "busy"]).status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = agent.run(&["wrap", "-e", "busy", "--", "true"]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = stderr_text(&second);
+    assert!(err.contains("already has a live run") && err.contains("--new-run") && err.contains("--resume"), "{err}");
+    let third = agent.run(&["wrap", "-e", "busy", "--new-run", "--", "true"]);
+    assert_eq!(third.status.code(), Some(0));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The agent was SIGKILLed: its run is lost, not running.
+    let runs = agent.json_lines(&["query", "status", "busy", "--run", "1"]);
+    assert_eq!(runs[0]["state"], "lost");
+    // And a finished experiment simply gets a new run.
+    assert!(agent.run(&["wrap", "-e", "busy", "--", "true"]).status.success());
+}
+
+#[test]
+fn pty_mode_gives_the_program_a_terminal() {
+    let agent = Agent::new();
+    let out = agent.run(&["wrap", "-e", "tty", "--pty", "--", "python3", "-c", "import sys; print(sys.stdout.isatty(), sys.stderr.isatty())"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True True");
+    let logs = agent.json_lines(&["query", "logs", "tty"]);
+    assert_eq!(logs[0]["message"], "True True");
+}
+
+#[test]
+fn no_echo_stores_without_printing() {
+    let agent = Agent::new();
+    let out = agent.run(&["wrap", "-e", "quiet", "--no-echo", "--", "sh", "-c", "echo hello; echo oops >&2"]);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let logs = agent.json_lines(&["query", "logs", "quiet"]);
+    assert_eq!(logs.len(), 2);
+}
+
+#[test]
+fn the_default_experiment_is_the_script_stem_and_tags_are_kept() {
+    let agent = Agent::new();
+    let script = agent.dir.path().join("train_model.py");
+    std::fs::write(&script, "print('hi')\n").unwrap();
+    let out = agent.run(&["wrap", "--tag", "lr=0.1", "--tag", "gpu=3", "--", "python3", script.to_str().unwrap()]);
+    assert!(out.status.success());
+    let status = agent.status("train_model");
+    assert_eq!(status["state"], "succeeded");
+    let tags: String = agent.sql().query_row("SELECT tags FROM pipeline_runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&tags).unwrap(), serde_json::json!({"lr": "0.1", "gpu": "3"}));
+}
+
+#[test]
+fn ingest_reads_standard_input() {
+    let agent = Agent::new();
+    let mut child = agent.cmd(&["ingest", "-e", "piped"]).stdin(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"INFO:app:one\nERROR:app:two\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: v\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let logs = agent.json_lines(&["query", "logs", "piped"]);
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[1]["exception_type"], "ValueError");
+    assert_eq!(logs[1]["stream"], "stdin");
+}
+
+#[test]
+fn the_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::new();
+    agent.run(&["wrap", "-e", "p", "--", "true"]);
+    let mode = std::fs::metadata(agent.db_path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
