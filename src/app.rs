@@ -5,26 +5,36 @@ use crate::config::Config;
 use crate::paths::DataDir;
 use crate::sink::SqliteStore;
 use anyhow::Context;
-use std::path::PathBuf;
 
 pub struct App {
     pub config: Config,
-    pub config_path: Option<PathBuf>,
     pub data_dir: DataDir,
 }
 
 impl App {
     pub fn new(global: &GlobalArgs) -> anyhow::Result<App> {
-        let (mut config, config_path) = Config::load(global.config.as_deref())?;
+        // An empty PMON_CONFIG / --config "" means "not given".
+        let explicit = global
+            .config
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty());
+        let (mut config, _) = Config::load(explicit)?;
         if let Some(url) = &global.database_url {
             config.logging.database.url = Some(url.clone());
         }
-        let data_dir = DataDir::resolve(global.data_dir.as_deref())?;
-        Ok(App {
-            config,
-            config_path,
-            data_dir,
-        })
+        if let Some(url) = &config.logging.database.url {
+            eprintln!(
+                "pmon-agent: warning: a PostgreSQL database is configured ({}), but this version only has the embedded SQLite store; records go to the data dir",
+                crate::config::redact_url(url)
+            );
+        }
+        let data_dir = DataDir::resolve(
+            global
+                .data_dir
+                .as_deref()
+                .filter(|p| !p.as_os_str().is_empty()),
+        )?;
+        Ok(App { config, data_dir })
     }
 
     /// The store, created if needed (commands that write).

@@ -27,7 +27,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PMON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL; without one the embedded SQLite store is used
-    #[arg(long, global = true, env = "PMON_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PMON_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 }
 

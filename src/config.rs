@@ -217,7 +217,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Duration::try_from_secs_f64(secs)
             .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
     }
-    humantime::parse_duration(text).map_err(|e| format!("'{text}' is not a duration ({e}); use seconds like 5.0 or 5s, 250ms, 1h"))
+    humantime::parse_duration(text).map_err(|e| {
+        format!("'{text}' is not a duration ({e}); use seconds like 5.0 or 5s, 250ms, 1h")
+    })
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -245,13 +247,19 @@ mod tests {
 
     #[test]
     fn the_shipped_config_is_the_default() {
-        assert_eq!(Config::from_yaml(DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_yaml(DEFAULT_CONFIG).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
     fn durations_accept_numbers_and_humantime() {
         let c = Config::from_yaml("logging:\n  database:\n    flush_interval: 250ms\nmonitoring:\n  metrics_interval: 2\n").unwrap();
-        assert_eq!(c.logging.database.flush_interval, Duration::from_millis(250));
+        assert_eq!(
+            c.logging.database.flush_interval,
+            Duration::from_millis(250)
+        );
         assert_eq!(c.monitoring.metrics_interval, Duration::from_secs(2));
     }
 
@@ -267,9 +275,15 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        let c = DatabaseConfig { url: Some("postgres://u:s3cret@h/db".into()), ..Default::default() };
+        let c = DatabaseConfig {
+            url: Some("postgres://u:s3cret@h/db".into()),
+            ..Default::default()
+        };
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

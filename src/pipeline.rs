@@ -131,7 +131,9 @@ fn process(
                     ),
                 });
                 state.framer.push(&bytes, &mut frames);
-                counters.lines.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                counters
+                    .lines
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
                 for frame in frames.drain(..) {
                     state.assembler.frame(frame, now, &mut outputs);
                 }
@@ -167,14 +169,21 @@ fn process(
     batcher.close();
 }
 
-fn deliver(outputs: &mut Vec<Output>, batcher: &mut Batcher, now: Instant, counters: &PipelineCounters) {
+fn deliver(
+    outputs: &mut Vec<Output>,
+    batcher: &mut Batcher,
+    now: Instant,
+    counters: &PipelineCounters,
+) {
     for output in outputs.drain(..) {
         match output {
             Output::Record(record) => batcher.record(record, now),
             Output::Progress(update) => batcher.progress(update, now),
         }
     }
-    counters.records.store(batcher.records_sent, Ordering::Relaxed);
+    counters
+        .records
+        .store(batcher.records_sent, Ordering::Relaxed);
 }
 
 /// How long `wrap` waits for pipes to close after the child exited (a

@@ -265,7 +265,8 @@ pub fn latest_runs(conn: &Connection) -> rusqlite::Result<Vec<Run>> {
 
 /// The names of all experiments.
 pub fn experiments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT DISTINCT experiment_id FROM pipeline_runs ORDER BY experiment_id")?;
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT experiment_id FROM pipeline_runs ORDER BY experiment_id")?;
     let names = stmt.query_map([], |r| r.get(0))?.collect();
     names
 }
@@ -293,9 +294,12 @@ pub fn default_experiment(command: &[String]) -> String {
         return "default".into();
     };
     let prog = stem(program);
-    let is_interpreter = ["python", "python3", "pypy", "pypy3", "uv", "poetry", "node", "bash", "sh", "ruby", "perl", "Rscript"]
-        .iter()
-        .any(|i| prog == *i || prog.starts_with("python"));
+    let is_interpreter = [
+        "python", "python3", "pypy", "pypy3", "uv", "poetry", "node", "bash", "sh", "ruby", "perl",
+        "Rscript",
+    ]
+    .iter()
+    .any(|i| prog == *i || prog.starts_with("python"));
     if !is_interpreter {
         return prog;
     }
@@ -332,8 +336,14 @@ mod tests {
     #[test]
     fn default_experiment_is_the_script_stem() {
         assert_eq!(default_experiment(&v(&["python", "train.py"])), "train");
-        assert_eq!(default_experiment(&v(&["python3", "-u", "/x/etl_job.py", "--fast"])), "etl_job");
-        assert_eq!(default_experiment(&v(&["python3", "-m", "pkg.trainer"])), "trainer");
+        assert_eq!(
+            default_experiment(&v(&["python3", "-u", "/x/etl_job.py", "--fast"])),
+            "etl_job"
+        );
+        assert_eq!(
+            default_experiment(&v(&["python3", "-m", "pkg.trainer"])),
+            "trainer"
+        );
         assert_eq!(default_experiment(&v(&["./run.sh"])), "run");
         assert_eq!(default_experiment(&v(&["uv", "run", "fit.py"])), "fit");
     }
@@ -344,7 +354,11 @@ mod tests {
         let mut store = SqliteStore::open(&dir.path().join("pmon.db")).unwrap();
         let conn = store_conn(&mut store);
         let cmd = v(&["python3", "x.py"]);
-        let new = NewRun { experiment_id: "x", command: &cmd, tags: &[] };
+        let new = NewRun {
+            experiment_id: "x",
+            command: &cmd,
+            tags: &[],
+        };
         let first = begin(conn, &new, StartMode::Exclusive).unwrap();
         assert_eq!(first.ordinal, 1);
         let err = begin(conn, &new, StartMode::Exclusive).unwrap_err();
@@ -365,8 +379,18 @@ mod tests {
         let mut store = SqliteStore::open(&dir.path().join("pmon.db")).unwrap();
         let conn = store_conn(&mut store);
         let cmd = v(&["x"]);
-        let run = begin(conn, &NewRun { experiment_id: "x", command: &cmd, tags: &[] }, StartMode::Exclusive).unwrap();
-        conn.execute("UPDATE pipeline_runs SET agent_start = agent_start + 1", []).unwrap();
+        let run = begin(
+            conn,
+            &NewRun {
+                experiment_id: "x",
+                command: &cmd,
+                tags: &[],
+            },
+            StartMode::Exclusive,
+        )
+        .unwrap();
+        conn.execute("UPDATE pipeline_runs SET agent_start = agent_start + 1", [])
+            .unwrap();
         mark_lost(conn, None, &procinfo::hostname()).unwrap();
         assert_eq!(runs_of(conn, "x").unwrap()[0].state, RunState::Lost);
         assert_eq!(runs_of(conn, "x").unwrap()[0].run_id, run.run_id);

@@ -18,7 +18,10 @@ pub fn run(app: &App, args: IngestArgs) -> anyhow::Result<i32> {
     recording.event(Event::now("start", json!({"source": "stdin"})));
     let plain_log = recording.open_plain_log();
     crate::source::stdin::run(recording.pipeline.sender(), plain_log);
-    recording.event(Event::now("exit", json!({"source": "stdin", "state": "succeeded"})));
+    recording.event(Event::now(
+        "exit",
+        json!({"source": "stdin", "state": "succeeded"}),
+    ));
     recording.finish(RunState::Succeeded, Some(0), None)?;
     Ok(0)
 }

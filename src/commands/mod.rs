@@ -19,14 +19,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
         Command::Parsers(cmd) => parsers_cmd::run(cmd),
-        command => {
-            let app = App::new(&cli.global)?;
-            match command {
-                Command::Wrap(args) => wrap::run(&app, args),
-                Command::Ingest(args) => ingest::run(&app, args),
-                Command::Query(cmd) => crate::query::run(&app, cmd).map(|()| 0),
-                Command::Config(_) | Command::Parsers(_) => unreachable!("handled above"),
-            }
-        }
+        Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
+        Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
+        Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd).map(|()| 0),
     }
 }

@@ -16,7 +16,11 @@ pub fn run(cmd: ParsersCommand) -> anyhow::Result<i32> {
     match cmd {
         ParsersCommand::List => {
             writeln!(out, "{:<16} traceback  Python tracebacks (all forms), attached to the log line before them", "python-traceback")?;
-            writeln!(out, "{:<16} progress   tqdm, Keras, Epoch N/M, [N/M], N%, ##pmon[progress …]", "progress")?;
+            writeln!(
+                out,
+                "{:<16} progress   tqdm, Keras, Epoch N/M, [N/M], N%, ##pmon[progress …]",
+                "progress"
+            )?;
             for p in chain.parsers() {
                 writeln!(out, "{:<16} line       {}", p.name(), p.describe())?;
             }
@@ -49,10 +53,23 @@ pub fn run(cmd: ParsersCommand) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_output(out: &mut impl Write, chain: &ParserChain, o: &Output, format: Format) -> std::io::Result<()> {
+fn print_output(
+    out: &mut impl Write,
+    chain: &ParserChain,
+    o: &Output,
+    format: Format,
+) -> std::io::Result<()> {
     match (o, format) {
-        (Output::Progress(p), Format::Json) => writeln!(out, "{}", json!({"parser": "progress", "progress": p})),
-        (Output::Progress(p), Format::Text) => writeln!(out, "progress  {} {}/{}", p.task, p.current, p.total.map_or("?".into(), |t| t.to_string())),
+        (Output::Progress(p), Format::Json) => {
+            writeln!(out, "{}", json!({"parser": "progress", "progress": p}))
+        }
+        (Output::Progress(p), Format::Text) => writeln!(
+            out,
+            "progress  {} {}/{}",
+            p.task,
+            p.current,
+            p.total.map_or("?".into(), |t| t.to_string())
+        ),
         (Output::Record(r), _) => {
             let parser = match (r.parsed_by, &r.traceback) {
                 (Some(i), _) => chain.parsers()[i].name(),
@@ -60,14 +77,30 @@ fn print_output(out: &mut impl Write, chain: &ParserChain, o: &Output, format: F
                 (None, None) => "none",
             };
             match format {
-                Format::Json => writeln!(out, "{}", json!({
-                    "parser": parser, "timestamp": format_ts(&r.timestamp), "level": r.level, "logger": r.logger,
-                    "message": r.message, "traceback": r.traceback, "exception_type": r.exception_type,
-                    "exception_message": r.exception_message,
-                })),
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "parser": parser, "timestamp": format_ts(&r.timestamp), "level": r.level, "logger": r.logger,
+                        "message": r.message, "traceback": r.traceback, "exception_type": r.exception_type,
+                        "exception_message": r.exception_message,
+                    })
+                ),
                 Format::Text => {
-                    let tb = r.exception_type.as_ref().map(|t| format!(" [traceback: {t}]")).unwrap_or_default();
-                    writeln!(out, "{:<8} {:<8} {}: {}{}", r.level, r.logger.as_deref().unwrap_or("-"), parser, r.message.escape_debug(), tb)
+                    let tb = r
+                        .exception_type
+                        .as_ref()
+                        .map(|t| format!(" [traceback: {t}]"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{:<8} {:<8} {}: {}{}",
+                        r.level,
+                        r.logger.as_deref().unwrap_or("-"),
+                        parser,
+                        r.message.escape_debug(),
+                        tb
+                    )
                 }
             }
         }

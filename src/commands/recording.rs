@@ -59,7 +59,8 @@ impl Recording {
                 })
             }
             Err(err) => {
-                if let Some(run::RunError::AlreadyLive { .. }) = err.downcast_ref::<run::RunError>() {
+                if let Some(run::RunError::AlreadyLive { .. }) = err.downcast_ref::<run::RunError>()
+                {
                     return Err(err);
                 }
                 eprintln!("pmon-agent: warning: {err:#}; the command runs anyway, but its records are not stored");

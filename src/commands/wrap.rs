@@ -43,7 +43,10 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
             recording.event(Event::now("exit", json!({"error": message})));
             recording.finish(RunState::Failed, Some(127), None)?;
             return Err(anyhow::anyhow!(e)).with_context(|| {
-                format!("could not start '{}'; check that it is installed and on PATH", args.command[0])
+                format!(
+                    "could not start '{}'; check that it is installed and on PATH",
+                    args.command[0]
+                )
             });
         }
     };
@@ -53,7 +56,10 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         (_, Some(_), None) => RunState::Crashed,
         _ => RunState::Failed,
     };
-    let signal_name = outcome.signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok()).map(|s| s.as_str());
+    let signal_name = outcome
+        .signal
+        .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+        .map(|s| s.as_str());
     recording.event(Event::now(
         "exit",
         json!({"pid": outcome.pid, "exit_code": outcome.exit_code, "signal": outcome.signal, "signal_name": signal_name, "state": state.as_str()}),

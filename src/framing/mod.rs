@@ -18,7 +18,7 @@
 
 mod text;
 
-pub use text::{clean_text, strip_ansi};
+pub use text::clean_text;
 
 /// One unit of text produced by the framer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +95,6 @@ impl LineFramer {
         if !self.buf.is_empty() || self.dropped > 0 {
             out.push(Frame::Line(self.take()));
         }
-    }
-
-    /// True when a partial line is waiting for its end.
-    pub fn has_partial(&self) -> bool {
-        !self.buf.is_empty() || self.pending_cr
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -197,7 +192,10 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                line(&format!("{} …[pmon: line truncated, 999984 bytes omitted]", "a".repeat(16))),
+                line(&format!(
+                    "{} …[pmon: line truncated, 999984 bytes omitted]",
+                    "a".repeat(16)
+                )),
                 line("next")
             ]
         );
@@ -208,7 +206,12 @@ mod tests {
         let mut f = LineFramer::new(16);
         let mut out = Vec::new();
         f.push("aaaaaaaaaaaaaaa€€\n".as_bytes(), &mut out);
-        assert_eq!(out, vec![line("aaaaaaaaaaaaaaa …[pmon: line truncated, 6 bytes omitted]")]);
+        assert_eq!(
+            out,
+            vec![line(
+                "aaaaaaaaaaaaaaa …[pmon: line truncated, 6 bytes omitted]"
+            )]
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ mod tests {
 
     #[test]
     fn clean_text_handles_garbage() {
-        assert_eq!(clean_text(b"\xff\xfe\0\x1b[0m!"), "\u{fffd}\u{fffd}\u{2400}!");
+        assert_eq!(
+            clean_text(b"\xff\xfe\0\x1b[0m!"),
+            "\u{fffd}\u{fffd}\u{2400}!"
+        );
     }
 }

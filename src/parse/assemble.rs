@@ -161,7 +161,11 @@ impl RecordAssembler {
         }
         let Some((parser, fields)) = self.chain.parse(&line) else {
             self.release_pending(out);
-            out.push(Output::Record(LogRecord::plain(line, self.stream, &self.source)));
+            out.push(Output::Record(LogRecord::plain(
+                line,
+                self.stream,
+                &self.source,
+            )));
             return;
         };
         self.release_pending(out);
@@ -269,7 +273,9 @@ mod tests {
 
     #[test]
     fn traceback_after_a_log_line_belongs_to_that_record() {
-        let out = assemble(&format!("ERROR:pipeline.loader:failed to load shard 3\n{TB}INFO:root:next\n"));
+        let out = assemble(&format!(
+            "ERROR:pipeline.loader:failed to load shard 3\n{TB}INFO:root:next\n"
+        ));
         let recs = records(&out);
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].message, "failed to load shard 3");
@@ -304,7 +310,10 @@ mod tests {
     fn tqdm_updates_are_progress_not_records() {
         let out = assemble("\r  0%|          | 0/3 [00:00<?, ?it/s]\r 33%|###3      | 1/3 [00:00<00:00, 9.9it/s]\r100%|##########| 3/3 [00:00<00:00, 9.9it/s]\nINFO:root:done\n");
         assert_eq!(records(&out).len(), 1);
-        let progress: Vec<_> = out.iter().filter(|o| matches!(o, Output::Progress(_))).collect();
+        let progress: Vec<_> = out
+            .iter()
+            .filter(|o| matches!(o, Output::Progress(_)))
+            .collect();
         assert_eq!(progress.len(), 3);
     }
 

@@ -43,8 +43,9 @@ impl LineParser for JsonParser {
                 .unwrap_or(Level::Info),
             logger: text(&obj, &["logger", "name", "logger_name"]),
             message: message.unwrap_or_default(),
-            traceback: text(&obj, &["exc_info", "exception", "traceback", "exc_text"])
-                .filter(|t| t.contains("Traceback (most recent call last):") || t.contains("\n  File \"")),
+            traceback: text(&obj, &["exc_info", "exception", "traceback", "exc_text"]).filter(
+                |t| t.contains("Traceback (most recent call last):") || t.contains("\n  File \""),
+            ),
         })
     }
 }
@@ -76,11 +77,21 @@ mod tests {
 
     #[test]
     fn reads_the_common_field_names() {
-        let f = JsonParser.parse(r#"{"levelname": "WARN", "msg": "slow", "name": "db"}"#).unwrap();
-        assert_eq!((f.level, f.logger.as_deref(), f.message.as_str()), (Level::Warning, Some("db"), "slow"));
-        let f = JsonParser.parse(r#"{"severity": "INFO", "event": "started", "ts": 1767225600.5}"#).unwrap();
+        let f = JsonParser
+            .parse(r#"{"levelname": "WARN", "msg": "slow", "name": "db"}"#)
+            .unwrap();
+        assert_eq!(
+            (f.level, f.logger.as_deref(), f.message.as_str()),
+            (Level::Warning, Some("db"), "slow")
+        );
+        let f = JsonParser
+            .parse(r#"{"severity": "INFO", "event": "started", "ts": 1767225600.5}"#)
+            .unwrap();
         assert_eq!(f.message, "started");
-        assert_eq!(crate::record::format_ts(&f.timestamp.unwrap()), "2026-01-01T00:00:00.500000Z");
+        assert_eq!(
+            crate::record::format_ts(&f.timestamp.unwrap()),
+            "2026-01-01T00:00:00.500000Z"
+        );
     }
 
     #[test]

@@ -243,38 +243,88 @@ mod tests {
             .map(|f| (f.level, f.logger, f.message))
     }
 
-    fn some(level: Level, logger: Option<&str>, msg: &str) -> Option<(Level, Option<String>, String)> {
+    fn some(
+        level: Level,
+        logger: Option<&str>,
+        msg: &str,
+    ) -> Option<(Level, Option<String>, String)> {
         Some((level, logger.map(str::to_string), msg.to_string()))
     }
 
     #[test]
     fn python_logging_formats() {
-        assert_eq!(parse("WARNING:pipeline.loader:slow: shard 3"), some(Level::Warning, Some("pipeline.loader"), "slow: shard 3"));
-        assert_eq!(parse("ERROR: disk full"), some(Level::Error, None, "disk full"));
-        assert_eq!(parse("2026-01-02 03:04:05,123 - app.db - WARN - pool - exhausted"), some(Level::Warning, Some("app.db"), "pool - exhausted"));
-        assert_eq!(parse("2026-01-02 03:04:05,123 INFO pipeline.stage3: processed batch 1"), some(Level::Info, Some("pipeline.stage3"), "processed batch 1"));
-        assert_eq!(parse("2026-01-02 03:04:05,123 FATAL something broke"), some(Level::Critical, None, "something broke"));
-        assert_eq!(parse("2026-01-02 03:04:05.123 | ERROR    | __main__:main:12 - boom"), some(Level::Error, Some("__main__:main:12"), "boom"));
-        assert_eq!(parse("[ERROR] disk full"), some(Level::Error, None, "disk full"));
-        assert_eq!(parse("[2026-01-02 03:04:05] [info] ok"), some(Level::Info, None, "ok"));
-        assert_eq!(parse("2026-01-02 03:04:05,123 - ERROR - bad"), some(Level::Error, None, "bad"));
+        assert_eq!(
+            parse("WARNING:pipeline.loader:slow: shard 3"),
+            some(Level::Warning, Some("pipeline.loader"), "slow: shard 3")
+        );
+        assert_eq!(
+            parse("ERROR: disk full"),
+            some(Level::Error, None, "disk full")
+        );
+        assert_eq!(
+            parse("2026-01-02 03:04:05,123 - app.db - WARN - pool - exhausted"),
+            some(Level::Warning, Some("app.db"), "pool - exhausted")
+        );
+        assert_eq!(
+            parse("2026-01-02 03:04:05,123 INFO pipeline.stage3: processed batch 1"),
+            some(Level::Info, Some("pipeline.stage3"), "processed batch 1")
+        );
+        assert_eq!(
+            parse("2026-01-02 03:04:05,123 FATAL something broke"),
+            some(Level::Critical, None, "something broke")
+        );
+        assert_eq!(
+            parse("2026-01-02 03:04:05.123 | ERROR    | __main__:main:12 - boom"),
+            some(Level::Error, Some("__main__:main:12"), "boom")
+        );
+        assert_eq!(
+            parse("[ERROR] disk full"),
+            some(Level::Error, None, "disk full")
+        );
+        assert_eq!(
+            parse("[2026-01-02 03:04:05] [info] ok"),
+            some(Level::Info, None, "ok")
+        );
+        assert_eq!(
+            parse("2026-01-02 03:04:05,123 - ERROR - bad"),
+            some(Level::Error, None, "bad")
+        );
     }
 
     #[test]
     fn timestamps_are_taken_from_the_line() {
-        let f = PythonLoggingParser.parse("2026-01-02 03:04:05,123Z INFO x: y").unwrap();
-        assert_eq!(crate::record::format_ts(&f.timestamp.unwrap()), "2026-01-02T03:04:05.123000Z");
+        let f = PythonLoggingParser
+            .parse("2026-01-02 03:04:05,123Z INFO x: y")
+            .unwrap();
+        assert_eq!(
+            crate::record::format_ts(&f.timestamp.unwrap()),
+            "2026-01-02T03:04:05.123000Z"
+        );
     }
 
     #[test]
     fn logfmt_lines() {
-        assert_eq!(parse(r#"ts=2026-01-02T03:04:05Z level=error logger=db msg="connection \"lost\"""#), some(Level::Error, Some("db"), "connection \"lost\""));
-        assert_eq!(parse("level=warn msg=slow"), some(Level::Warning, None, "slow"));
+        assert_eq!(
+            parse(r#"ts=2026-01-02T03:04:05Z level=error logger=db msg="connection \"lost\"""#),
+            some(Level::Error, Some("db"), "connection \"lost\"")
+        );
+        assert_eq!(
+            parse("level=warn msg=slow"),
+            some(Level::Warning, None, "slow")
+        );
     }
 
     #[test]
     fn ordinary_text_is_not_a_log_line() {
-        for line in ["Errors: 3 of 10", "Info about things", "2026-01-02 the plan", "[1/10] loading", "Epoch 3/10", "note: level=high is great", "Error:x"] {
+        for line in [
+            "Errors: 3 of 10",
+            "Info about things",
+            "2026-01-02 the plan",
+            "[1/10] loading",
+            "Epoch 3/10",
+            "note: level=high is great",
+            "Error:x",
+        ] {
             assert_eq!(parse(line), None, "{line}");
         }
     }

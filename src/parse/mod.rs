@@ -20,7 +20,6 @@ pub use assemble::{AssemblerTiming, Output, RecordAssembler};
 pub use json::JsonParser;
 pub use logline::{LogfmtParser, PythonLoggingParser};
 pub use progress::ProgressParser;
-pub use traceback::{Traceback, TracebackCollector};
 
 use crate::record::Level;
 use chrono::{DateTime, Utc};

@@ -36,8 +36,12 @@ impl ProgressParser {
     pub fn new() -> ProgressParser {
         let re = |s: &str| Regex::new(s).expect("built-in progress pattern");
         ProgressParser {
-            tqdm: re(r"^(?:(?P<desc>.*?): ?)?\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>[\d.]+[kMGTP]?)/(?P<total>[\d.]+[kMGTP]?)\s*\[(?P<times>[^\]]*)\]"),
-            tqdm_open: re(r"^(?:(?P<desc>.*?): )?(?P<n>[\d.]+[kMGTP]?)(?P<unit>[A-Za-z]*) \[(?P<times>[\d:]+, [^\]]*)\]\s*$"),
+            tqdm: re(
+                r"^(?:(?P<desc>.*?): ?)?\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>[\d.]+[kMGTP]?)/(?P<total>[\d.]+[kMGTP]?)\s*\[(?P<times>[^\]]*)\]",
+            ),
+            tqdm_open: re(
+                r"^(?:(?P<desc>.*?): )?(?P<n>[\d.]+[kMGTP]?)(?P<unit>[A-Za-z]*) \[(?P<times>[\d:]+, [^\]]*)\]\s*$",
+            ),
             keras: re(r"^\s*(?P<n>\d+)/(?P<total>\d+) \[[=>.]*\]"),
             counter: re(r"^(?:Epoch\s+|\[)(?P<n>\d+)\s*/\s*(?P<total>\d+)\]?"),
         }
@@ -58,7 +62,13 @@ impl ProgressParser {
         let first = line.trim_start().bytes().next()?;
         if first.is_ascii_digit() {
             if let Some(c) = self.keras.captures(line) {
-                return Some(only(update("keras", num(&c["n"])?, num(&c["total"]), None, None)));
+                return Some(only(update(
+                    "keras",
+                    num(&c["n"])?,
+                    num(&c["total"]),
+                    None,
+                    None,
+                )));
             }
             return percent(line);
         }
@@ -81,7 +91,10 @@ impl ProgressParser {
     fn tqdm_bar(&self, line: &str) -> Option<ProgressMatch> {
         let c = self.tqdm.captures(line)?;
         let (rate, unit) = rate_and_unit(&c["times"]);
-        let task = c.name("desc").map(|d| d.as_str().trim()).filter(|d| !d.is_empty());
+        let task = c
+            .name("desc")
+            .map(|d| d.as_str().trim())
+            .filter(|d| !d.is_empty());
         Some(only(update(
             task.unwrap_or("tqdm"),
             num(&c["n"])?,
@@ -95,8 +108,17 @@ impl ProgressParser {
         let c = self.tqdm_open.captures(line)?;
         let (rate, _) = rate_and_unit(&c["times"]);
         let unit = Some(&c["unit"]).filter(|u| !u.is_empty());
-        let task = c.name("desc").map(|d| d.as_str().trim()).filter(|d| !d.is_empty());
-        Some(only(update(task.unwrap_or("tqdm"), num(&c["n"])?, None, unit, rate)))
+        let task = c
+            .name("desc")
+            .map(|d| d.as_str().trim())
+            .filter(|d| !d.is_empty());
+        Some(only(update(
+            task.unwrap_or("tqdm"),
+            num(&c["n"])?,
+            None,
+            unit,
+            rate,
+        )))
     }
 }
 
@@ -194,7 +216,9 @@ fn directive(body: &str) -> Option<ProgressMatch> {
 mod tests {
     use super::*;
 
-    fn p(line: &str) -> Option<(String, f64, Option<f64>, Option<String>, Option<f64>, bool)> {
+    type Seen = (String, f64, Option<f64>, Option<String>, Option<f64>, bool);
+
+    fn p(line: &str) -> Option<Seen> {
         ProgressParser::new().parse(line).map(|m| {
             let u = m.update;
             (u.task, u.current, u.total, u.unit, u.rate, m.also_log)
@@ -205,30 +229,73 @@ mod tests {
     fn tqdm_bars() {
         assert_eq!(
             p("Loading shards:  45%|████▌     | 45/100 [00:01<00:01, 39.87it/s]"),
-            Some(("Loading shards".into(), 45.0, Some(100.0), Some("it".into()), Some(39.87), false))
+            Some((
+                "Loading shards".into(),
+                45.0,
+                Some(100.0),
+                Some("it".into()),
+                Some(39.87),
+                false
+            ))
         );
         assert_eq!(
             p(" 10%|#         | 1.20k/12.0k [00:01<00:09, 1.20kB/s]").map(|t| (t.1, t.2)),
             Some((1200.0, Some(12000.0)))
         );
-        assert_eq!(p("rows: 1234it [00:02, 617.00it/s]").map(|t| (t.0, t.1, t.2)), Some(("rows".into(), 1234.0, None)));
-        assert_eq!(p("  0%|          | 0/5 [00:00<?, ?it/s]").map(|t| (t.1, t.4)), Some((0.0, None)));
-        assert_eq!(p("100%|██████████| 3/3 [00:03<00:00,  1.01s/it]").map(|t| t.4.map(|r| (r * 100.0).round())), Some(Some(99.0)));
+        assert_eq!(
+            p("rows: 1234it [00:02, 617.00it/s]").map(|t| (t.0, t.1, t.2)),
+            Some(("rows".into(), 1234.0, None))
+        );
+        assert_eq!(
+            p("  0%|          | 0/5 [00:00<?, ?it/s]").map(|t| (t.1, t.4)),
+            Some((0.0, None))
+        );
+        assert_eq!(
+            p("100%|██████████| 3/3 [00:03<00:00,  1.01s/it]")
+                .map(|t| t.4.map(|r| (r * 100.0).round())),
+            Some(Some(99.0))
+        );
     }
 
     #[test]
     fn other_progress_forms() {
-        assert_eq!(p("##pmon[progress task=load/shard_3 current=3 total=10 unit=files]"), Some(("load/shard_3".into(), 3.0, Some(10.0), Some("files".into()), None, false)));
-        assert_eq!(p(" 12/100 [==>...........................] - ETA: 3s - loss: 0.4").map(|t| (t.0, t.1)), Some(("keras".into(), 12.0)));
-        assert_eq!(p("Epoch 3/10"), Some(("epoch".into(), 3.0, Some(10.0), None, None, false)));
+        assert_eq!(
+            p("##pmon[progress task=load/shard_3 current=3 total=10 unit=files]"),
+            Some((
+                "load/shard_3".into(),
+                3.0,
+                Some(10.0),
+                Some("files".into()),
+                None,
+                false
+            ))
+        );
+        assert_eq!(
+            p(" 12/100 [==>...........................] - ETA: 3s - loss: 0.4").map(|t| (t.0, t.1)),
+            Some(("keras".into(), 12.0))
+        );
+        assert_eq!(
+            p("Epoch 3/10"),
+            Some(("epoch".into(), 3.0, Some(10.0), None, None, false))
+        );
         assert_eq!(p("Epoch 3/10 - loss: 0.2").map(|t| t.5), Some(true));
-        assert_eq!(p("[3/10] loading shard").map(|t| (t.0, t.5)), Some(("steps".into(), true)));
+        assert_eq!(
+            p("[3/10] loading shard").map(|t| (t.0, t.5)),
+            Some(("steps".into(), true))
+        );
         assert_eq!(p("45%").map(|t| t.1), Some(45.0));
     }
 
     #[test]
     fn log_lines_are_not_progress() {
-        for line in ["INFO:root:50% done", "2026-01-01 10:00:00 INFO x: 3/4 [ok]", "[ERROR] boom", "Everything fine", "100 rows", "[3/10 broken"] {
+        for line in [
+            "INFO:root:50% done",
+            "2026-01-01 10:00:00 INFO x: 3/4 [ok]",
+            "[ERROR] boom",
+            "Everything fine",
+            "100 rows",
+            "[3/10 broken",
+        ] {
             assert_eq!(p(line), None, "{line}");
         }
     }

@@ -37,11 +37,15 @@ pub fn parse_prefix(text: &str) -> Option<(DateTime<Utc>, &str)> {
         nanos = digits(frac)? * 10u32.pow(9 - frac.len() as u32);
         pos = end;
     }
-    let naive = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(hour, minute, second, nanos)?;
+    let naive =
+        NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(hour, minute, second, nanos)?;
     let (offset, used) = parse_offset(&b[pos..]);
     pos += used;
     let utc = match offset {
-        Some(off) => off.from_local_datetime(&naive).single()?.with_timezone(&Utc),
+        Some(off) => off
+            .from_local_datetime(&naive)
+            .single()?
+            .with_timezone(&Utc),
         None => local_to_utc(naive)?,
     };
     Some((utc, &text[pos..]))
@@ -93,7 +97,10 @@ fn local_to_utc(naive: NaiveDateTime) -> Option<DateTime<Utc>> {
     if let Some((key, offset)) = OFFSET_CACHE.with(Cell::get) {
         if key == hour_key {
             let off = FixedOffset::east_opt(offset)?;
-            return off.from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc));
+            return off
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.with_timezone(&Utc));
         }
     }
     let local = Local.from_local_datetime(&naive).earliest()?;

@@ -74,7 +74,9 @@ enum State {
     /// Inside frames; the exception line has not been printed yet.
     AwaitException,
     /// The exception line was printed; more message lines, notes or a chain may follow.
-    AfterException { message_lines: usize },
+    AfterException {
+        message_lines: usize,
+    },
     /// A chain separator was printed; the next part's header is coming.
     AwaitPart,
 }
@@ -280,10 +282,7 @@ fn is_file_line(line: &str) -> bool {
 fn group_header_col(line: &str) -> Option<usize> {
     let pos = line.find(GROUP_HEADER)?;
     let prefix = &line[..pos];
-    prefix
-        .chars()
-        .all(|c| c == ' ' || c == '|')
-        .then_some(pos)
+    prefix.chars().all(|c| c == ' ' || c == '|').then_some(pos)
 }
 
 /// In a group whose `+` is at `col`, the group's own exception line is
@@ -308,9 +307,7 @@ fn looks_like_exception_line(line: &str) -> bool {
         None => line,
     };
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
         && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '<' | '>'))
 }
 
@@ -356,7 +353,9 @@ fn plain_exception(part: &[String]) -> (String, Vec<String>) {
     match start {
         Some(i) => (part[i].clone(), trim_blank_tail(&part[i + 1..])),
         None => (
-            part.last().map(|l| l.trim().to_string()).unwrap_or_default(),
+            part.last()
+                .map(|l| l.trim().to_string())
+                .unwrap_or_default(),
             Vec::new(),
         ),
     }

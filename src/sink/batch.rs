@@ -89,7 +89,10 @@ impl Batcher {
             self.flush_progress();
             self.flush();
         }
-        if self.oldest.is_some_and(|t| now >= t + self.settings.flush_interval) {
+        if self
+            .oldest
+            .is_some_and(|t| now >= t + self.settings.flush_interval)
+        {
             self.flush();
         }
     }
@@ -101,7 +104,9 @@ impl Batcher {
     }
 
     fn flush_progress(&mut self) {
-        self.current.progress.extend(std::mem::take(&mut self.progress).into_values());
+        self.current
+            .progress
+            .extend(std::mem::take(&mut self.progress).into_values());
         self.progress_due = None;
     }
 
@@ -148,7 +153,10 @@ mod tests {
         assert!(rx.try_recv().is_err());
         b.record(rec(Level::Warning), t0);
         let first = rx.try_recv().unwrap();
-        assert_eq!(first.logs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            first.logs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         b.record(rec(Level::Info), t0);
         b.tick(t0 + Duration::from_secs(4));
         assert!(rx.try_recv().is_err());

@@ -64,11 +64,12 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|source| StoreError::Open {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(
+            |source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            },
+        )?;
         let store = SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -84,10 +85,6 @@ impl SqliteStore {
 
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn configure(&self) -> Result<(), StoreError> {
@@ -226,8 +223,14 @@ mod tests {
         let path = dir.path().join("pmon.db");
         let mut store = SqliteStore::open(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let mode: String = store.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let mode: String = store
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         let ctx = RunContext {
             experiment_id: "e".into(),
@@ -242,7 +245,10 @@ mod tests {
         };
         store.write(&ctx, &batch).unwrap();
         store.write(&ctx, &batch).unwrap();
-        let n: i64 = store.conn().query_row("SELECT count(*) FROM pipeline_logs", [], |r| r.get(0)).unwrap();
+        let n: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM pipeline_logs", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         drop(store);
         // Reopening does not migrate again.
@@ -253,9 +259,19 @@ mod tests {
     fn the_spec_queries_run_verbatim() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("pmon.db")).unwrap();
-        store.conn().prepare("SELECT timestamp, level, message, traceback FROM pipeline_logs
+        store
+            .conn()
+            .prepare(
+                "SELECT timestamp, level, message, traceback FROM pipeline_logs
 WHERE experiment_id = 'my_experiment' AND level IN ('ERROR', 'CRITICAL')
-ORDER BY timestamp DESC LIMIT 10;").unwrap();
-        store.conn().prepare("SELECT * FROM pipeline_progress_summary WHERE experiment_id = 'my_experiment';").unwrap();
+ORDER BY timestamp DESC LIMIT 10;",
+            )
+            .unwrap();
+        store
+            .conn()
+            .prepare(
+                "SELECT * FROM pipeline_progress_summary WHERE experiment_id = 'my_experiment';",
+            )
+            .unwrap();
     }
 }

@@ -24,7 +24,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-const FORWARDED: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// Blocks the signals the agent handles itself. Call before any thread starts,
 /// so that every thread inherits the mask (children get a clean mask from std).
@@ -184,7 +189,9 @@ fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &S
     let lines = counters.lines.load(Ordering::Relaxed);
     let records = counters.records.load(Ordering::Relaxed);
     let rss = procinfo::rss_bytes(pid);
-    let rss_text = rss.map_or("unknown".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    let rss_text = rss.map_or("unknown".to_string(), |b| {
+        format!("{:.1} MiB", b as f64 / 1048576.0)
+    });
     eprintln!(
         "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth 0, child pid {pid} rss {rss_text}"
     );

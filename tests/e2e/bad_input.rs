@@ -14,20 +14,45 @@ fn nul_bytes_invalid_utf8_and_control_sequences_are_stored_safely() {
         .iter()
         .map(|r| r["message"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(msgs, vec!["a\u{2400}b", "\u{fffd}\u{fffd}", "colour", "after title", "ok"]);
+    assert_eq!(
+        msgs,
+        vec![
+            "a\u{2400}b",
+            "\u{fffd}\u{fffd}",
+            "colour",
+            "after title",
+            "ok"
+        ]
+    );
 }
 
 #[test]
 fn multi_megabyte_lines_are_capped_with_a_marker() {
     let agent = Agent::new();
     let code = "import sys; sys.stdout.write('x' * (5 * 1024 * 1024) + '\\nafter\\n')";
-    let out = agent.run(&["wrap", "-e", "huge", "--no-echo", "--", "python3", "-c", code]);
+    let out = agent.run(&[
+        "wrap",
+        "-e",
+        "huge",
+        "--no-echo",
+        "--",
+        "python3",
+        "-c",
+        code,
+    ]);
     assert!(out.status.success());
     let logs = agent.json_lines(&["query", "logs", "huge"]);
     assert_eq!(logs.len(), 2);
     let first = logs[0]["message"].as_str().unwrap();
     assert!(first.starts_with(&"x".repeat(1024)));
-    assert!(first.ends_with(&format!("[pmon: line truncated, {} bytes omitted]", 4 * 1024 * 1024)), "{}", &first[first.len() - 80..]);
+    assert!(
+        first.ends_with(&format!(
+            "[pmon: line truncated, {} bytes omitted]",
+            4 * 1024 * 1024
+        )),
+        "{}",
+        &first[first.len() - 80..]
+    );
     assert_eq!(logs[1]["message"], "after");
 }
 
@@ -38,7 +63,10 @@ fn text_output_escapes_control_characters() {
     agent.run(&["wrap", "-e", "ctl", "--", "python3", "-c", code]);
     let out = agent.run(&["query", "logs", "ctl"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.bytes().any(|b| b == 0x07 || b == 0x08 || b == 0x1b), "{text:?}");
+    assert!(
+        !text.bytes().any(|b| b == 0x07 || b == 0x08 || b == 0x1b),
+        "{text:?}"
+    );
     assert!(text.contains("ring\\x07bell"), "{text:?}");
 }
 
@@ -46,10 +74,17 @@ fn text_output_escapes_control_characters() {
 fn a_bad_config_names_the_file_line_and_key() {
     let agent = Agent::new();
     let config = agent.dir.path().join("config.yml");
-    std::fs::write(&config, "logging:\n  level: INFO\n  databse:\n    url: null\n").unwrap();
+    std::fs::write(
+        &config,
+        "logging:\n  level: INFO\n  databse:\n    url: null\n",
+    )
+    .unwrap();
     let out = agent.run(&["wrap", "-e", "x", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_text(&out);
-    assert!(err.contains("config.yml") && err.contains("line 3") && err.contains("databse"), "{err}");
+    assert!(
+        err.contains("config.yml") && err.contains("line 3") && err.contains("databse"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"));
 }

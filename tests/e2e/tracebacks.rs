@@ -19,18 +19,41 @@ fn check_fixture(name: &str) {
         "exit code of {name}; agent stderr: {}",
         stderr_text(&wrapped.output)
     );
-    assert_eq!(fold_digits(&wrapped.output.stdout), fold_digits(&bare.output.stdout), "stdout of {name}");
+    assert_eq!(
+        fold_digits(&wrapped.output.stdout),
+        fold_digits(&bare.output.stdout),
+        "stdout of {name}"
+    );
     if name != "interleaved" && name != "tqdm_progress" {
-        assert_eq!(fold_digits(&wrapped.output.stderr), fold_digits(&bare.output.stderr), "stderr of {name}");
+        assert_eq!(
+            fold_digits(&wrapped.output.stderr),
+            fold_digits(&bare.output.stderr),
+            "stderr of {name}"
+        );
     }
 
     let expected = wrapped.expect["records"].as_array().unwrap().clone();
     let errors = agent.json_lines(&["query", "errors", name, "--traceback"]);
-    let with_tb: Vec<&Value> = errors.iter().filter(|r| !r["traceback"].is_null()).collect();
-    assert_eq!(with_tb.len(), expected.len(), "one record per traceback in {name}: {errors:#?}");
+    let with_tb: Vec<&Value> = errors
+        .iter()
+        .filter(|r| !r["traceback"].is_null())
+        .collect();
+    assert_eq!(
+        with_tb.len(),
+        expected.len(),
+        "one record per traceback in {name}: {errors:#?}"
+    );
     // `errors` is newest first; the side file is in print order.
     for (want, got) in expected.iter().zip(with_tb.iter().rev()) {
-        for key in ["traceback", "exception_type", "exception_message", "level", "logger", "message", "stream"] {
+        for key in [
+            "traceback",
+            "exception_type",
+            "exception_message",
+            "level",
+            "logger",
+            "message",
+            "stream",
+        ] {
             assert_eq!(got[key], want[key], "{key} of a traceback record in {name}");
         }
         assert_eq!(got["experiment_id"], name);
@@ -41,7 +64,11 @@ fn check_fixture(name: &str) {
     for record in &all {
         if record["traceback"].is_null() {
             let msg = record["message"].as_str().unwrap();
-            assert!(!msg.starts_with("Traceback (most recent call last)") && !msg.starts_with("  File \""), "stray traceback line {msg:?} in {name}");
+            assert!(
+                !msg.starts_with("Traceback (most recent call last)")
+                    && !msg.starts_with("  File \""),
+                "stray traceback line {msg:?} in {name}"
+            );
         }
     }
 }
@@ -133,7 +160,10 @@ fn stdout_chatter_never_enters_a_stderr_traceback() {
     run_wrapped(&agent, "interleaved", &[]);
     let logs = agent.json_lines(&["query", "logs", "interleaved"]);
     for r in logs.iter().filter(|r| !r["traceback"].is_null()) {
-        assert!(!r["traceback"].as_str().unwrap().contains("stdout chatter"), "{r:#}");
+        assert!(
+            !r["traceback"].as_str().unwrap().contains("stdout chatter"),
+            "{r:#}"
+        );
         assert_eq!(r["stream"], "stderr");
     }
     let mut chatter: Vec<&str> = logs
@@ -155,10 +185,16 @@ fn tqdm_bars_become_progress_not_log_records() {
     let logs = agent.json_lines(&["query", "logs", "tqdm_progress"]);
     for r in &logs {
         let m = r["message"].as_str().unwrap();
-        assert!(!m.contains("%|"), "a progress bar was stored as a log record: {m:?}");
+        assert!(
+            !m.contains("%|"),
+            "a progress bar was stored as a log record: {m:?}"
+        );
     }
     let status = agent.status("tqdm_progress");
-    assert!(!status["progress"].as_array().unwrap().is_empty(), "{status:#}");
+    assert!(
+        !status["progress"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
 }
 
 #[test]
@@ -177,12 +213,24 @@ fn every_log_format_is_parsed_into_level_logger_and_message() {
         let want: Vec<(Value, Value, Value)> = expected
             .iter()
             .filter(|l| l["stream"] == stream)
-            .map(|l| (l["level"].clone(), l["logger"].clone(), l["message"].clone()))
+            .map(|l| {
+                (
+                    l["level"].clone(),
+                    l["logger"].clone(),
+                    l["message"].clone(),
+                )
+            })
             .collect();
         let got: Vec<(Value, Value, Value)> = logs
             .iter()
             .filter(|l| l["stream"] == stream)
-            .map(|l| (l["level"].clone(), l["logger"].clone(), l["message"].clone()))
+            .map(|l| {
+                (
+                    l["level"].clone(),
+                    l["logger"].clone(),
+                    l["message"].clone(),
+                )
+            })
             .collect();
         // Lines carry their own (fixed) timestamps, and queries sort by time:
         // compare as sorted lists.

@@ -13,7 +13,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn fixture_program(name: &str) -> PathBuf {
-    repo_root().join("fixtures/programs").join(format!("{name}.py"))
+    repo_root()
+        .join("fixtures/programs")
+        .join(format!("{name}.py"))
 }
 
 pub struct Agent {
@@ -141,8 +143,8 @@ fn write_expect_helper(name: &str, expect_path: &Path) {
 }
 
 pub fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }
 

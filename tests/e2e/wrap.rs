@@ -16,13 +16,21 @@ os.write(1, b"progress 1\rprogress 2\rdone\n")
 #[test]
 fn output_is_echoed_byte_for_byte_and_kept_in_the_plain_log() {
     let agent = Agent::new();
-    let bare = Command::new("python3").args(["-c", GARBAGE]).output().unwrap();
+    let bare = Command::new("python3")
+        .args(["-c", GARBAGE])
+        .output()
+        .unwrap();
     let wrapped = agent.run(&["wrap", "-e", "garbage", "--", "python3", "-c", GARBAGE]);
     assert_eq!(wrapped.stdout, bare.stdout);
     assert_eq!(wrapped.stderr, bare.stderr);
     assert_eq!(wrapped.status.code(), Some(0));
     let logs = agent.data_dir().join("logs/garbage");
-    let file = std::fs::read_dir(&logs).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&logs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let plain = std::fs::read(file).unwrap();
     assert_eq!(plain.len(), bare.stdout.len() + bare.stderr.len());
 }
@@ -52,7 +60,10 @@ fn a_missing_command_is_an_error_that_says_so() {
     let out = agent.run(&["wrap", "-e", "nope", "--", "no-such-program-xyz"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_text(&out);
-    assert!(err.contains("no-such-program-xyz") && err.contains("PATH"), "{err}");
+    assert!(
+        err.contains("no-such-program-xyz") && err.contains("PATH"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -85,14 +96,25 @@ fn sigterm_to_the_agent_reaches_the_whole_process_group() {
     let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
     let grandchild: i32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
     let started = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert_eq!(status.code(), Some(0), "the program exited 0 after its TERM handler");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the program exited 0 after its TERM handler"
+    );
     assert!(rest.contains("got SIGTERM"));
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(!std::path::Path::new(&format!("/proc/{grandchild}")).exists() || is_zombie(grandchild), "the grandchild got SIGTERM too");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{grandchild}")).exists() || is_zombie(grandchild),
+        "the grandchild got SIGTERM too"
+    );
     let events = agent.sql();
     let n: i64 = events
         .query_row("SELECT count(*) FROM pipeline_events WHERE event_type = 'signal' AND details LIKE '%SIGTERM%'", [], |r| r.get(0))
@@ -107,7 +129,10 @@ fn is_zombie(pid: i32) -> bool {
 #[test]
 fn a_second_live_run_is_refused_with_a_clear_error() {
     let agent = Agent::new();
-    let mut first = agent.cmd(&["wrap", "-e", "busy", "--", "sleep", "30"]).spawn().unwrap();
+    let mut first = agent
+        .cmd(&["wrap", "-e", "busy", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
     // Wait until the first run is registered.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -117,9 +142,14 @@ fn a_second_live_run_is_refused_with_a_clear_error() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let second = agent.run(&["wrap", "-e", "busy", "--", "true"]);
-    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(second.status.code(), Some(1), "{}", stderr_text(&second));
     let err = stderr_text(&second);
-    assert!(err.contains("already has a live run") && err.contains("--new-run") && err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("already has a live run")
+            && err.contains("--new-run")
+            && err.contains("--resume"),
+        "{err}"
+    );
     let third = agent.run(&["wrap", "-e", "busy", "--new-run", "--", "true"]);
     assert_eq!(third.status.code(), Some(0));
     first.kill().unwrap();
@@ -128,13 +158,25 @@ fn a_second_live_run_is_refused_with_a_clear_error() {
     let runs = agent.json_lines(&["query", "status", "busy", "--run", "1"]);
     assert_eq!(runs[0]["state"], "lost");
     // And a finished experiment simply gets a new run.
-    assert!(agent.run(&["wrap", "-e", "busy", "--", "true"]).status.success());
+    assert!(agent
+        .run(&["wrap", "-e", "busy", "--", "true"])
+        .status
+        .success());
 }
 
 #[test]
 fn pty_mode_gives_the_program_a_terminal() {
     let agent = Agent::new();
-    let out = agent.run(&["wrap", "-e", "tty", "--pty", "--", "python3", "-c", "import sys; print(sys.stdout.isatty(), sys.stderr.isatty())"]);
+    let out = agent.run(&[
+        "wrap",
+        "-e",
+        "tty",
+        "--pty",
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(sys.stdout.isatty(), sys.stderr.isatty())",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True True");
     let logs = agent.json_lines(&["query", "logs", "tty"]);
@@ -144,7 +186,16 @@ fn pty_mode_gives_the_program_a_terminal() {
 #[test]
 fn no_echo_stores_without_printing() {
     let agent = Agent::new();
-    let out = agent.run(&["wrap", "-e", "quiet", "--no-echo", "--", "sh", "-c", "echo hello; echo oops >&2"]);
+    let out = agent.run(&[
+        "wrap",
+        "-e",
+        "quiet",
+        "--no-echo",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2",
+    ]);
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
     let logs = agent.json_lines(&["query", "logs", "quiet"]);
     assert_eq!(logs.len(), 2);
@@ -155,18 +206,37 @@ fn the_default_experiment_is_the_script_stem_and_tags_are_kept() {
     let agent = Agent::new();
     let script = agent.dir.path().join("train_model.py");
     std::fs::write(&script, "print('hi')\n").unwrap();
-    let out = agent.run(&["wrap", "--tag", "lr=0.1", "--tag", "gpu=3", "--", "python3", script.to_str().unwrap()]);
+    let out = agent.run(&[
+        "wrap",
+        "--tag",
+        "lr=0.1",
+        "--tag",
+        "gpu=3",
+        "--",
+        "python3",
+        script.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let status = agent.status("train_model");
     assert_eq!(status["state"], "succeeded");
-    let tags: String = agent.sql().query_row("SELECT tags FROM pipeline_runs", [], |r| r.get(0)).unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&tags).unwrap(), serde_json::json!({"lr": "0.1", "gpu": "3"}));
+    let tags: String = agent
+        .sql()
+        .query_row("SELECT tags FROM pipeline_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&tags).unwrap(),
+        serde_json::json!({"lr": "0.1", "gpu": "3"})
+    );
 }
 
 #[test]
 fn ingest_reads_standard_input() {
     let agent = Agent::new();
-    let mut child = agent.cmd(&["ingest", "-e", "piped"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut child = agent
+        .cmd(&["ingest", "-e", "piped"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
@@ -184,6 +254,62 @@ fn the_store_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let agent = Agent::new();
     agent.run(&["wrap", "-e", "p", "--", "true"]);
-    let mode = std::fs::metadata(agent.db_path()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(agent.db_path())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
+    let agent = Agent::new();
+    let mut child = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "usr1",
+            "--",
+            "python3",
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(3)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "SIGUSR1 does not disturb the program"
+    );
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("pmon-agent: status: uptime")
+            && err.contains("records shipped")
+            && err.contains("rss"),
+        "{err}"
+    );
+    let details: String = agent
+        .sql()
+        .query_row(
+            "SELECT details FROM pipeline_events WHERE event_type = 'status_report'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert!(
+        details["child_rss_bytes"].as_u64().unwrap() > 0,
+        "{details}"
+    );
 }

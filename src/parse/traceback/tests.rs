@@ -48,8 +48,14 @@ fn plain_traceback_with_caret_lines_is_one_record() {
     let tb = only_tb(text);
     assert_eq!(tb.text, text);
     assert_eq!(tb.exception_type, "TypeError");
-    assert_eq!(tb.exception_message, "'NoneType' object is not subscriptable");
-    assert_eq!(tb.exception_line, "TypeError: 'NoneType' object is not subscriptable");
+    assert_eq!(
+        tb.exception_message,
+        "'NoneType' object is not subscriptable"
+    );
+    assert_eq!(
+        tb.exception_line,
+        "TypeError: 'NoneType' object is not subscriptable"
+    );
 }
 
 #[test]
@@ -90,7 +96,10 @@ fn exception_group_nested_is_one_record_described_by_the_outer_group() {
     assert_eq!(tb.text, text);
     assert_eq!(tb.exception_type, "ExceptionGroup");
     assert_eq!(tb.exception_message, "stage failures (2 sub-exceptions)");
-    assert_eq!(tb.exception_line, "ExceptionGroup: stage failures (2 sub-exceptions)");
+    assert_eq!(
+        tb.exception_line,
+        "ExceptionGroup: stage failures (2 sub-exceptions)"
+    );
 }
 
 #[test]
@@ -103,7 +112,8 @@ fn unindented_line_after_a_group_is_not_part_of_it() {
 
 #[test]
 fn compile_time_syntax_error_has_no_header() {
-    let text = "  File \"/x/bad.py\", line 3\n    x = (1,\n        ^\nSyntaxError: '(' was never closed\n";
+    let text =
+        "  File \"/x/bad.py\", line 3\n    x = (1,\n        ^\nSyntaxError: '(' was never closed\n";
     let tb = only_tb(text);
     assert_eq!(tb.text, text);
     assert_eq!(tb.exception_type, "SyntaxError");
@@ -158,7 +168,8 @@ fn trailing_blank_lines_are_released_not_swallowed() {
 
 #[test]
 fn two_tracebacks_back_to_back_are_two_records() {
-    let one = "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nValueError: v\n";
+    let one =
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nValueError: v\n";
     let out = run(&format!("{one}{one}"));
     assert_eq!(out.len(), 2);
     assert!(matches!(&out[1], Out::Tb(t) if t.text == one));
