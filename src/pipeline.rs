@@ -62,7 +62,7 @@ impl Pipeline {
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
         // agent's memory growing without limit.
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(256);
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(32);
         let counters = Arc::new(PipelineCounters::default());
         let thread_counters = counters.clone();
         let handle = std::thread::Builder::new()

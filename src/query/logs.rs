@@ -123,16 +123,25 @@ impl LogFilter {
     }
 
     fn sql(&self, bound: IdBound, order: Order) -> (String, Vec<Value>) {
-        let mut conditions = vec!["experiment_id = ?".to_string()];
+        // A follow poll reads only the few rows above the last id seen: the
+        // unary `+` keeps SQLite from scanning the experiment's whole index
+        // every 250 ms and makes it walk that rowid range instead.
+        let column_prefix = match bound {
+            IdBound::After(_) => "+",
+            IdBound::AtMost(_) => "",
+        };
+        let mut conditions = vec![format!("{column_prefix}experiment_id = ?")];
         let mut values = vec![Value::Text(self.experiment.clone())];
         if let Some(run_id) = &self.run_id {
-            conditions.push("run_id = ?".into());
+            conditions.push(format!("{column_prefix}run_id = ?"));
             values.push(Value::Text(run_id.clone()));
         }
         if let Some(levels) = &self.levels {
-            let marks = vec!["?"; levels.len()].join(", ");
-            conditions.push(format!("level IN ({marks})"));
-            values.extend(levels.iter().map(|l| Value::Text(l.to_string())));
+            // Written as literals (they are our own constant level names, not
+            // user text) so that `ERROR`/`CRITICAL` queries can use the
+            // partial index made for exactly that list.
+            let quoted: Vec<String> = levels.iter().map(|l| format!("'{l}'")).collect();
+            conditions.push(format!("level IN ({})", quoted.join(", ")));
         }
         if let Some(text) = &self.search {
             conditions
@@ -233,9 +242,24 @@ impl LogsOptions {
 }
 
 fn compile_regex(pattern: &str) -> anyhow::Result<Regex> {
-    Regex::new(pattern).with_context(|| {
-        format!("--search-regex '{pattern}' is not a valid regular expression; fix it, or use --search for plain text")
+    Regex::new(pattern).map_err(|err| {
+        anyhow::anyhow!(
+            "--search-regex '{pattern}' is not a valid regular expression ({}); fix it, or use --search for plain text",
+            regex_error_reason(&err)
+        )
     })
+}
+
+/// The regex crate explains a syntax error over several lines (the pattern,
+/// a caret, then the reason); one line of reason reads better in our message.
+fn regex_error_reason(err: &regex::Error) -> String {
+    let text = err.to_string();
+    let reason = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or(&text);
+    reason.trim().trim_start_matches("error: ").to_string()
 }
 
 /// `--since`: an RFC 3339 time, or a duration back from `now` (`1h`, `30m`,
@@ -270,7 +294,6 @@ impl RecordPrinter {
             RunScope::All => Some(
                 experiment
                     .runs()
-                    .iter()
                     .map(|r| (r.run_id.clone(), r.ordinal))
                     .collect(),
             ),
@@ -363,7 +386,14 @@ pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
     let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
     let mut printed = 0;
     super::output::to_stdout(|out| {
-        printed = write_logs(store.conn(), &experiment, scope, &options, out)?;
+        printed = write_logs(
+            store.conn(),
+            &experiment,
+            scope,
+            &options,
+            out,
+            &super::output::stdout_reader_gone,
+        )?;
         Ok(())
     })?;
     if printed == 0 && options.format == Format::Text && !options.follow {
@@ -376,15 +406,16 @@ pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the records `options` select, oldest first; with `follow`, keeps
-/// printing new ones and never returns except on an error (a closed pipe
-/// included). Returns how many records were printed.
+/// Prints the records `options` select, oldest first. With `follow`, keeps
+/// printing new ones until `reader_gone` says nobody reads `out` any more or
+/// a write fails (a closed pipe included). Returns how many were printed.
 pub fn write_logs(
     conn: &Connection,
     experiment: &Experiment,
     scope: RunScope<'_>,
     options: &LogsOptions,
     out: &mut dyn Write,
+    reader_gone: &dyn Fn() -> bool,
 ) -> anyhow::Result<usize> {
     let filter = LogFilter {
         levels: options.level.map(levels_from),
@@ -431,32 +462,39 @@ pub fn write_logs(
     }
     out.flush()?;
     if options.follow {
-        follow(
-            conn,
-            &filter,
-            options.regex.as_ref(),
-            snapshot,
-            &mut printer,
-            out,
-        )?;
+        let follow_from = FollowFrom {
+            filter: &filter,
+            regex: options.regex.as_ref(),
+            last_id: snapshot,
+        };
+        follow(conn, follow_from, &mut printer, out, reader_gone)?;
     }
     Ok(printer.printed)
 }
 
-/// Polls for rows newer than `last_id` and prints those that match, forever.
-/// It ends when SIGINT/SIGTERM kill the process or the reader closes the pipe.
+/// Where a follow continues: the filters and the last row id already seen.
+struct FollowFrom<'a> {
+    filter: &'a LogFilter,
+    regex: Option<&'a Regex>,
+    last_id: i64,
+}
+
+/// Polls for rows newer than the last one seen and prints those that match.
+/// Runs until SIGINT/SIGTERM end the process, the reader goes away, or a
+/// write fails.
 fn follow(
     conn: &Connection,
-    filter: &LogFilter,
-    regex: Option<&Regex>,
-    mut last_id: i64,
+    mut from: FollowFrom<'_>,
     printer: &mut RecordPrinter,
     out: &mut dyn Write,
+    reader_gone: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
-    loop {
+    while !reader_gone() {
         std::thread::sleep(FOLLOW_POLL_INTERVAL);
-        last_id = print_new_records(conn, filter, regex, last_id, printer, out)?;
+        from.last_id =
+            print_new_records(conn, from.filter, from.regex, from.last_id, printer, out)?;
     }
+    Ok(())
 }
 
 /// One follow poll: prints matching rows with ids above `last_id` and returns
@@ -594,7 +632,7 @@ mod tests {
     ) -> Vec<u8> {
         let scope = exp.pick(&choice).unwrap();
         let mut out = Vec::new();
-        write_logs(conn, exp, scope, options, &mut out).unwrap();
+        write_logs(conn, exp, scope, options, &mut out, &|| true).unwrap();
         out
     }
 
@@ -805,6 +843,8 @@ mod tests {
     fn an_invalid_regex_is_named_in_the_error() {
         let err = compile_regex("(unclosed").unwrap_err().to_string();
         assert!(err.contains("'(unclosed'"), "{err}");
+        assert!(err.contains("(unclosed group)"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]
@@ -867,6 +907,43 @@ mod tests {
         let out = String::from_utf8(run_logs(store.conn(), &exp, RunChoice::All, &text)).unwrap();
         let headers: Vec<&str> = out.lines().filter(|l| l.starts_with("-- run")).collect();
         assert_eq!(headers, ["-- run 1 (R1) --", "-- run 2 (R2) --"]);
+    }
+
+    #[test]
+    fn follow_polls_walk_only_the_new_rows() {
+        let (_dir, store) = temp_store();
+        let filter = LogFilter {
+            experiment: "x".into(),
+            run_id: Some("R".into()),
+            ..LogFilter::default()
+        };
+        let (sql, values) = filter.sql(IdBound::After(7), Order::Arrival);
+        let plan: String = store
+            .conn()
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {sql}"),
+                params_from_iter(values),
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid>?)"), "{plan}");
+    }
+
+    #[test]
+    fn follow_stops_quietly_once_the_reader_is_gone() {
+        let (dir, store) = two_runs();
+        let exp = experiment(store.conn(), dir.path());
+        let following = LogsOptions {
+            follow: true,
+            limit: Some(1),
+            ..options()
+        };
+        let scope = exp.pick(&RunChoice::Latest).unwrap();
+        let mut out = Vec::new();
+        let printed =
+            write_logs(store.conn(), &exp, scope, &following, &mut out, &|| true).unwrap();
+        assert_eq!(printed, 1);
+        assert_eq!(messages(&out), ["failed to load shard 3"]);
     }
 
     #[test]

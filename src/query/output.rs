@@ -135,6 +135,23 @@ pub fn to_stdout(
     }
 }
 
+/// True once nobody reads standard output any more: the reader of a pipe has
+/// exited (`| head`). A follow loop that prints nothing for hours would
+/// otherwise only notice at its next write; this lets it stop at once, as
+/// `journalctl -f` does. Terminals and files never report this.
+pub fn stdout_reader_gone() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(ready) if ready > 0 => fds[0].revents().is_some_and(|events| {
+            events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+        }),
+        _ => false,
+    }
+}
+
 /// True if the error, or anything it wraps, is a write to a closed pipe.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

@@ -48,13 +48,15 @@ pub enum RunScope<'a> {
     All,
 }
 
-/// An experiment known to the store, with its runs oldest first. Only
-/// [`Experiment::load`] makes one, and it refuses experiments without runs,
-/// so there always is a latest run.
+/// An experiment known to the store and its runs. Only [`Experiment::load`]
+/// makes one, and it refuses experiments without runs: the latest run is kept
+/// apart so that there always is one, without a check at every use.
 #[derive(Debug, Clone)]
 pub struct Experiment {
     name: String,
-    runs: Vec<Run>,
+    /// Every run but the latest, oldest first.
+    earlier: Vec<Run>,
+    latest: Run,
 }
 
 impl Experiment {
@@ -65,13 +67,15 @@ impl Experiment {
             .context("could not update the state of runs whose agent is gone")?;
         let runs = run::runs_of(conn, name)
             .with_context(|| format!("could not read the runs of experiment '{name}'"))?;
-        if runs.is_empty() {
+        let mut earlier = runs;
+        let Some(latest) = earlier.pop() else {
             let known = run::experiments(conn).context("could not list the experiments")?;
             return Err(no_such_experiment(name, &known, data_dir));
-        }
+        };
         Ok(Experiment {
             name: name.to_string(),
-            runs,
+            earlier,
+            latest,
         })
     }
 
@@ -90,8 +94,8 @@ impl Experiment {
         match self.pick(choice)? {
             RunScope::One(run) => Ok(run),
             RunScope::All => bail!(
-                "'{command}' describes one run; pass --run N (1 to {}) or a run id instead of --run all",
-                self.latest().ordinal
+                "'{command}' describes one run, so --run all does not fit; pass --run N or a run id ({})",
+                self.ordinal_range()
             ),
         }
     }
@@ -101,21 +105,19 @@ impl Experiment {
     }
 
     /// All runs, oldest first.
-    pub fn runs(&self) -> &[Run] {
-        &self.runs
+    pub fn runs(&self) -> impl Iterator<Item = &Run> {
+        self.earlier.iter().chain(std::iter::once(&self.latest))
     }
 
     pub fn latest(&self) -> &Run {
-        self.runs
-            .last()
-            .expect("Experiment::load refuses experiments without runs")
+        &self.latest
     }
 
     fn by_ordinal(&self, ordinal: i64) -> anyhow::Result<&Run> {
-        match self.runs.iter().find(|r| r.ordinal == ordinal) {
+        match self.runs().find(|r| r.ordinal == ordinal) {
             Some(run) => Ok(run),
             None => bail!(
-                "experiment '{}' has no run {ordinal}; its runs are {}; pass --run N, a run id, or --run all",
+                "experiment '{}' has no run {ordinal}; {}; pass --run N, a run id, or --run all",
                 self.name,
                 self.ordinal_range()
             ),
@@ -123,19 +125,18 @@ impl Experiment {
     }
 
     fn by_id(&self, id: &str) -> anyhow::Result<&Run> {
-        if let Some(run) = self.runs.iter().find(|r| r.run_id.eq_ignore_ascii_case(id)) {
+        if let Some(run) = self.runs().find(|r| r.run_id.eq_ignore_ascii_case(id)) {
             return Ok(run);
         }
         let prefix = id.to_ascii_uppercase();
         let matches: Vec<&Run> = self
-            .runs
-            .iter()
+            .runs()
             .filter(|r| !id.is_empty() && r.run_id.to_ascii_uppercase().starts_with(&prefix))
             .collect();
         match matches.as_slice() {
             [run] => Ok(run),
             [] => bail!(
-                "experiment '{}' has no run '{id}'; its runs are {}; pass --run N, a run id, or --run all",
+                "experiment '{}' has no run '{id}'; {}; pass --run N, a run id, or --run all",
                 self.name,
                 self.ordinal_range()
             ),
@@ -147,14 +148,14 @@ impl Experiment {
         }
     }
 
-    /// `1 to 3`, or `1` for a single run.
+    /// `its runs are 1 to 3`, or `it has only run 1`.
     fn ordinal_range(&self) -> String {
-        let first = self.runs.first().map_or(1, |r| r.ordinal);
+        let first = self.runs().next().map_or(1, |r| r.ordinal);
         let last = self.latest().ordinal;
         if first == last {
-            format!("only {first}")
+            format!("it has only run {first}")
         } else {
-            format!("{first} to {last}")
+            format!("its runs are {first} to {last}")
         }
     }
 }

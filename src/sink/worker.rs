@@ -19,7 +19,7 @@ pub struct SinkWorker {
 impl SinkWorker {
     /// Starts the worker; batches sent on the returned channel are written in order.
     pub fn spawn(mut sink: Box<dyn Sink>, ctx: RunContext) -> (Sender<Batch>, SinkWorker) {
-        let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(16);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || run(&mut *sink, &ctx, rx))
@@ -36,7 +36,7 @@ impl SinkWorker {
 fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats {
     let mut stats = SinkStats::default();
     while let Ok(mut batch) = rx.recv() {
-        while batch.logs.len() < 50_000 {
+        while batch.logs.len() < 10_000 {
             match rx.try_recv() {
                 Ok(more) => batch.append(more),
                 Err(_) => break,

@@ -164,6 +164,7 @@ fn spawn_signal_thread(
         .name("pmon-signals".into())
         .spawn(move || {
             let set = handled_signals();
+            let mut repeats = 0;
             loop {
                 let Ok(sig) = set.wait() else { continue };
                 if sig == Signal::SIGUSR1 {
@@ -173,7 +174,14 @@ fn spawn_signal_thread(
                 if sig == Signal::SIGTTOU {
                     continue;
                 }
-                forwarded.store(sig as i32, Ordering::SeqCst);
+                // A user who asks three times wants the agent gone, flushed or not.
+                if forwarded.swap(sig as i32, Ordering::SeqCst) != 0 {
+                    repeats += 1;
+                    if repeats >= 2 {
+                        eprintln!("pmon-agent: {} received three times; exiting now without waiting for the program or the store", sig.as_str());
+                        std::process::exit(128 + sig as i32);
+                    }
+                }
                 let _ = killpg(Pid::from_raw(pid as i32), sig);
                 let _ = tx.send(Msg::Event(Event::now(
                     "signal",

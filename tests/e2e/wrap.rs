@@ -85,7 +85,7 @@ fn python_is_unbuffered_unless_the_user_says_otherwise() {
 fn sigterm_to_the_agent_reaches_the_whole_process_group() {
     let agent = Agent::new();
     // A parent that traps TERM and a grandchild that would outlive it.
-    let script = "import signal, subprocess, sys, time\nchild = subprocess.Popen(['sleep', '30'])\nprint(child.pid, flush=True)\ndef bye(*_):\n    print('got SIGTERM', flush=True)\n    child.wait()\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, bye)\ntime.sleep(30)\n";
+    let script = "import signal, subprocess, sys, time\ndef bye(*_):\n    print('got SIGTERM', flush=True)\n    child.wait()\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, bye)\nchild = subprocess.Popen(['sleep', '30'])\nprint(child.pid, flush=True)\ntime.sleep(30)\n";
     let mut child = agent
         .cmd(&["wrap", "-e", "term", "--", "python3", "-c", script])
         .stdout(Stdio::piped())

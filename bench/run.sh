@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# pmon-agent throughput benchmark: the shared workload through
+# `pmon-agent wrap --no-echo` into the embedded SQLite store, against a
+# `sqlite3 .import` of the same rows, with correctness checks. See bench/README.md.
+#
+# Usage: bench/run.sh [-n LINES] [-r REPEAT] [--no-echo-run] [--no-extra-baselines] [--keep]
+#   -n LINES   workload lines (default 1000000; -n 100000 for a quick run)
+#   -r REPEAT  time the main baseline and the --no-echo agent run REPEAT times, report the best (default 1)
+#   --no-echo-run        skip the extra agent run with echo to /dev/null
+#   --no-extra-baselines skip the informational baselines (with indexes; 4 columns only)
+#   --keep     keep the temp dir (workload, baseline db) for inspection
+# Environment:
+#   PMON_AGENT=PATH  binary to measure (default: <repo>/target/release/pmon-agent, built if missing)
+#   BENCH_TMPDIR=DIR where the temp dir goes (default $TMPDIR or /tmp); needs ~1.5 GB per 1M lines
+# Exit status: 0 all checks passed, 1 a correctness check failed, 2 usage/setup error.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+gen="$(dirname "$repo")/shared/bench/gen_workload.py"
+
+lines=1000000
+pass=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; shift 2 ;;
+        -n*) lines=${1#-n}; shift ;;
+        -r) [ $# -ge 2 ] || { echo "run.sh: -r needs a value" >&2; exit 2; }; pass+=(--repeat "$2"); shift 2 ;;
+        --no-echo-run|--no-extra-baselines|--keep) pass+=("$1"); shift ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$lines" in ''|*[!0-9]*) echo "run.sh: -n wants a number of lines, got '$lines'" >&2; exit 2 ;; esac
+
+if [ ! -f "$gen" ]; then
+    echo "run.sh: the shared workload generator is missing: $gen" >&2
+    echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
+    exit 2
+fi
+for tool in python3 sqlite3; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "run.sh: '$tool' is required but not on PATH" >&2; exit 2; }
+done
+if [ ! -x /usr/bin/time ]; then
+    echo "run.sh: note: /usr/bin/time missing (apt-get install time); peak RSS comes from wait4() instead" >&2
+fi
+
+agent=${PMON_AGENT:-"$repo/target/release/pmon-agent"}
+if [ ! -x "$agent" ]; then
+    if [ -n "${PMON_AGENT:-}" ]; then
+        echo "run.sh: PMON_AGENT=$agent is not an executable" >&2; exit 2
+    fi
+    echo "run.sh: $agent missing; running cargo build --release" >&2
+    (cd "$repo" && cargo build --release) || { echo "run.sh: cargo build --release failed" >&2; exit 2; }
+fi
+
+exec python3 "$here/bench.py" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" ${pass[@]+"${pass[@]}"}
