@@ -22,12 +22,6 @@ impl App {
         if let Some(url) = &global.database_url {
             config.logging.database.url = Some(url.clone());
         }
-        if let Some(url) = &config.logging.database.url {
-            eprintln!(
-                "pmon-agent: warning: a PostgreSQL database is configured ({}), but this version only has the embedded SQLite store; records go to the data dir",
-                crate::config::redact_url(url)
-            );
-        }
         let data_dir = DataDir::resolve(
             global
                 .data_dir
@@ -46,6 +40,26 @@ impl App {
                 self.data_dir.root().display()
             )
         })
+    }
+
+    /// The sink records go to: PostgreSQL with the spool when a database is
+    /// configured, else the embedded store.
+    pub fn open_sink(&self) -> anyhow::Result<Box<dyn crate::sink::Sink>> {
+        use crate::sink::postgres::PostgresStore;
+        use crate::sink::spool::{Spool, SpoolingSink};
+        let store = self.open_store()?;
+        match &self.config.logging.database.url {
+            None => Ok(Box::new(store)),
+            Some(url) => {
+                let pg = PostgresStore::new(url)?;
+                Ok(Box::new(SpoolingSink::new(
+                    pg,
+                    Spool::new(store),
+                    self.config.logging.database.spool_max_bytes,
+                    self.data_dir.db_path().display().to_string(),
+                )))
+            }
+        }
     }
 
     /// The store if it exists (commands that only read).

@@ -46,6 +46,12 @@ pub enum Command {
     /// Ask the store about experiments, runs and their logs
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Records waiting for PostgreSQL in the local spool
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+    /// PostgreSQL schema
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Show the parser chain, or test it on a file
     #[command(subcommand)]
     Parsers(ParsersCommand),
@@ -179,6 +185,23 @@ pub struct ErrorsArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub format: FormatArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Records waiting, the oldest, and their size
+    Status {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Ship everything waiting now; fails if the database is unreachable
+    Replay,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply migrations/postgres (also done automatically on first connect)
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -40,6 +40,8 @@ pub struct DatabaseConfig {
     /// Longest time a record waits in a batch.
     #[serde(deserialize_with = "de_duration")]
     pub flush_interval: Duration,
+    /// The spool stops growing at this size; further records are counted as dropped.
+    pub spool_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -75,6 +77,7 @@ impl Default for DatabaseConfig {
             url: None,
             batch_size: 100,
             flush_interval: Duration::from_secs(5),
+            spool_max_bytes: 1 << 30,
         }
     }
 }
@@ -86,6 +89,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish()
     }
 }

@@ -23,6 +23,8 @@ pub enum Msg {
     Data(StreamKind, Vec<u8>),
     Eof(StreamKind),
     Event(Event),
+    /// The run's registry row changed (start, end): stores that keep their own copy need it.
+    Run(crate::run::Run),
     /// No more input: finish everything and stop. (Senders may outlive the run,
     /// e.g. the signal thread, so the channel closing is not the signal.)
     Close,
@@ -148,6 +150,7 @@ fn process(
                 }
             }
             Ok(Msg::Event(event)) => batcher.event(event),
+            Ok(Msg::Run(run)) => batcher.run(run),
             Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }

@@ -5,12 +5,12 @@
 //! stored.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// Severity of a log record, ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     Debug,
@@ -78,7 +78,7 @@ impl FromStr for Level {
 }
 
 /// Which stream a line was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {
     Stdout,
@@ -99,7 +99,7 @@ impl StreamKind {
 }
 
 /// A log record as parsed from one line (plus the traceback that followed it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     pub timestamp: DateTime<Utc>,
     pub level: Level,
@@ -112,6 +112,7 @@ pub struct LogRecord {
     pub source: String,
     /// Index of the parser in the chain that recognised the line, if any
     /// (shown by `parsers test`; not stored).
+    #[serde(skip)]
     pub parsed_by: Option<usize>,
 }
 
@@ -139,7 +140,7 @@ impl LogRecord {
 }
 
 /// The current state of one progress task (`train/epoch`), replacing the last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressUpdate {
     pub task: String,
     pub current: f64,
@@ -151,8 +152,10 @@ pub struct ProgressUpdate {
 }
 
 /// A lifecycle event of a run (`start`, `exit`, `signal`…).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// A ULID: the key that makes a replayed event land once.
+    pub id: String,
     pub timestamp: DateTime<Utc>,
     pub event_type: String,
     pub details: serde_json::Value,
@@ -161,6 +164,7 @@ pub struct Event {
 impl Event {
     pub fn now(event_type: &str, details: serde_json::Value) -> Event {
         Event {
+            id: ulid::Ulid::new().to_string(),
             timestamp: Utc::now(),
             event_type: event_type.to_string(),
             details,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// A run's lifecycle state, as the spec names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Running,
@@ -57,7 +57,7 @@ impl RunState {
 }
 
 /// One row of `pipeline_runs`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Run {
     pub run_id: String,
     pub experiment_id: String,
@@ -67,7 +67,7 @@ pub struct Run {
     pub tags: serde_json::Value,
     pub host: String,
     pub agent_pid: Option<u32>,
-    #[serde(skip)]
+    #[serde(default)]
     pub agent_start: Option<u64>,
     pub child_pid: Option<u32>,
     pub started_at: String,

@@ -43,6 +43,7 @@ CREATE INDEX pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
 
 CREATE TABLE pipeline_events (
     id            INTEGER PRIMARY KEY,
+    event_id      TEXT NOT NULL UNIQUE,      -- ULID: a replayed event lands once
     experiment_id TEXT NOT NULL,
     run_id        TEXT NOT NULL,
     timestamp     TEXT NOT NULL,
@@ -88,3 +89,15 @@ SELECT p.experiment_id,
        p.updated_at
 FROM pipeline_progress p
 LEFT JOIN pipeline_runs r ON r.run_id = p.run_id;
+
+-- The spool: batches waiting for PostgreSQL when it is configured but down.
+-- A batch is deleted only after PostgreSQL has committed it.
+CREATE TABLE pmon_spool (
+    id            INTEGER PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    records       INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    payload       BLOB NOT NULL               -- the batch as JSON
+);

@@ -2,6 +2,7 @@
 //! names the thing that failed and what to do about it.
 
 mod config_cmd;
+mod database;
 mod ingest;
 mod parsers_cmd;
 mod recording;
@@ -21,6 +22,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Parsers(cmd) => parsers_cmd::run(cmd),
         Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
         Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
+        Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
+        Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd).map(|()| 0),
     }
 }

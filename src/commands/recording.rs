@@ -49,7 +49,8 @@ impl Recording {
                     run_id: run.run_id.clone(),
                 };
                 let first_seq = run::next_seq(registry.conn(), &run.run_id)?;
-                let pipeline = Pipeline::start(settings, Box::new(sink), ctx, first_seq);
+                let pipeline = Pipeline::start(settings, sink, ctx, first_seq);
+                let _ = pipeline.sender().send(Msg::Run(run.clone()));
                 let plain_log_path = Some(app.data_dir.run_log_path(experiment, &run.run_id));
                 Ok(Recording {
                     run: Some(run),
@@ -59,7 +60,13 @@ impl Recording {
                 })
             }
             Err(err) => {
-                if let Some(run::RunError::AlreadyLive { .. }) = err.downcast_ref::<run::RunError>()
+                let refused = err
+                    .downcast_ref::<run::RunError>()
+                    .is_some_and(|e| matches!(e, run::RunError::AlreadyLive { .. }));
+                if refused
+                    || err
+                        .downcast_ref::<crate::sink::postgres::PgError>()
+                        .is_some()
                 {
                     return Err(err);
                 }
@@ -84,7 +91,8 @@ impl Recording {
         command: &[String],
         tags: &[(String, String)],
         mode: StartMode,
-    ) -> anyhow::Result<(SqliteStore, Run, SqliteStore)> {
+    ) -> anyhow::Result<(SqliteStore, Run, Box<dyn Sink>)> {
+        let sink = app.open_sink()?;
         let mut registry = app.open_store()?;
         let new = NewRun {
             experiment_id: experiment,
@@ -92,7 +100,6 @@ impl Recording {
             tags,
         };
         let run = run::begin(registry.conn_mut(), &new, mode)?;
-        let sink = app.open_store()?;
         Ok((registry, run, sink))
     }
 
@@ -139,12 +146,17 @@ impl Recording {
         exit_code: Option<i32>,
         signal: Option<i32>,
     ) -> anyhow::Result<SinkStats> {
-        let stats = self.pipeline.finish();
         if let (Some(reg), Some(run)) = (&self.registry, &self.run) {
             run::end(reg.conn(), &run.run_id, state, exit_code, signal)
                 .context("could not record the end of the run in the store")?;
+            if let Some(ended) = run::runs_of(reg.conn(), &run.experiment_id)?
+                .into_iter()
+                .find(|r| r.run_id == run.run_id)
+            {
+                let _ = self.pipeline.sender().send(Msg::Run(ended));
+            }
         }
-        Ok(stats)
+        Ok(self.pipeline.finish())
     }
 }
 

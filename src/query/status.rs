@@ -61,13 +61,16 @@ impl ProgressRow {
 /// Records waiting in the spool for PostgreSQL.
 ///
 /// Always 0 for now: records go straight into the SQLite store, which is the
-/// final home when no database is configured. When the PostgreSQL sink and
-/// its spool arrive, this is the one place that should count the spooled
-/// records (and both `query status` outputs pick the number up from here).
-pub fn spool_pending(_app: &App) -> u64 {
-    0
+/// final home when no database is configured; with PostgreSQL configured, the
+/// spool holds what is still waiting for it.
+pub fn spool_pending(app: &App) -> u64 {
+    match app.existing_store() {
+        Ok(Some(store)) => crate::sink::spool::Spool::new(store)
+            .stats()
+            .map_or(0, |s| s.pending),
+        _ => 0,
+    }
 }
-
 /// `query status EXP [--run N]`.
 pub fn status(app: &App, args: &StatusArgs) -> anyhow::Result<()> {
     let (store, experiment) = select::open_experiment(app, &args.experiment)?;

@@ -76,6 +76,12 @@ impl Batcher {
         self.flush();
     }
 
+    /// Run rows are rare and always wanted at once.
+    pub fn run(&mut self, run: crate::run::Run) {
+        self.current.runs.push(run);
+        self.flush();
+    }
+
     pub fn deadline(&self) -> Option<Instant> {
         let logs = self.oldest.map(|t| t + self.settings.flush_interval);
         match (logs, self.progress_due) {

@@ -8,6 +8,8 @@
 //! keep them unique, so writing a batch twice stores it once.
 
 mod batch;
+pub mod postgres;
+pub mod spool;
 pub mod sqlite;
 mod worker;
 
@@ -16,44 +18,54 @@ pub use sqlite::SqliteStore;
 pub use worker::{SinkStats, SinkWorker};
 
 use crate::record::{Event, LogRecord, ProgressUpdate};
+use serde::{Deserialize, Serialize};
 
 /// Which run the records of a batch belong to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunContext {
     pub experiment_id: String,
     pub run_id: String,
 }
 
 /// A log record with its place in the run's output.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeqRecord {
     pub seq: u64,
     pub record: LogRecord,
 }
 
-/// Records, events and progress states delivered together.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// Records, events, progress states and run states delivered together.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub logs: Vec<SeqRecord>,
     pub events: Vec<Event>,
     pub progress: Vec<ProgressUpdate>,
+    /// The run's registry row, for stores that do not share the local registry.
+    #[serde(default)]
+    pub runs: Vec<crate::run::Run>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.logs.is_empty() && self.events.is_empty() && self.progress.is_empty()
+        self.logs.is_empty()
+            && self.events.is_empty()
+            && self.progress.is_empty()
+            && self.runs.is_empty()
     }
 
     pub fn append(&mut self, mut other: Batch) {
         self.logs.append(&mut other.logs);
         self.events.append(&mut other.events);
         self.progress.append(&mut other.progress);
+        self.runs.append(&mut other.runs);
     }
 }
 
 /// A destination for batches.
 pub trait Sink: Send {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
+    /// Called when no batch has arrived for a while (replays, retries).
+    fn idle(&mut self) {}
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -169,10 +169,11 @@ impl Sink for SqliteStore {
                 ])?;
             }
             let mut events = tx.prepare_cached(
-                "INSERT INTO pipeline_events (experiment_id, run_id, timestamp, event_type, details) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for e in &batch.events {
                 events.execute(params![
+                    e.id,
                     ctx.experiment_id,
                     ctx.run_id,
                     format_ts(&e.timestamp),

@@ -35,7 +35,15 @@ impl SinkWorker {
 
 fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats {
     let mut stats = SinkStats::default();
-    while let Ok(mut batch) = rx.recv() {
+    loop {
+        let mut batch = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(batch) => batch,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                sink.idle();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         while batch.logs.len() < 10_000 {
             match rx.try_recv() {
                 Ok(more) => batch.append(more),
@@ -50,5 +58,7 @@ fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats 
             }
         }
     }
+    // A last chance to ship what an outage left in the spool.
+    sink.idle();
     stats
 }

@@ -1,0 +1,89 @@
+//! `pmon-agent spool status|replay` and `pmon-agent db migrate`.
+
+use crate::app::App;
+use crate::cli::{DbCommand, Format, SpoolCommand};
+use crate::sink::postgres::PostgresStore;
+use crate::sink::spool::{Spool, SpoolStats, SpoolingSink};
+use anyhow::Context;
+use std::io::IsTerminal;
+
+pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SpoolCommand::Status { format } => {
+            let stats = match app.existing_store()? {
+                Some(store) => Spool::new(store).stats()?,
+                None => SpoolStats::default(),
+            };
+            match format.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"pending": stats.pending, "oldest": stats.oldest, "bytes": stats.bytes})
+                ),
+                Format::Text => println!(
+                    "{} records waiting in {} batches ({} bytes){}",
+                    stats.pending,
+                    stats.batches,
+                    stats.bytes,
+                    stats
+                        .oldest
+                        .map(|o| format!(", oldest spooled {o}"))
+                        .unwrap_or_default()
+                ),
+            }
+            Ok(0)
+        }
+        SpoolCommand::Replay => replay(app),
+    }
+}
+
+fn replay(app: &App) -> anyhow::Result<i32> {
+    let url = database_url(app)?;
+    let Some(store) = app.existing_store()? else {
+        println!(
+            "nothing to replay: there is no spool in {}",
+            app.data_dir.root().display()
+        );
+        return Ok(0);
+    };
+    let pg = PostgresStore::new(url)?;
+    let mut sink = SpoolingSink::new(
+        pg,
+        Spool::new(store),
+        app.config.logging.database.spool_max_bytes,
+        app.data_dir.db_path().display().to_string(),
+    );
+    let tty = std::io::stderr().is_terminal();
+    let shipped = sink
+        .replay_all(|done, total| {
+            if tty {
+                eprint!("\rreplaying: {done}/{total} records");
+            }
+        })
+        .context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
+    if tty {
+        eprintln!();
+    }
+    println!("replayed {shipped} records");
+    Ok(0)
+}
+
+pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
+    match cmd {
+        DbCommand::Migrate => {
+            let url = database_url(app)?;
+            let mut pg = PostgresStore::new(url)?;
+            let applied = pg.connect()?;
+            println!(
+                "{}: {applied} migrations applied; the schema is up to date",
+                pg.display_url()
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn database_url(app: &App) -> anyhow::Result<&str> {
+    app.config.logging.database.url.as_deref().context(
+        "no database is configured; set PMON_DATABASE_URL, pass --database-url, or set logging.database.url in config.yml",
+    )
+}

@@ -1,0 +1,359 @@
+//! The PostgreSQL store, written through sqlx on a small single-threaded tokio
+//! runtime owned by the sink thread (the rest of the agent is plain threads).
+//!
+//! Log records go in with `COPY … FROM STDIN` into a per-connection temporary
+//! table, then `INSERT … SELECT … ON CONFLICT DO NOTHING` on the idempotency
+//! key (run_id, source, seq): a batch written twice — replayed after a crash
+//! between PostgreSQL's commit and the spool's delete — is stored once. Events
+//! carry a ULID, progress and runs are upserts, so the whole batch is
+//! idempotent. Values PostgreSQL would reject (NUL bytes) are made safe first,
+//! so one bad row never fails a batch.
+
+use super::{Batch, RunContext};
+use crate::config::redact_url;
+use crate::record::format_ts;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
+const MIN_SERVER_VERSION: i64 = 130000;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const LOG_COLUMNS: &str = "experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the database URL {url} is not valid: {reason}; it should look like postgres://user@host:5432/dbname")]
+    BadUrl { url: String, reason: String },
+    #[error("could not connect to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 13 or newer")]
+    TooOld { url: String, version: String },
+    #[error("could not apply migrations/postgres to {url}: {reason}")]
+    Migrate { url: String, reason: String },
+    #[error("writing to PostgreSQL at {url} failed: {reason}")]
+    Write { url: String, reason: String },
+    #[error("PostgreSQL at {url} did not answer within {0:?}", WRITE_TIMEOUT)]
+    Timeout { url: String },
+}
+
+pub struct PostgresStore {
+    rt: tokio::runtime::Runtime,
+    options: PgConnectOptions,
+    /// The URL with its password masked: the only form that is ever shown.
+    display_url: String,
+    conn: Option<PgConnection>,
+}
+
+impl PostgresStore {
+    /// Parses the URL; does not connect (that happens on first use).
+    pub fn new(url: &str) -> Result<PostgresStore, PgError> {
+        let display_url = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| PgError::BadUrl {
+                url: display_url.clone(),
+                reason: scrub(&e.to_string(), url),
+            })?
+            .application_name("pmon-agent");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .enable_io()
+            .build()
+            .map_err(|e| PgError::Connect {
+                url: display_url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(PostgresStore {
+            rt,
+            options,
+            display_url,
+            conn: None,
+        })
+    }
+
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Connects (if needed), checks the server version and applies migrations.
+    /// Returns how many migrations were applied by this call.
+    pub fn connect(&mut self) -> Result<usize, PgError> {
+        if self.conn.is_some() {
+            return Ok(0);
+        }
+        let url = self.display_url.clone();
+        let options = self.options.clone();
+        let result = self.rt.block_on(async move {
+            let connect = PgConnection::connect_with(&options);
+            let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| PgError::Connect {
+                    url: url.clone(),
+                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                })?
+                .map_err(|e| PgError::Connect {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            check_version(&mut conn, &url).await?;
+            let applied = migrate(&mut conn, &url).await?;
+            Ok::<_, PgError>((conn, applied))
+        });
+        let (conn, applied) = result?;
+        self.conn = Some(conn);
+        Ok(applied)
+    }
+
+    /// Writes one batch in one transaction. Any error drops the connection, so
+    /// the next call starts from a clean one.
+    pub fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), PgError> {
+        self.connect()?;
+        let url = self.display_url.clone();
+        let Some(mut conn) = self.conn.take() else {
+            return Err(PgError::Connect {
+                url,
+                reason: "no connection".into(),
+            });
+        };
+        let result = self.rt.block_on(async {
+            tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut conn, ctx, batch))
+                .await
+                .map_err(|_| PgError::Timeout { url: url.clone() })?
+                .map_err(|e| PgError::Write {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })
+        });
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+}
+
+/// Removes the URL (and so its password) from an error text, just in case.
+fn scrub(text: &str, url: &str) -> String {
+    text.replace(url, &redact_url(url))
+}
+
+async fn check_version(conn: &mut PgConnection, url: &str) -> Result<(), PgError> {
+    let row = sqlx::query(
+        "SELECT current_setting('server_version_num')::bigint, current_setting('server_version')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| PgError::Connect {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let num: i64 = row.get(0);
+    if num < MIN_SERVER_VERSION {
+        return Err(PgError::TooOld {
+            url: url.to_string(),
+            version: row.get(1),
+        });
+    }
+    Ok(())
+}
+
+async fn migrate(conn: &mut PgConnection, url: &str) -> Result<usize, PgError> {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(v, d, sql)| {
+            Migration::new(
+                *v,
+                (*d).into(),
+                MigrationType::Simple,
+                (*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let migrator = Migrator::with_migrations(migrations);
+    let before = applied_count(conn).await;
+    migrator
+        .run(&mut *conn)
+        .await
+        .map_err(|e| PgError::Migrate {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(applied_count(conn).await.saturating_sub(before))
+}
+
+use sqlx::SqlSafeStr;
+
+async fn applied_count(conn: &mut PgConnection) -> usize {
+    sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await
+        .map(|r| r.get::<i64, _>(0) as usize)
+        .unwrap_or(0)
+}
+
+async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -> sqlx::Result<()> {
+    let mut tx = conn.begin().await?;
+    if !batch.logs.is_empty() {
+        tx.execute(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text) ON COMMIT DELETE ROWS"
+        )))
+        .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY pmon_logs_in ({LOG_COLUMNS}) FROM STDIN"))
+            .await?;
+        let mut buf = String::with_capacity(256 * batch.logs.len());
+        for r in &batch.logs {
+            copy_row(&mut buf, ctx, r);
+        }
+        copy.send(buf.into_bytes()).await?;
+        copy.finish().await?;
+        tx.execute(AssertSqlSafe(format!(
+            "INSERT INTO pipeline_logs ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM pmon_logs_in ON CONFLICT (run_id, source, seq) DO NOTHING"
+        )))
+        .await?;
+    }
+    for e in &batch.events {
+        sqlx::query("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
+            .bind(&e.id)
+            .bind(&ctx.experiment_id)
+            .bind(&ctx.run_id)
+            .bind(e.timestamp)
+            .bind(&e.event_type)
+            .bind(sqlx::types::Json(safe_json(&e.details)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for p in &batch.progress {
+        sqlx::query("INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (run_id, task) DO UPDATE SET current = excluded.current, total = excluded.total, unit = excluded.unit, rate = excluded.rate, updated_at = excluded.updated_at
+            WHERE pipeline_progress.updated_at <= excluded.updated_at")
+            .bind(&ctx.experiment_id)
+            .bind(&ctx.run_id)
+            .bind(safe(&p.task))
+            .bind(p.current)
+            .bind(p.total)
+            .bind(p.unit.as_deref().map(safe))
+            .bind(p.rate)
+            .bind(p.updated_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for run in &batch.runs {
+        upsert_run(&mut tx, run).await?;
+    }
+    tx.commit().await
+}
+
+async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Result<()> {
+    let ts = |t: &str| crate::record::parse_ts(t);
+    sqlx::query("INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, agent_pid = excluded.agent_pid, agent_start = excluded.agent_start, child_pid = excluded.child_pid,
+            ended_at = excluded.ended_at, exit_code = excluded.exit_code, signal = excluded.signal")
+        .bind(&run.run_id)
+        .bind(&run.experiment_id)
+        .bind(run.ordinal)
+        .bind(run.state.as_str())
+        .bind(sqlx::types::Json(&run.command))
+        .bind(sqlx::types::Json(&run.tags))
+        .bind(&run.host)
+        .bind(run.agent_pid.map(i64::from))
+        .bind(run.agent_start.map(|s| s as i64))
+        .bind(run.child_pid.map(i64::from))
+        .bind(ts(&run.started_at))
+        .bind(run.ended_at.as_deref().and_then(ts))
+        .bind(run.exit_code)
+        .bind(run.signal)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// One row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
+fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
+    let rec = &r.record;
+    let fields: [Option<&str>; 12] = [
+        Some(&ctx.experiment_id),
+        Some(&ctx.run_id),
+        None,
+        None,
+        Some(rec.level.as_str()),
+        rec.logger.as_deref(),
+        Some(&rec.message),
+        rec.traceback.as_deref(),
+        rec.exception_type.as_deref(),
+        rec.exception_message.as_deref(),
+        Some(rec.stream.as_str()),
+        Some(&rec.source),
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            buf.push('\t');
+        }
+        match (i, field) {
+            (2, _) => buf.push_str(&r.seq.to_string()),
+            (3, _) => buf.push_str(&format_ts(&rec.timestamp)),
+            (_, Some(text)) => escape_copy(buf, text),
+            (_, None) => buf.push_str("\\N"),
+        }
+    }
+    buf.push('\n');
+}
+
+fn escape_copy(buf: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            '\0' => buf.push('\u{2400}'),
+            c => buf.push(c),
+        }
+    }
+}
+
+/// PostgreSQL text and JSONB reject NUL.
+fn safe(text: &str) -> String {
+    text.replace('\0', "\u{2400}")
+}
+
+fn safe_json(value: &serde_json::Value) -> serde_json::Value {
+    let text = value.to_string();
+    if text.contains("\\u0000") {
+        serde_json::from_str(&text.replace("\\u0000", "\u{2400}")).unwrap_or_default()
+    } else {
+        value.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_misread() {
+        let mut buf = String::new();
+        escape_copy(&mut buf, "a\tb\\c\nd\re\0f");
+        assert_eq!(buf, "a\\tb\\\\c\\nd\\re\u{2400}f");
+    }
+
+    #[test]
+    fn bad_urls_never_show_the_password() {
+        let err = PostgresStore::new("postgres://u:s3cret@host:notaport/db")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}

@@ -1,0 +1,248 @@
+//! The spool: where batches wait while PostgreSQL is unreachable.
+//!
+//! It lives in the same SQLite file as the embedded store (`pmon.db` in the data
+//! dir), one row per batch with the batch as JSON, so a spooled batch carries
+//! exactly the rows and idempotency keys it would have had. [`SpoolingSink`]
+//! writes to PostgreSQL when it answers and to the spool when it does not;
+//! spooled batches are replayed oldest first, each deleted only after
+//! PostgreSQL has committed it, before any new batch goes to PostgreSQL. A crash
+//! between the commit and the delete replays the batch again, which the
+//! idempotency keys turn into a no-op: exactly once in the store.
+
+use super::postgres::{PgError, PostgresStore};
+use super::{Batch, RunContext, Sink, SinkError, SqliteStore};
+use crate::record::{format_ts, Event};
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// What is waiting in the spool.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SpoolStats {
+    /// Log records waiting.
+    pub pending: u64,
+    /// When the oldest waiting batch was spooled.
+    pub oldest: Option<String>,
+    /// Size of the waiting batches.
+    pub bytes: u64,
+    pub batches: u64,
+}
+
+pub struct Spool {
+    store: SqliteStore,
+}
+
+impl Spool {
+    pub fn new(store: SqliteStore) -> Spool {
+        Spool { store }
+    }
+
+    pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<u64, SinkError> {
+        let payload = serde_json::to_vec(batch).unwrap_or_default();
+        let bytes = payload.len() as u64;
+        self.store.conn().execute(
+            "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), batch.logs.len() as i64, bytes as i64, payload],
+        )?;
+        Ok(bytes)
+    }
+
+    /// The oldest waiting batch, if any.
+    pub fn oldest(&self) -> Result<Option<(i64, RunContext, Batch)>, SinkError> {
+        let row = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT id, experiment_id, run_id, payload FROM pmon_spool ORDER BY id LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(id, experiment_id, run_id, payload)| {
+            // A payload this version cannot read is kept out of the way, not retried forever.
+            let batch = serde_json::from_slice(&payload).unwrap_or_default();
+            (
+                id,
+                RunContext {
+                    experiment_id,
+                    run_id,
+                },
+                batch,
+            )
+        }))
+    }
+
+    pub fn delete(&self, id: i64) -> Result<(), SinkError> {
+        self.store
+            .conn()
+            .execute("DELETE FROM pmon_spool WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<SpoolStats, SinkError> {
+        Ok(self.store.conn().query_row(
+            "SELECT coalesce(sum(records), 0), min(created_at), coalesce(sum(bytes), 0), count(*) FROM pmon_spool",
+            [],
+            |r| {
+                Ok(SpoolStats {
+                    pending: r.get::<_, i64>(0)? as u64,
+                    oldest: r.get(1)?,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    batches: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )?)
+    }
+}
+
+enum Link {
+    Up,
+    Down {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+}
+
+/// PostgreSQL when it answers, the spool when it does not.
+pub struct SpoolingSink {
+    pg: PostgresStore,
+    spool: Spool,
+    max_bytes: u64,
+    link: Link,
+    dropped: u64,
+    spool_path: String,
+}
+
+impl SpoolingSink {
+    pub fn new(
+        pg: PostgresStore,
+        spool: Spool,
+        max_bytes: u64,
+        spool_path: String,
+    ) -> SpoolingSink {
+        SpoolingSink {
+            pg,
+            spool,
+            max_bytes,
+            link: Link::Up,
+            dropped: 0,
+            spool_path,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        match self.link {
+            Link::Up => true,
+            Link::Down { retry_at, .. } => Instant::now() >= retry_at,
+        }
+    }
+
+    fn mark_down(&mut self, err: &PgError) {
+        let backoff = match self.link {
+            Link::Up => {
+                eprintln!(
+                    "pmon-agent: warning: {err}; records are spooled to {} and replayed when PostgreSQL answers again",
+                    self.spool_path
+                );
+                Duration::from_millis(500)
+            }
+            Link::Down { backoff, .. } => (backoff * 2).min(Duration::from_secs(10)),
+        };
+        self.link = Link::Down {
+            retry_at: Instant::now() + backoff,
+            backoff,
+        };
+    }
+
+    /// Replays the spool, oldest first. Stops at the first failure.
+    fn drain(&mut self) -> Result<u64, PgError> {
+        let mut replayed = 0;
+        while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
+            if let Err(e) = self.pg.write(&ctx, &batch) {
+                self.mark_down(&e);
+                return Err(e);
+            }
+            replayed += batch.logs.len() as u64;
+            let _ = self.spool.delete(id);
+        }
+        if replayed > 0 || matches!(self.link, Link::Down { .. }) {
+            if replayed > 0 {
+                eprintln!(
+                    "pmon-agent: PostgreSQL at {} answers again; replayed {replayed} spooled records",
+                    self.pg.display_url()
+                );
+            }
+            self.link = Link::Up;
+        }
+        Ok(replayed)
+    }
+
+    fn spool_batch(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        let stats = self.spool.stats()?;
+        if stats.bytes >= self.max_bytes {
+            self.dropped += batch.logs.len() as u64;
+            eprintln!(
+                "pmon-agent: warning: the spool is full ({} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
+                stats.bytes, self.dropped
+            );
+            let mut note = Batch::default();
+            note.events.push(Event::now(
+                "spool_full",
+                json!({"dropped_records": self.dropped, "spool_bytes": stats.bytes}),
+            ));
+            note.events.extend(batch.events.iter().cloned());
+            note.runs = batch.runs.clone();
+            self.spool.push(ctx, &note)?;
+            return Ok(());
+        }
+        let mut spooled = batch.clone();
+        if stats.batches == 0 {
+            spooled.events.push(Event::now(
+                "spool",
+                json!({"reason": "PostgreSQL unreachable", "database": self.pg.display_url()}),
+            ));
+        }
+        self.spool.push(ctx, &spooled)?;
+        Ok(())
+    }
+
+    /// Ships everything spooled; for `spool replay`.
+    pub fn replay_all(&mut self, progress: impl Fn(u64, u64)) -> Result<u64, PgError> {
+        self.pg.connect()?;
+        let total = self.spool.stats().map(|s| s.pending).unwrap_or(0);
+        let mut done = 0;
+        while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
+            self.pg.write(&ctx, &batch)?;
+            done += batch.logs.len() as u64;
+            let _ = self.spool.delete(id);
+            progress(done, total);
+        }
+        Ok(done)
+    }
+}
+
+impl Sink for SpoolingSink {
+    fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        if self.ready() && self.drain().is_ok() {
+            match self.pg.write(ctx, batch) {
+                Ok(()) => return Ok(()),
+                Err(e) => self.mark_down(&e),
+            }
+        }
+        self.spool_batch(ctx, batch)
+    }
+
+    fn idle(&mut self) {
+        if self.ready() && self.spool.stats().is_ok_and(|s| s.batches > 0) {
+            let _ = self.drain();
+        }
+    }
+}
