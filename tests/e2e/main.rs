@@ -2,6 +2,8 @@
 //! a real SQLite store. One test binary, one module per area.
 
 mod bad_input;
+mod pg_server;
+mod postgres;
 mod queries;
 mod tracebacks;
 mod util;

@@ -1,0 +1,229 @@
+//! A real PostgreSQL server for the tests: `initdb` into a temp dir, started
+//! with `pg_ctl` on a free port. initdb refuses to run as root, so as root the
+//! server runs as the `postgres` user. One shared server serves the tests that
+//! only need a database (each gets its own database); a test that stops the
+//! server owns its own. A missing PostgreSQL is a loud failure, never a skip.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+pub const PASSWORD: &str = "pw-s3cret-9d2f";
+
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    pub port: u16,
+}
+
+static SHARED: OnceLock<PgServer> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// The shared server; each caller gets a fresh database on it.
+pub fn shared_database() -> (&'static PgServer, String) {
+    let server = SHARED.get_or_init(|| {
+        // Statics are never dropped: stop the shared server when the test binary exits.
+        extern "C" fn stop_shared() {
+            if let Some(server) = SHARED.get() {
+                server.stop_immediate();
+            }
+        }
+        unsafe { libc::atexit(stop_shared) };
+        PgServer::start()
+    });
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    server.psql("postgres", &format!("CREATE DATABASE {name}"));
+    (server, name)
+}
+
+fn bindir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("initdb").exists());
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop().expect(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: install the postgresql package (.ci/run does)",
+    )
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("pmon-pg-")
+            .tempdir()
+            .expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "chown of the PostgreSQL temp dir to postgres failed"
+            );
+        }
+        let server = PgServer {
+            bindir: bindir(),
+            port: free_port(),
+            dir,
+        };
+        let data = server.data_dir();
+        let out = server.as_owner(
+            &server.bindir.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start_again();
+        server
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn as_owner(&self, program: &Path, args: &[&str]) -> Output {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running a PostgreSQL tool")
+    }
+
+    /// Starts (or restarts) the server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let out = self.as_owner(
+            &self.bindir.join("pg_ctl"),
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Kills the server the hard way: no checkpoint, connections cut.
+    pub fn stop_immediate(&self) {
+        self.as_owner(
+            &self.bindir.join("pg_ctl"),
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// A URL with a password (trust auth ignores it), to check it never leaks.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
+    /// Runs SQL with psql; returns unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql)
+            .unwrap_or_else(|err| panic!("psql {sql:?} failed: {err}"))
+    }
+
+    /// Like `psql`, for SQL that may fail (a table not created yet).
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bindir.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ])
+            .output()
+            .expect("running psql");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop_immediate();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().unwrap().port()
+}
