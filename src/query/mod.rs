@@ -31,6 +31,14 @@ use std::time::Duration;
 
 /// Runs one `query` subcommand, printing to standard output.
 pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<()> {
+    if let Some(url) = &app.config.logging.database.url {
+        // The records are in PostgreSQL, not in the local store: an empty answer
+        // from the local store would look like lost logs.
+        anyhow::bail!(
+            "a PostgreSQL database is configured ({}), and `query` cannot read PostgreSQL yet; query it with psql (the README has the SQL), or unset PMON_DATABASE_URL / logging.database.url to query the embedded store",
+            crate::config::redact_url(url)
+        );
+    }
     match cmd {
         QueryCommand::List(args) => list::list(app, &args),
         QueryCommand::Status(args) => status::status(app, &args),

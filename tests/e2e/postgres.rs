@@ -320,3 +320,19 @@ fn eight_agents_writing_to_one_database_collide_on_nothing() {
         "8"
     );
 }
+
+#[test]
+fn queries_say_plainly_that_they_cannot_read_postgresql_yet() {
+    let agent = Agent::new();
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/db");
+    let out = with_db(&agent, &url, &["query", "errors", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    no_password(&out);
+    assert!(
+        stderr_text(&out).contains("cannot read PostgreSQL yet"),
+        "{}",
+        stderr_text(&out)
+    );
+}
