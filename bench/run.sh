@@ -4,6 +4,10 @@
 # `sqlite3 .import` of the same rows, with correctness checks. See bench/README.md.
 #
 # Usage: bench/run.sh [-n LINES] [-r REPEAT] [--no-echo-run] [--no-extra-baselines] [--keep]
+#        bench/run.sh --postgres [-n LINES] [--no-extra-baselines] [--no-replay] [--keep]
+#   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
+#              wrap end to end, spool + `spool replay`; needs /usr/lib/postgresql/*/bin (or PG_BINDIR)
+#   --no-replay          (--postgres) skip the spool/replay phase
 #   -n LINES   workload lines (default 1000000; -n 100000 for a quick run)
 #   -r REPEAT  time the main baseline and the --no-echo agent run REPEAT times, report the best (default 1)
 #   --no-echo-run        skip the extra agent run with echo to /dev/null
@@ -21,13 +25,15 @@ gen="$(dirname "$repo")/shared/bench/gen_workload.py"
 
 lines=1000000
 pass=()
+postgres=
 while [ $# -gt 0 ]; do
     case "$1" in
         -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; shift 2 ;;
         -n*) lines=${1#-n}; shift ;;
         -r) [ $# -ge 2 ] || { echo "run.sh: -r needs a value" >&2; exit 2; }; pass+=(--repeat "$2"); shift 2 ;;
-        --no-echo-run|--no-extra-baselines|--keep) pass+=("$1"); shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-echo-run|--no-extra-baselines|--keep|--no-replay) pass+=("$1"); shift ;;
+        --postgres) postgres=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +44,18 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-for tool in python3 sqlite3; do
+if [ -n "$postgres" ]; then
+    for o in ${pass[@]+"${pass[@]}"}; do
+        case "$o" in --repeat|--no-echo-run) echo "run.sh: -r and --no-echo-run are not supported with --postgres" >&2; exit 2 ;; esac
+    done
+    tools="python3"
+else
+    for o in ${pass[@]+"${pass[@]}"}; do
+        case "$o" in --no-replay) echo "run.sh: --no-replay only applies to --postgres" >&2; exit 2 ;; esac
+    done
+    tools="python3 sqlite3"
+fi
+for tool in $tools; do
     command -v "$tool" >/dev/null 2>&1 || { echo "run.sh: '$tool' is required but not on PATH" >&2; exit 2; }
 done
 if [ ! -x /usr/bin/time ]; then
@@ -54,4 +71,6 @@ if [ ! -x "$agent" ]; then
     (cd "$repo" && cargo build --release) || { echo "run.sh: cargo build --release failed" >&2; exit 2; }
 fi
 
-exec python3 "$here/bench.py" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" ${pass[@]+"${pass[@]}"}
+script=bench.py
+[ -z "$postgres" ] || script=pg_bench.py
+exec python3 "$here/$script" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" ${pass[@]+"${pass[@]}"}
