@@ -41,6 +41,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run a command, echo its output unchanged, and store its logs
     Wrap(WrapArgs),
+    /// Follow log files, directories (new files too) and named pipes
+    Tail(TailArgs),
     /// Read log lines from standard input (`prog 2>&1 | pmon-agent ingest -e x`)
     Ingest(IngestArgs),
     /// Ask the store about experiments, runs and their logs
@@ -83,6 +85,28 @@ pub struct WrapArgs {
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Experiment name [default: the first path's file stem]
+    #[arg(short, long, value_name = "EXP")]
+    pub experiment: Option<String>,
+    /// Files without a checkpoint are read from the start (the default)
+    #[arg(long, conflicts_with = "from_end")]
+    pub from_start: bool,
+    /// Files without a checkpoint that exist at start are read from their end
+    #[arg(long)]
+    pub from_end: bool,
+    /// In directories, only files whose name matches (`*.log`); default: all but compressed files
+    #[arg(long, value_name = "PAT")]
+    pub glob: Option<String>,
+    /// Read what is there now, then exit
+    #[arg(long)]
+    pub once: bool,
+    /// Files, directories or FIFOs
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -195,8 +195,23 @@ pub fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, and
+/// `?password=secret` → `?password=***`.
 pub fn redact_url(url: &str) -> String {
+    let redacted = redact_userinfo(url);
+    match redacted.find("password=") {
+        Some(pos) => {
+            let value_start = pos + "password=".len();
+            let value_end = redacted[value_start..]
+                .find('&')
+                .map_or(redacted.len(), |e| value_start + e);
+            format!("{}***{}", &redacted[..value_start], &redacted[value_end..])
+        }
+        None => redacted,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -284,6 +299,10 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=pw&sslmode=off"),
+            "postgres://h/db?user=u&password=***&sslmode=off"
+        );
         let c = DatabaseConfig {
             url: Some("postgres://u:s3cret@h/db".into()),
             ..Default::default()

@@ -10,7 +10,7 @@
 use crate::framing::LineFramer;
 use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
 use crate::record::{Event, StreamKind};
-use crate::sink::{Batcher, BatcherSettings, RunContext, Sink, SinkStats, SinkWorker};
+use crate::sink::{Batcher, BatcherSettings, Checkpoint, RunContext, Sink, SinkStats, SinkWorker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +18,32 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A tailed file as the pipeline knows it: its identity and where reading starts.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// `file:<dev>:<ino>:<generation>`: the idempotency origin of its records.
+    pub origin: String,
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub head: Vec<u8>,
+    pub generation: u64,
+    /// Offset of the first byte that will be sent.
+    pub offset: u64,
+}
+
 /// A message from a source to the pipeline thread.
 pub enum Msg {
     Data(StreamKind, Vec<u8>),
     Eof(StreamKind),
+    /// A file starts (or restarts after truncation) at `meta.offset`.
+    FileOpen(FileMeta),
+    /// The next bytes of a file, by origin.
+    FileData(String, Vec<u8>),
+    /// The file is now known under another path (rotation).
+    FileRenamed(String, String),
+    /// No more bytes will come for this origin: finish what is pending.
+    FileClosed(String),
     Event(Event),
     /// The run's registry row changed (start, end): stores that keep their own copy need it.
     Run(crate::run::Run),
@@ -53,6 +75,24 @@ pub struct Pipeline {
 struct StreamState {
     framer: LineFramer,
     assembler: RecordAssembler,
+}
+
+struct FileState {
+    meta: FileMeta,
+    framer: LineFramer,
+    assembler: RecordAssembler,
+    /// The last checkpoint offset handed to the batcher.
+    checkpointed: u64,
+}
+
+impl FileState {
+    /// Nothing before this offset is still waiting inside the pipeline.
+    fn safe_offset(&self) -> u64 {
+        let unframed = self.framer.unframed_offset();
+        self.assembler
+            .held_offset()
+            .map_or(unframed, |held| held.min(unframed))
+    }
 }
 
 impl Pipeline {
@@ -107,12 +147,15 @@ fn process(
     let chain = Arc::new(ParserChain::builtin());
     let progress = Arc::new(ProgressParser::new());
     let mut streams: HashMap<StreamKind, StreamState> = HashMap::new();
+    let mut files: HashMap<String, FileState> = HashMap::new();
     let mut frames = Vec::new();
     let mut outputs = Vec::new();
     loop {
         let deadline = streams
             .values()
-            .filter_map(|s| s.assembler.deadline())
+            .map(|s| &s.assembler)
+            .chain(files.values().map(|f| &f.assembler))
+            .filter_map(|a| a.deadline())
             .chain(batcher.deadline())
             .min();
         let msg = match deadline {
@@ -149,6 +192,52 @@ fn process(
                     state.assembler.finish(&mut outputs);
                 }
             }
+            Ok(Msg::FileOpen(meta)) => {
+                if let Some(mut old) = files.remove(&meta.origin) {
+                    finish_file(&mut old, &mut frames, &mut outputs, &mut batcher, counters);
+                }
+                let assembler = RecordAssembler::new(
+                    chain.clone(),
+                    progress.clone(),
+                    settings.timing,
+                    StreamKind::File,
+                    &meta.path,
+                );
+                let framer = LineFramer::new(settings.max_line_bytes).starting_at(meta.offset);
+                let checkpointed = meta.offset;
+                files.insert(
+                    meta.origin.clone(),
+                    FileState {
+                        meta,
+                        framer,
+                        assembler,
+                        checkpointed,
+                    },
+                );
+            }
+            Ok(Msg::FileData(origin, bytes)) => {
+                if let Some(file) = files.get_mut(&origin) {
+                    file.framer.push(&bytes, &mut frames);
+                    counters
+                        .lines
+                        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    for frame in frames.drain(..) {
+                        file.assembler.frame(frame, now, &mut outputs);
+                    }
+                    deliver_file(file, &mut outputs, &mut batcher, now, counters);
+                }
+            }
+            Ok(Msg::FileRenamed(origin, path)) => {
+                if let Some(file) = files.get_mut(&origin) {
+                    file.assembler.set_source(&path);
+                    file.meta.path = path;
+                }
+            }
+            Ok(Msg::FileClosed(origin)) => {
+                if let Some(mut file) = files.remove(&origin) {
+                    finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
+                }
+            }
             Ok(Msg::Event(event)) => batcher.event(event),
             Ok(Msg::Run(run)) => batcher.run(run),
             Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
@@ -158,7 +247,14 @@ fn process(
             state.assembler.on_idle(now, &mut outputs);
         }
         deliver(&mut outputs, &mut batcher, now, counters);
+        for file in files.values_mut() {
+            file.assembler.on_idle(now, &mut outputs);
+            deliver_file(file, &mut outputs, &mut batcher, now, counters);
+        }
         batcher.tick(now);
+    }
+    for mut file in std::mem::take(&mut files).into_values() {
+        finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
     }
     for state in streams.values_mut() {
         state.framer.finish(&mut frames);
@@ -178,15 +274,68 @@ fn deliver(
     now: Instant,
     counters: &PipelineCounters,
 ) {
+    deliver_from(None, outputs, batcher, now, counters);
+}
+
+fn deliver_from(
+    origin: Option<&str>,
+    outputs: &mut Vec<Output>,
+    batcher: &mut Batcher,
+    now: Instant,
+    counters: &PipelineCounters,
+) {
     for output in outputs.drain(..) {
         match output {
-            Output::Record(record) => batcher.record(record, now),
+            Output::Record(record) => batcher.record(record, origin, now),
             Output::Progress(update) => batcher.progress(update, now),
         }
     }
     counters
         .records
         .store(batcher.records_sent, Ordering::Relaxed);
+}
+
+/// Hands a file's records to the batcher, then its checkpoint: the batch that
+/// carries the checkpoint also carries every record before it.
+fn deliver_file(
+    file: &mut FileState,
+    outputs: &mut Vec<Output>,
+    batcher: &mut Batcher,
+    now: Instant,
+    counters: &PipelineCounters,
+) {
+    deliver_from(Some(&file.meta.origin), outputs, batcher, now, counters);
+    let offset = file.safe_offset();
+    if offset != file.checkpointed {
+        file.checkpointed = offset;
+        batcher.checkpoint(
+            Checkpoint {
+                dev: file.meta.dev,
+                ino: file.meta.ino,
+                head: file.meta.head.clone(),
+                generation: file.meta.generation,
+                path: file.meta.path.clone(),
+                offset,
+            },
+            now,
+        );
+    }
+}
+
+fn finish_file(
+    file: &mut FileState,
+    frames: &mut Vec<crate::framing::Framed>,
+    outputs: &mut Vec<Output>,
+    batcher: &mut Batcher,
+    counters: &PipelineCounters,
+) {
+    let now = Instant::now();
+    file.framer.finish(frames);
+    for frame in frames.drain(..) {
+        file.assembler.frame(frame, now, outputs);
+    }
+    file.assembler.finish(outputs);
+    deliver_file(file, outputs, batcher, now, counters);
 }
 
 /// How long `wrap` waits for pipes to close after the child exited (a

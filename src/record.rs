@@ -114,6 +114,10 @@ pub struct LogRecord {
     /// (shown by `parsers test`; not stored).
     #[serde(skip)]
     pub parsed_by: Option<usize>,
+    /// Byte offset of the record's first line in its stream or file: a file
+    /// record's idempotency key, and where a checkpoint may safely point.
+    #[serde(default)]
+    pub offset: Option<u64>,
 }
 
 impl LogRecord {
@@ -130,6 +134,7 @@ impl LogRecord {
             stream,
             source: source.to_string(),
             parsed_by: None,
+            offset: None,
         }
     }
 

@@ -108,6 +108,16 @@ impl Run {
                 .agent_pid
                 .is_some_and(|pid| procinfo::is_alive(pid, self.agent_start))
     }
+
+    /// Shows the run as `lost` if it looks live but its agent on `host` is
+    /// gone, without writing anything. For runs read from PostgreSQL, which
+    /// agents on many hosts share: only this host can judge its own pids, and
+    /// a query (perhaps by a read-only database user) should not write.
+    pub fn mark_lost_if_agent_gone(&mut self, host: &str) {
+        if self.agent_vanished(host) {
+            self.state = RunState::Lost;
+        }
+    }
 }
 
 /// What a new run needs to be registered.
@@ -126,6 +136,9 @@ pub enum StartMode {
     NewRun,
     /// Continue the latest run.
     Resume,
+    /// Continue the latest run unless it is live (`tail`: a stable run id keeps
+    /// re-read file records idempotent across restarts).
+    Continue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +173,7 @@ pub fn begin(conn: &mut Connection, new: &NewRun<'_>, mode: StartMode) -> Result
             Run::from_row,
         )
         .optional()?;
-    if let (StartMode::Exclusive, Some(live)) = (mode, &live) {
+    if let (StartMode::Exclusive | StartMode::Continue, Some(live)) = (mode, &live) {
         return Err(RunError::AlreadyLive {
             experiment: new.experiment_id.to_string(),
             ordinal: live.ordinal,
@@ -179,7 +192,7 @@ pub fn begin(conn: &mut Connection, new: &NewRun<'_>, mode: StartMode) -> Result
         .collect();
     let tags = serde_json::Value::Object(tags).to_string();
     let run_id = match (mode, latest) {
-        (StartMode::Resume, Some(latest)) => {
+        (StartMode::Resume | StartMode::Continue, Some(latest)) => {
             tx.execute(
                 "UPDATE pipeline_runs SET state = 'running', agent_pid = ?2, agent_start = ?3, host = ?4, ended_at = NULL, exit_code = NULL, signal = NULL WHERE run_id = ?1",
                 params![latest.run_id, me, my_start, host],

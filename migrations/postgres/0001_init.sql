@@ -1,6 +1,6 @@
 -- pmon-agent schema for PostgreSQL (13 or newer). The same table and column
 -- names as the embedded SQLite store, so the README's SQL runs on both.
--- Every log record carries (run_id, source, seq): a batch delivered twice
+-- Every log record carries (run_id, origin, seq): a batch delivered twice
 -- (replayed from the spool after a crash mid-commit) is stored once.
 
 CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS pipeline_logs (
     id                BIGSERIAL PRIMARY KEY,
     experiment_id     TEXT NOT NULL,
     run_id            TEXT NOT NULL,
+    origin            TEXT NOT NULL DEFAULT '',
     seq               BIGINT NOT NULL,
     timestamp         TIMESTAMPTZ NOT NULL,
     level             TEXT NOT NULL,
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS pipeline_logs (
     exception_message TEXT,
     stream            TEXT NOT NULL,
     source            TEXT NOT NULL,
-    UNIQUE (run_id, source, seq)
+    UNIQUE (run_id, origin, seq)
 );
 CREATE INDEX IF NOT EXISTS pipeline_logs_experiment_time ON pipeline_logs (experiment_id, timestamp);
 CREATE INDEX IF NOT EXISTS pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)

@@ -25,7 +25,8 @@ CREATE TABLE pipeline_logs (
     id                INTEGER PRIMARY KEY,
     experiment_id     TEXT NOT NULL,
     run_id            TEXT NOT NULL,
-    seq               INTEGER NOT NULL,    -- per run and source: the idempotency key
+    origin            TEXT NOT NULL DEFAULT '',  -- stdout/stderr/stdin, or file:<dev>:<inode>:<head hash>
+    seq               INTEGER NOT NULL,    -- a counter per run, or a file record's byte offset
     timestamp         TEXT NOT NULL,
     level             TEXT NOT NULL,
     logger            TEXT,
@@ -35,7 +36,7 @@ CREATE TABLE pipeline_logs (
     exception_message TEXT,
     stream            TEXT NOT NULL,
     source            TEXT NOT NULL,
-    UNIQUE (run_id, source, seq)
+    UNIQUE (run_id, origin, seq)          -- the idempotency key
 );
 CREATE INDEX pipeline_logs_experiment_time ON pipeline_logs (experiment_id, timestamp);
 CREATE INDEX pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
@@ -100,4 +101,18 @@ CREATE TABLE pmon_spool (
     records       INTEGER NOT NULL,
     bytes         INTEGER NOT NULL,
     payload       BLOB NOT NULL               -- the batch as JSON
+);
+
+-- How far `tail` has read each file, by file identity (not path). Advanced in
+-- the same transaction as the records (or the spooled batch) up to that offset.
+CREATE TABLE pmon_checkpoints (
+    experiment_id TEXT NOT NULL,
+    dev           INTEGER NOT NULL,
+    ino           INTEGER NOT NULL,
+    head          BLOB NOT NULL,               -- the file's first bytes: tells inode reuse apart
+    generation    INTEGER NOT NULL DEFAULT 0,  -- bumped on truncation or inode reuse
+    path          TEXT NOT NULL,               -- where it was last seen
+    offset        INTEGER NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, dev, ino)
 );

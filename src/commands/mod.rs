@@ -6,6 +6,7 @@ mod database;
 mod ingest;
 mod parsers_cmd;
 mod recording;
+mod tail;
 mod wrap;
 
 use crate::app::App;
@@ -13,7 +14,7 @@ use crate::cli::{Cli, Command};
 
 /// Runs a command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Wrap(_) | Command::Ingest(_) = &cli.command {
+    if let Command::Wrap(_) | Command::Ingest(_) | Command::Tail(_) = &cli.command {
         // Before any thread exists, so every thread inherits the mask.
         crate::source::wrap::block_signals();
     }
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
         Command::Parsers(cmd) => parsers_cmd::run(cmd),
         Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
+        Command::Tail(args) => tail::run(&App::new(&cli.global)?, args),
         Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
         Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),

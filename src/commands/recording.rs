@@ -129,6 +129,11 @@ impl Recording {
         }
     }
 
+    /// The local store holding the run registry (and tail checkpoints).
+    pub fn registry(&self) -> Option<&SqliteStore> {
+        self.registry.as_ref()
+    }
+
     pub fn event(&self, event: Event) {
         let _ = self.pipeline.sender().send(Msg::Event(event));
     }

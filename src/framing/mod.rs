@@ -29,10 +29,17 @@ pub enum Frame {
     Overwrite(String),
 }
 
+/// A frame and the byte offset in its stream where it starts.
+pub type Framed = (u64, Frame);
+
 /// Splits a byte stream into [`Frame`]s. One framer per stream or file.
 #[derive(Debug)]
 pub struct LineFramer {
     buf: Vec<u8>,
+    /// Stream offset of the first byte of the current (partial) line.
+    line_start: u64,
+    /// Stream offset just past the last byte pushed.
+    consumed: u64,
     /// Bytes of the current line dropped because of the cap.
     dropped: usize,
     /// The previous chunk ended in `\r`: CRLF or a bare CR, decided by the next byte.
@@ -44,18 +51,34 @@ impl LineFramer {
     pub fn new(max_line_bytes: usize) -> LineFramer {
         LineFramer {
             buf: Vec::new(),
+            line_start: 0,
+            consumed: 0,
             dropped: 0,
             pending_cr: false,
             max_line_bytes: max_line_bytes.max(16),
         }
     }
 
-    /// Feeds one chunk; complete frames are appended to `out`.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
+    /// Starts counting offsets at `offset` (a file read from a checkpoint).
+    pub fn starting_at(mut self, offset: u64) -> LineFramer {
+        self.line_start = offset;
+        self.consumed = offset;
+        self
+    }
+
+    /// The offset of the first byte not yet part of an emitted frame: where a
+    /// re-read must start so that nothing is lost.
+    pub fn unframed_offset(&self) -> u64 {
+        self.line_start
+    }
+
+    /// Feeds one chunk; complete frames are appended to `out` with their offsets.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Framed>) {
         if self.pending_cr && !bytes.is_empty() {
             self.pending_cr = false;
             if bytes[0] == b'\n' {
-                out.push(Frame::Line(self.take()));
+                self.consumed += 1;
+                self.emit_line(out);
                 bytes = &bytes[1..];
             } else {
                 self.emit_overwrite(out);
@@ -64,20 +87,24 @@ impl LineFramer {
         while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.append(&bytes[..pos]);
             if bytes[pos] == b'\n' {
-                out.push(Frame::Line(self.take()));
+                self.consumed += 1;
+                self.emit_line(out);
                 bytes = &bytes[pos + 1..];
                 continue;
             }
             match bytes.get(pos + 1) {
                 Some(b'\n') => {
-                    out.push(Frame::Line(self.take()));
+                    self.consumed += 2;
+                    self.emit_line(out);
                     bytes = &bytes[pos + 2..];
                 }
                 Some(_) => {
+                    self.consumed += 1;
                     self.emit_overwrite(out);
                     bytes = &bytes[pos + 1..];
                 }
                 None => {
+                    self.consumed += 1;
                     self.pending_cr = true;
                     return;
                 }
@@ -87,27 +114,36 @@ impl LineFramer {
     }
 
     /// End of stream: whatever is buffered becomes a last line.
-    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+    pub fn finish(&mut self, out: &mut Vec<Framed>) {
         if self.pending_cr {
             self.pending_cr = false;
             self.emit_overwrite(out);
         }
         if !self.buf.is_empty() || self.dropped > 0 {
-            out.push(Frame::Line(self.take()));
+            self.emit_line(out);
         }
     }
 
+    fn emit_line(&mut self, out: &mut Vec<Framed>) {
+        let start = self.line_start;
+        out.push((start, Frame::Line(self.take())));
+        self.line_start = self.consumed;
+    }
+
     fn append(&mut self, bytes: &[u8]) {
+        self.consumed += bytes.len() as u64;
         let room = self.max_line_bytes.saturating_sub(self.buf.len());
         let keep = room.min(bytes.len());
         self.buf.extend_from_slice(&bytes[..keep]);
         self.dropped += bytes.len() - keep;
     }
 
-    fn emit_overwrite(&mut self, out: &mut Vec<Frame>) {
+    fn emit_overwrite(&mut self, out: &mut Vec<Framed>) {
+        let start = self.line_start;
         let text = self.take();
+        self.line_start = self.consumed;
         if !text.is_empty() {
-            out.push(Frame::Overwrite(text));
+            out.push((start, Frame::Overwrite(text)));
         }
     }
 
@@ -144,7 +180,7 @@ mod tests {
             f.push(c, &mut out);
         }
         f.finish(&mut out);
-        out
+        out.into_iter().map(|(_, f)| f).collect()
     }
 
     fn line(s: &str) -> Frame {
@@ -189,6 +225,7 @@ mod tests {
             assert!(f.buf.len() <= 16);
         }
         f.push(b"\nnext\n", &mut out);
+        let out: Vec<Frame> = out.into_iter().map(|(_, f)| f).collect();
         assert_eq!(
             out,
             vec![
@@ -208,10 +245,24 @@ mod tests {
         f.push("aaaaaaaaaaaaaaa€€\n".as_bytes(), &mut out);
         assert_eq!(
             out,
-            vec![line(
-                "aaaaaaaaaaaaaaa …[pmon: line truncated, 6 bytes omitted]"
+            vec![(
+                0,
+                line("aaaaaaaaaaaaaaa …[pmon: line truncated, 6 bytes omitted]")
             )]
         );
+    }
+
+    #[test]
+    fn offsets_say_where_each_frame_starts_and_what_is_unframed() {
+        let mut f = LineFramer::new(1 << 20).starting_at(100);
+        let mut out = Vec::new();
+        f.push(b"ab\r\ncd\rx", &mut out);
+        let starts: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, vec![100, 104]);
+        assert_eq!(f.unframed_offset(), 107);
+        f.push(b"y\n", &mut out);
+        assert_eq!(out[2], (107, line("xy")));
+        assert_eq!(f.unframed_offset(), 110);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use super::progress::ProgressParser;
 use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
 use super::ParserChain;
-use crate::framing::Frame;
+use crate::framing::{Frame, Framed};
 use crate::record::{Level, LogRecord, ProgressUpdate, StreamKind};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -58,6 +58,8 @@ pub struct RecordAssembler {
     /// The last log record, held while a traceback may still follow it.
     pending: Option<LogRecord>,
     traceback_started: DateTime<Utc>,
+    /// Stream offset of the first line of the traceback in progress.
+    traceback_offset: u64,
     last_activity: Instant,
     events: Vec<TracebackEvent>,
 }
@@ -79,20 +81,39 @@ impl RecordAssembler {
             tracebacks: TracebackCollector::new(),
             pending: None,
             traceback_started: Utc::now(),
+            traceback_offset: 0,
             last_activity: Instant::now(),
             events: Vec::new(),
         }
     }
 
-    pub fn frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+    pub fn frame(&mut self, (start, frame): Framed, now: Instant, out: &mut Vec<Output>) {
         self.last_activity = now;
         match frame {
-            Frame::Line(line) => self.line(line, out),
+            Frame::Line(line) => self.line(line, start, out),
             Frame::Overwrite(text) => {
                 if let Some(m) = self.progress.parse(&text) {
                     out.push(Output::Progress(m.update));
                 }
             }
+        }
+    }
+
+    /// The offset of the first line still held back (a log record waiting for
+    /// its traceback, or a traceback in progress): nothing before it is pending.
+    pub fn held_offset(&self) -> Option<u64> {
+        let pending = self.pending.as_ref().and_then(|r| r.offset);
+        let traceback = self.tracebacks.is_active().then_some(self.traceback_offset);
+        match (pending, traceback) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Records from now on name this source (a file renamed by rotation).
+    pub fn set_source(&mut self, source: &str) {
+        if self.source != source {
+            self.source = source.to_string();
         }
     }
 
@@ -126,7 +147,7 @@ impl RecordAssembler {
         self.release_pending(out);
     }
 
-    fn line(&mut self, line: String, out: &mut Vec<Output>) {
+    fn line(&mut self, line: String, start: u64, out: &mut Vec<Output>) {
         if self.tracebacks.is_active() {
             let (chain, progress) = (&self.chain, &self.progress);
             let taken = self.tracebacks.feed(
@@ -141,13 +162,14 @@ impl RecordAssembler {
         }
         if TracebackCollector::is_start(&line) {
             self.traceback_started = Utc::now();
+            self.traceback_offset = start;
             self.tracebacks.feed(&line, |_| false, &mut self.events);
             return;
         }
-        self.structured_line(line, out);
+        self.structured_line(line, Some(start), out);
     }
 
-    fn structured_line(&mut self, line: String, out: &mut Vec<Output>) {
+    fn structured_line(&mut self, line: String, offset: Option<u64>, out: &mut Vec<Output>) {
         if line.trim().is_empty() {
             // Blank lines carry nothing to search for; the plain log file keeps them.
             return;
@@ -180,6 +202,7 @@ impl RecordAssembler {
             stream: self.stream,
             source: self.source.clone(),
             parsed_by: Some(parser),
+            offset,
         };
         match fields.traceback {
             Some(text) => {
@@ -209,7 +232,7 @@ impl RecordAssembler {
                     };
                     out.push(Output::Record(record));
                 }
-                TracebackEvent::Released(line) => self.structured_line(line, out),
+                TracebackEvent::Released(line) => self.structured_line(line, None, out),
             }
         }
     }
@@ -218,6 +241,7 @@ impl RecordAssembler {
         let mut record = LogRecord::plain(tb.exception_line.clone(), self.stream, &self.source);
         record.level = Level::Error;
         record.timestamp = self.traceback_started;
+        record.offset = Some(self.traceback_offset);
         attach(&mut record, tb);
         record
     }
@@ -329,7 +353,7 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         for l in TB.lines() {
-            a.frame(Frame::Line(l.to_string()), t0, &mut out);
+            a.frame((0, Frame::Line(l.to_string())), t0, &mut out);
         }
         assert!(out.is_empty());
         let deadline = a.deadline().unwrap();

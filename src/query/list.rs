@@ -1,15 +1,13 @@
 //! `query list`: one line per experiment, its latest run at a glance — which
 //! runs are alive, which failed, and which have errors worth a look.
 
+use super::db::{self, QueryDb, Store};
 use super::output::{escape_text, humanize_duration, local_time, write_json_line};
 use super::run_duration;
 use crate::app::App;
 use crate::cli::{Format, ListArgs};
-use crate::procinfo;
-use crate::run::{self, Run, RunState};
-use anyhow::Context;
+use crate::run::{Run, RunState};
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::io::Write;
 
@@ -35,8 +33,11 @@ pub struct ExperimentSummary {
 /// `query list`.
 pub fn list(app: &App, args: &ListArgs) -> anyhow::Result<()> {
     let format = args.format.format;
-    let summaries = match super::select::open_existing_store(app)? {
-        Some(store) => summaries(store.conn(), Utc::now())?,
+    let summaries = match Store::open(app)? {
+        Some(mut store) => {
+            db::note_spooled_records(app, &store, format);
+            summaries(&mut store.db(), Utc::now())?
+        }
         None => Vec::new(),
     };
     if summaries.is_empty() {
@@ -48,16 +49,17 @@ pub fn list(app: &App, args: &ListArgs) -> anyhow::Result<()> {
     super::output::to_stdout(|out| write_list(&summaries, format, out))
 }
 
-/// The latest run of every experiment, after marking runs whose agent died.
-pub fn summaries(conn: &Connection, now: DateTime<Utc>) -> anyhow::Result<Vec<ExperimentSummary>> {
-    run::mark_lost(conn, None, &procinfo::hostname())
-        .context("could not update the state of runs whose agent is gone")?;
-    let runs = run::latest_runs(conn).context("could not read the runs")?;
-    runs.iter().map(|run| summarize(conn, run, now)).collect()
+/// The latest run of every experiment, runs whose agent died shown as lost.
+pub fn summaries(
+    db: &mut QueryDb<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<ExperimentSummary>> {
+    let runs = db.latest_runs()?;
+    runs.iter().map(|run| summarize(db, run, now)).collect()
 }
 
 fn summarize(
-    conn: &Connection,
+    db: &mut QueryDb<'_>,
     run: &Run,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ExperimentSummary> {
@@ -70,20 +72,10 @@ fn summarize(
         started_at: run.started_at.clone(),
         ended_at: run.ended_at.clone(),
         duration_s: duration.map(|d| (d.as_millis() as f64) / 1000.0),
-        error_count: error_count(conn, &run.run_id)?,
+        error_count: db.error_count(&run.run_id)?,
         exit_code: run.exit_code,
         signal: run.signal,
     })
-}
-
-fn error_count(conn: &Connection, run_id: &str) -> anyhow::Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM pipeline_logs WHERE run_id = ?1 AND level IN ('ERROR', 'CRITICAL')",
-        [run_id],
-        |row| row.get::<_, i64>(0),
-    )
-    .map(|n| n.max(0) as u64)
-    .with_context(|| format!("could not count the errors of run {run_id}"))
 }
 
 /// Prints the summaries as an aligned table with a header, or as JSON Lines.
@@ -188,7 +180,7 @@ mod tests {
     fn json_lists_the_latest_run_of_each_experiment() {
         let (_dir, store) = sample();
         let now = parse_ts("2026-11-27T11:00:00Z").unwrap();
-        let summaries = summaries(store.conn(), now).unwrap();
+        let summaries = summaries(&mut QueryDb::Sqlite(store.conn()), now).unwrap();
         let mut out = Vec::new();
         write_list(&summaries, Format::Json, &mut out).unwrap();
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
@@ -213,7 +205,7 @@ mod tests {
     #[test]
     fn text_is_an_aligned_table_with_a_header() {
         let (_dir, store) = sample();
-        let summaries = summaries(store.conn(), Utc::now()).unwrap();
+        let summaries = summaries(&mut QueryDb::Sqlite(store.conn()), Utc::now()).unwrap();
         let mut out = Vec::new();
         write_list(&summaries, Format::Text, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -235,6 +227,8 @@ mod tests {
     #[test]
     fn an_empty_store_lists_nothing() {
         let (_dir, store) = temp_store();
-        assert!(summaries(store.conn(), Utc::now()).unwrap().is_empty());
+        assert!(summaries(&mut QueryDb::Sqlite(store.conn()), Utc::now())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -1,11 +1,14 @@
 //! `query logs` and `query errors`: log records of a run, filtered and printed.
 //!
-//! Filters that SQLite can apply (run, level, substring, time) go into the
-//! query; a regex is applied here, because SQLite has no regex function. Rows
-//! are streamed, never loaded all at once, so a run with millions of lines
-//! prints as fast as the terminal takes it. `--follow` polls the store for
-//! rows newer than the last one seen, like `tail -f` on the store.
+//! Filters that both stores can apply (run, level, substring, time) go into
+//! the query; a regex is applied here, because SQLite has no regex function
+//! (and one regex dialect for both stores keeps the answers equal). Rows are
+//! streamed (SQLite) or paged (PostgreSQL), never loaded all at once, so a run
+//! with millions of lines prints as fast as the terminal takes it.
+//! `--follow` polls the store for rows newer than the last one seen, like
+//! `tail -f` on the store.
 
+use super::db::{self, Dialect, QueryDb, SqlValue};
 use super::output::{escape_text, first_line, local_time, write_json_line};
 use super::select::{self, Experiment, RunChoice, RunScope};
 use crate::app::App;
@@ -16,10 +19,9 @@ use crate::sink::sqlite::levels_from;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use regex::Regex;
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, Row};
+use rusqlite::Row;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Write;
 use std::time::Duration;
 
@@ -95,7 +97,7 @@ pub struct LogFilter {
 
 /// Which slice of the table, by row id, a query reads.
 #[derive(Debug, Clone, Copy)]
-enum IdBound {
+pub enum IdBound {
     /// Rows that existed when the query started (the follow loop takes the rest).
     AtMost(i64),
     /// Rows added since the last poll.
@@ -103,7 +105,7 @@ enum IdBound {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Order {
+pub enum Order {
     OldestFirst,
     NewestFirst,
     /// Insertion order, for `--follow`: new rows as they arrive.
@@ -122,19 +124,40 @@ impl LogFilter {
         }
     }
 
-    fn sql(&self, bound: IdBound, order: Order) -> (String, Vec<Value>) {
+    /// The embedded store's statement: one query streams every row.
+    pub fn sql(&self, bound: IdBound, order: Order) -> (String, Vec<SqlValue>) {
+        self.render(Dialect::Sqlite, bound, order, None, None)
+    }
+
+    /// The statement in `dialect`; with `page`, at most that many rows, and
+    /// with `after`, only rows after that one in `order` (keyset paging).
+    pub fn render(
+        &self,
+        dialect: Dialect,
+        bound: IdBound,
+        order: Order,
+        after: Option<PageAfter>,
+        page: Option<usize>,
+    ) -> (String, Vec<SqlValue>) {
+        let mut values = Vec::new();
+        let mut param = |value: SqlValue| {
+            values.push(value);
+            dialect.placeholder(values.len())
+        };
         // A follow poll reads only the few rows above the last id seen: the
         // unary `+` keeps SQLite from scanning the experiment's whole index
         // every 250 ms and makes it walk that rowid range instead.
-        let column_prefix = match bound {
-            IdBound::After(_) => "+",
-            IdBound::AtMost(_) => "",
+        let column_prefix = match (dialect, bound) {
+            (Dialect::Sqlite, IdBound::After(_)) => "+",
+            _ => "",
         };
-        let mut conditions = vec![format!("{column_prefix}experiment_id = ?")];
-        let mut values = vec![Value::Text(self.experiment.clone())];
+        let mut conditions = vec![format!(
+            "{column_prefix}experiment_id = {}",
+            param(SqlValue::Text(self.experiment.clone()))
+        )];
         if let Some(run_id) = &self.run_id {
-            conditions.push(format!("{column_prefix}run_id = ?"));
-            values.push(Value::Text(run_id.clone()));
+            let run_id = param(SqlValue::Text(run_id.clone()));
+            conditions.push(format!("{column_prefix}run_id = {run_id}"));
         }
         if let Some(levels) = &self.levels {
             // Written as literals (they are our own constant level names, not
@@ -144,64 +167,60 @@ impl LogFilter {
             conditions.push(format!("level IN ({})", quoted.join(", ")));
         }
         if let Some(text) = &self.search {
-            conditions
-                .push("(instr(message, ?) > 0 OR instr(coalesce(traceback, ''), ?) > 0)".into());
-            values.push(Value::Text(text.clone()));
-            values.push(Value::Text(text.clone()));
+            let find = dialect.find_function();
+            let in_message = param(SqlValue::Text(text.clone()));
+            let in_traceback = param(SqlValue::Text(text.clone()));
+            conditions.push(format!(
+                "({find}(message, {in_message}) > 0 OR {find}(coalesce(traceback, ''), {in_traceback}) > 0)"
+            ));
         }
         if let Some(since) = &self.since {
-            conditions.push("timestamp >= ?".into());
-            values.push(Value::Text(since.clone()));
+            let since = dialect.timestamp_param(&param(SqlValue::Text(since.clone())));
+            conditions.push(format!("timestamp >= {since}"));
         }
-        let (id_condition, id) = match bound {
-            IdBound::AtMost(id) => ("id <= ?", id),
-            IdBound::After(id) => ("id > ?", id),
-        };
-        conditions.push(id_condition.into());
-        values.push(Value::Integer(id));
+        conditions.push(match bound {
+            IdBound::AtMost(id) => format!("id <= {}", param(SqlValue::Int(id))),
+            IdBound::After(id) => format!("id > {}", param(SqlValue::Int(id))),
+        });
+        if let Some(after) = after {
+            conditions.push(after.condition(order, &mut param));
+        }
         let order_by = match order {
             Order::OldestFirst => "timestamp, id",
             Order::NewestFirst => "timestamp DESC, id DESC",
             Order::Arrival => "id",
         };
+        let limit = page.map_or(String::new(), |rows| format!(" LIMIT {rows}"));
         let sql = format!(
-            "SELECT {LOG_COLUMNS} FROM pipeline_logs WHERE {} ORDER BY {order_by}",
+            "SELECT {LOG_COLUMNS} FROM pipeline_logs WHERE {} ORDER BY {order_by}{limit}",
             conditions.join(" AND ")
         );
         (sql, values)
     }
 }
 
-/// Streams matching rows to `visit` until it returns `false` or rows run out.
-fn each_row(
-    conn: &Connection,
-    filter: &LogFilter,
-    bound: IdBound,
-    order: Order,
-    mut visit: impl FnMut(LogRow) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let (sql, values) = filter.sql(bound, order);
-    let mut stmt = conn
-        .prepare(&sql)
-        .context("could not query the log records")?;
-    let mut rows = stmt
-        .query(params_from_iter(values))
-        .context("could not query the log records")?;
-    while let Some(row) = rows.next().context("could not read the log records")? {
-        let record = LogRow::from_row(row).context("could not read a log record")?;
-        if !visit(record)? {
-            break;
-        }
-    }
-    Ok(())
+/// The last row of a page: the next page starts just after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageAfter {
+    pub timestamp: DateTime<Utc>,
+    pub id: i64,
 }
 
-/// The highest row id now in the store: where a follow starts from.
-fn current_max_id(conn: &Connection) -> anyhow::Result<i64> {
-    conn.query_row("SELECT coalesce(max(id), 0) FROM pipeline_logs", [], |r| {
-        r.get(0)
-    })
-    .context("could not read the log records")
+impl PageAfter {
+    /// Rows after this one in `order`; `(timestamp, id)` is unique and is
+    /// exactly the sort key, so no row is skipped or read twice.
+    fn condition(&self, order: Order, param: &mut impl FnMut(SqlValue) -> String) -> String {
+        // Values are bound in the order their placeholders appear: SQLite's
+        // `?` are numbered by position.
+        let op = match order {
+            Order::Arrival => return format!("id > {}", param(SqlValue::Int(self.id))),
+            Order::OldestFirst => ">",
+            Order::NewestFirst => "<",
+        };
+        let time = param(SqlValue::Time(self.timestamp));
+        let id = param(SqlValue::Int(self.id));
+        format!("(timestamp, id) {op} ({time}, {id})")
+    }
 }
 
 /// Everything `query logs` was asked for, validated before the store is touched.
@@ -382,12 +401,15 @@ fn traceback_summary(record: &LogRow) -> String {
 /// `query logs`: validates the options, picks the run, prints, maybe follows.
 pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
     let options = LogsOptions::from_args(args, Utc::now())?;
-    let (store, experiment) = select::open_experiment(app, &args.experiment)?;
+    let mut store = select::open_store_of(app, &args.experiment)?;
+    db::note_spooled_records(app, &store, options.format);
+    let mut db = store.db();
+    let experiment = Experiment::load(&mut db, &args.experiment)?;
     let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
     let mut printed = 0;
     super::output::to_stdout(|out| {
         printed = write_logs(
-            store.conn(),
+            &mut db,
             &experiment,
             scope,
             &options,
@@ -410,7 +432,7 @@ pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
 /// printing new ones until `reader_gone` says nobody reads `out` any more or
 /// a write fails (a closed pipe included). Returns how many were printed.
 pub fn write_logs(
-    conn: &Connection,
+    db: &mut QueryDb<'_>,
     experiment: &Experiment,
     scope: RunScope<'_>,
     options: &LogsOptions,
@@ -424,14 +446,13 @@ pub fn write_logs(
         ..LogFilter::for_scope(experiment, scope)
     };
     let mut printer = RecordPrinter::new(options.format, options.traceback, experiment, scope);
-    let snapshot = current_max_id(conn)?;
+    let snapshot = db.max_log_id()?;
     let matches = |record: &LogRow| regex_matches(options.regex.as_ref(), record);
     match options.limit {
         Some(limit) => {
             let mut newest = Vec::new();
             if limit > 0 {
-                each_row(
-                    conn,
+                db.each_log(
                     &filter,
                     IdBound::AtMost(snapshot),
                     Order::NewestFirst,
@@ -447,8 +468,7 @@ pub fn write_logs(
                 printer.print(out, record)?;
             }
         }
-        None => each_row(
-            conn,
+        None => db.each_log(
             &filter,
             IdBound::AtMost(snapshot),
             Order::OldestFirst,
@@ -462,67 +482,117 @@ pub fn write_logs(
     }
     out.flush()?;
     if options.follow {
-        let follow_from = FollowFrom {
-            filter: &filter,
-            regex: options.regex.as_ref(),
-            last_id: snapshot,
-        };
-        follow(conn, follow_from, &mut printer, out, reader_gone)?;
+        let mut cursor = FollowCursor::new(snapshot, db.follow_lookback());
+        follow(
+            db,
+            &filter,
+            options.regex.as_ref(),
+            &mut cursor,
+            &mut printer,
+            out,
+            reader_gone,
+        )?;
     }
     Ok(printer.printed)
 }
 
-/// Where a follow continues: the filters and the last row id already seen.
-struct FollowFrom<'a> {
-    filter: &'a LogFilter,
-    regex: Option<&'a Regex>,
-    last_id: i64,
+/// Where `--follow` continues: the highest row id seen after each recent
+/// poll, and the ids already looked at above the oldest of those.
+///
+/// Each poll reads the rows above the id seen `lookback` polls before the
+/// last one and skips those already seen. With `lookback` 0 that is simply
+/// "rows above the last id seen"; PostgreSQL needs more, because a row there
+/// can become visible after a row with a higher id (see
+/// [`QueryDb::follow_lookback`]).
+struct FollowCursor {
+    /// Oldest first; never empty.
+    highs: VecDeque<i64>,
+    seen: BTreeSet<i64>,
+    lookback: usize,
+}
+
+impl FollowCursor {
+    fn new(start: i64, lookback: usize) -> FollowCursor {
+        FollowCursor {
+            highs: VecDeque::from([start]),
+            seen: BTreeSet::new(),
+            lookback,
+        }
+    }
+
+    /// The next poll reads rows above this id.
+    fn floor(&self) -> i64 {
+        self.highs.front().copied().unwrap_or(0)
+    }
+
+    /// The highest id seen so far.
+    fn highest(&self) -> i64 {
+        self.highs.back().copied().unwrap_or(0)
+    }
+
+    /// True the first time a poll meets this row.
+    fn first_sight(&mut self, id: i64) -> bool {
+        self.seen.insert(id)
+    }
+
+    /// Ends a poll that saw rows up to `highest`; forgets what no later poll
+    /// will read again.
+    fn end_poll(&mut self, highest: i64) {
+        let highest = highest.max(self.highest());
+        self.highs.push_back(highest);
+        while self.highs.len() > self.lookback + 1 {
+            self.highs.pop_front();
+        }
+        let floor = self.floor();
+        self.seen = self.seen.split_off(&floor.saturating_add(1));
+    }
 }
 
 /// Polls for rows newer than the last one seen and prints those that match.
 /// Runs until SIGINT/SIGTERM end the process, the reader goes away, or a
 /// write fails.
 fn follow(
-    conn: &Connection,
-    mut from: FollowFrom<'_>,
+    db: &mut QueryDb<'_>,
+    filter: &LogFilter,
+    regex: Option<&Regex>,
+    cursor: &mut FollowCursor,
     printer: &mut RecordPrinter,
     out: &mut dyn Write,
     reader_gone: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
     while !reader_gone() {
         std::thread::sleep(FOLLOW_POLL_INTERVAL);
-        from.last_id =
-            print_new_records(conn, from.filter, from.regex, from.last_id, printer, out)?;
+        print_new_records(db, filter, regex, cursor, printer, out)?;
     }
     Ok(())
 }
 
-/// One follow poll: prints matching rows with ids above `last_id` and returns
-/// the highest id seen, matching or not, so no row is looked at twice.
+/// One follow poll: prints matching rows not seen before and moves the
+/// cursor past every row read, matching or not, so none is printed twice.
 fn print_new_records(
-    conn: &Connection,
+    db: &mut QueryDb<'_>,
     filter: &LogFilter,
     regex: Option<&Regex>,
-    last_id: i64,
+    cursor: &mut FollowCursor,
     printer: &mut RecordPrinter,
     out: &mut dyn Write,
-) -> anyhow::Result<i64> {
-    let mut highest = last_id;
-    each_row(
-        conn,
+) -> anyhow::Result<()> {
+    let mut highest = cursor.highest();
+    db.each_log(
         filter,
-        IdBound::After(last_id),
+        IdBound::After(cursor.floor()),
         Order::Arrival,
         |record| {
             highest = highest.max(record.id);
-            if regex_matches(regex, &record) {
+            if cursor.first_sight(record.id) && regex_matches(regex, &record) {
                 printer.print(out, &record)?;
             }
             Ok(true)
         },
     )?;
+    cursor.end_poll(highest);
     out.flush()?;
-    Ok(highest)
+    Ok(())
 }
 
 fn regex_matches(regex: Option<&Regex>, record: &LogRow) -> bool {
@@ -537,11 +607,14 @@ fn regex_matches(regex: Option<&Regex>, record: &LogRow) -> bool {
 
 /// `query errors`: ERROR and CRITICAL records, newest first.
 pub fn errors(app: &App, args: &ErrorsArgs) -> anyhow::Result<()> {
-    let (store, experiment) = select::open_experiment(app, &args.experiment)?;
+    let mut store = select::open_store_of(app, &args.experiment)?;
+    db::note_spooled_records(app, &store, args.format.format);
+    let mut db = store.db();
+    let experiment = Experiment::load(&mut db, &args.experiment)?;
     let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
     let mut printed = 0;
     super::output::to_stdout(|out| {
-        printed = write_errors(store.conn(), &experiment, scope, args, out)?;
+        printed = write_errors(&mut db, &experiment, scope, args, out)?;
         Ok(())
     })?;
     if printed == 0 && args.format.format == Format::Text {
@@ -556,7 +629,7 @@ pub fn errors(app: &App, args: &ErrorsArgs) -> anyhow::Result<()> {
 
 /// Prints the run's errors newest first; returns how many were printed.
 pub fn write_errors(
-    conn: &Connection,
+    db: &mut QueryDb<'_>,
     experiment: &Experiment,
     scope: RunScope<'_>,
     args: &ErrorsArgs,
@@ -569,8 +642,7 @@ pub fn write_errors(
     let mut printer = RecordPrinter::new(args.format.format, args.traceback, experiment, scope);
     let limit = args.limit.unwrap_or(usize::MAX);
     if limit > 0 {
-        each_row(
-            conn,
+        db.each_log(
             &filter,
             IdBound::AtMost(i64::MAX),
             Order::NewestFirst,
@@ -581,6 +653,28 @@ pub fn write_errors(
         )?;
     }
     Ok(printer.printed)
+}
+
+/// The newest ERROR or CRITICAL record of a run, for `query status`.
+pub fn last_error(db: &mut QueryDb<'_>, run: &crate::run::Run) -> anyhow::Result<Option<LogRow>> {
+    let filter = LogFilter {
+        experiment: run.experiment_id.clone(),
+        run_id: Some(run.run_id.clone()),
+        levels: Some(levels_from(Level::Error)),
+        ..LogFilter::default()
+    };
+    let mut last = None;
+    db.each_log(
+        &filter,
+        IdBound::AtMost(i64::MAX),
+        Order::NewestFirst,
+        |record| {
+            last = Some(record);
+            Ok(false)
+        },
+    )
+    .context("could not read the run's last error")?;
+    Ok(last)
 }
 
 /// `run 2` or `all runs`, for messages about what was searched.
@@ -595,10 +689,10 @@ fn scope_words(scope: RunScope<'_>) -> String {
 mod tests {
     use super::*;
     use crate::query::tests::{insert_log, insert_run, temp_store, TestLog};
-    use std::path::Path;
+    use rusqlite::{params_from_iter, Connection};
 
-    fn experiment(conn: &Connection, dir: &Path) -> Experiment {
-        Experiment::load(conn, dir, "x").unwrap()
+    fn experiment(conn: &Connection) -> Experiment {
+        Experiment::load(&mut QueryDb::Sqlite(conn), "x").unwrap()
     }
 
     fn options() -> LogsOptions {
@@ -632,7 +726,15 @@ mod tests {
     ) -> Vec<u8> {
         let scope = exp.pick(&choice).unwrap();
         let mut out = Vec::new();
-        write_logs(conn, exp, scope, options, &mut out, &|| true).unwrap();
+        write_logs(
+            &mut QueryDb::Sqlite(conn),
+            exp,
+            scope,
+            options,
+            &mut out,
+            &|| true,
+        )
+        .unwrap();
         out
     }
 
@@ -663,8 +765,8 @@ mod tests {
 
     #[test]
     fn logs_are_oldest_first_for_the_latest_run() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let out = run_logs(store.conn(), &exp, RunChoice::Latest, &options());
         assert_eq!(
             messages(&out),
@@ -674,8 +776,8 @@ mod tests {
 
     #[test]
     fn json_records_carry_exactly_the_spec_fields() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let out = run_logs(store.conn(), &exp, RunChoice::Latest, &options());
         let last = String::from_utf8(out)
             .unwrap()
@@ -716,8 +818,8 @@ mod tests {
 
     #[test]
     fn level_search_and_regex_filter() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let warn_up = LogsOptions {
             level: Some(Level::Warning),
             ..options()
@@ -762,8 +864,8 @@ mod tests {
 
     #[test]
     fn limit_keeps_the_newest_but_prints_oldest_first() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let limited = LogsOptions {
             limit: Some(2),
             ..options()
@@ -790,8 +892,8 @@ mod tests {
 
     #[test]
     fn since_and_run_selection() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let recent = LogsOptions {
             since: Some("2026-11-27T10:00:02.000000Z".into()),
             ..options()
@@ -849,8 +951,8 @@ mod tests {
 
     #[test]
     fn text_lines_escape_and_summarise_tracebacks() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let text = LogsOptions {
             format: Format::Text,
             ..options()
@@ -898,8 +1000,8 @@ mod tests {
 
     #[test]
     fn all_runs_text_marks_where_each_run_begins() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let text = LogsOptions {
             format: Format::Text,
             ..options()
@@ -930,9 +1032,49 @@ mod tests {
     }
 
     #[test]
+    fn postgresql_statements_number_their_parameters_and_resume_after_a_page() {
+        let filter = LogFilter {
+            experiment: "x".into(),
+            run_id: Some("R".into()),
+            levels: Some(levels_from(Level::Error)),
+            search: Some("needle".into()),
+            since: Some("2026-11-27T10:00:00.000000Z".into()),
+        };
+        let after = PageAfter {
+            timestamp: parse_ts("2026-11-27T10:00:05Z").unwrap(),
+            id: 9,
+        };
+        let (sql, values) = filter.render(
+            Dialect::Postgres,
+            IdBound::AtMost(100),
+            Order::NewestFirst,
+            Some(after),
+            Some(50),
+        );
+        assert_eq!(
+            sql,
+            format!("SELECT {LOG_COLUMNS} FROM pipeline_logs WHERE experiment_id = $1 AND run_id = $2 AND level IN ('ERROR', 'CRITICAL') AND (strpos(message, $3) > 0 OR strpos(coalesce(traceback, ''), $4) > 0) AND timestamp >= $5::timestamptz AND id <= $6 AND (timestamp, id) < ($7, $8) ORDER BY timestamp DESC, id DESC LIMIT 50")
+        );
+        assert_eq!(values.len(), 8);
+        assert_eq!(values[6], SqlValue::Time(after.timestamp));
+        assert_eq!(values[7], SqlValue::Int(9));
+        let (follow_sql, _) = filter.render(
+            Dialect::Postgres,
+            IdBound::After(7),
+            Order::Arrival,
+            None,
+            Some(50),
+        );
+        assert!(
+            follow_sql.contains(" AND id > $6 ORDER BY id LIMIT 50"),
+            "{follow_sql}"
+        );
+    }
+
+    #[test]
     fn follow_stops_quietly_once_the_reader_is_gone() {
-        let (dir, store) = two_runs();
-        let exp = experiment(store.conn(), dir.path());
+        let (_dir, store) = two_runs();
+        let exp = experiment(store.conn());
         let following = LogsOptions {
             follow: true,
             limit: Some(1),
@@ -940,45 +1082,92 @@ mod tests {
         };
         let scope = exp.pick(&RunChoice::Latest).unwrap();
         let mut out = Vec::new();
-        let printed =
-            write_logs(store.conn(), &exp, scope, &following, &mut out, &|| true).unwrap();
+        let printed = write_logs(
+            &mut QueryDb::Sqlite(store.conn()),
+            &exp,
+            scope,
+            &following,
+            &mut out,
+            &|| true,
+        )
+        .unwrap();
         assert_eq!(printed, 1);
         assert_eq!(messages(&out), ["failed to load shard 3"]);
     }
 
     #[test]
     fn follow_prints_only_new_matching_rows() {
-        let (dir, store) = two_runs();
+        let (_dir, store) = two_runs();
         let conn = store.conn();
-        let exp = experiment(conn, dir.path());
+        let exp = experiment(conn);
         let scope = exp.pick(&RunChoice::Latest).unwrap();
         let filter = LogFilter {
             levels: Some(levels_from(Level::Info)),
             ..LogFilter::for_scope(&exp, scope)
         };
         let mut printer = RecordPrinter::new(Format::Json, false, &exp, scope);
-        let start = current_max_id(conn).unwrap();
+        let db = &mut QueryDb::Sqlite(conn);
+        let start = db.max_log_id().unwrap();
+        let mut cursor = FollowCursor::new(start, db.follow_lookback());
         insert_log(conn, TestLog::new("R2", "10:00:05", "DEBUG", "too quiet"));
         insert_log(conn, TestLog::new("R1", "10:00:06", "INFO", "other run"));
         insert_log(conn, TestLog::new("R2", "09:00:00", "INFO", "late arrival"));
         let mut out = Vec::new();
-        let last = print_new_records(conn, &filter, None, start, &mut printer, &mut out).unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut out).unwrap();
         assert_eq!(messages(&out), ["late arrival"]);
-        assert_eq!(last, start + 3);
+        assert_eq!(cursor.highest(), start + 3);
+        assert_eq!(cursor.floor(), start + 3);
         let mut again = Vec::new();
-        print_new_records(conn, &filter, None, last, &mut printer, &mut again).unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut again).unwrap();
         assert!(again.is_empty());
+    }
+
+    /// PostgreSQL may show a row after one with a higher id; with a look-back
+    /// the follow still prints it, once, and prints nothing twice.
+    #[test]
+    fn follow_with_a_look_back_prints_late_lower_ids_once() {
+        let (_dir, store) = two_runs();
+        let conn = store.conn();
+        let exp = experiment(conn);
+        let scope = exp.pick(&RunChoice::Latest).unwrap();
+        let filter = LogFilter::for_scope(&exp, scope);
+        let mut printer = RecordPrinter::new(Format::Json, false, &exp, scope);
+        let db = &mut QueryDb::Sqlite(conn);
+        let start = db.max_log_id().unwrap();
+        let mut cursor = FollowCursor::new(start, 2);
+        let mut out = Vec::new();
+        insert_log(conn, TestLog::new("R2", "10:00:05", "INFO", "a"));
+        insert_log(conn, TestLog::new("R2", "10:00:06", "INFO", "c"));
+        // "b" got an id before "c" but its transaction committed later.
+        conn.execute(
+            "UPDATE pipeline_logs SET id = id + 1 WHERE id = ?1",
+            [start + 2],
+        )
+        .unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut out).unwrap();
+        insert_log(conn, TestLog::new("R2", "10:00:07", "INFO", "b"));
+        conn.execute(
+            "UPDATE pipeline_logs SET id = ?1 WHERE message = 'b'",
+            [start + 2],
+        )
+        .unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut out).unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut out).unwrap();
+        print_new_records(db, &filter, None, &mut cursor, &mut printer, &mut out).unwrap();
+        assert_eq!(messages(&out), ["a", "c", "b"]);
+        assert_eq!(cursor.floor(), start + 3);
+        assert!(cursor.seen.is_empty());
     }
 
     #[test]
     fn errors_are_newest_first_with_a_limit() {
-        let (dir, store) = two_runs();
+        let (_dir, store) = two_runs();
         let conn = store.conn();
         insert_log(
             conn,
             TestLog::new("R2", "10:00:04", "CRITICAL", "disk gone"),
         );
-        let exp = experiment(conn, dir.path());
+        let exp = experiment(conn);
         let args = |limit| ErrorsArgs {
             experiment: "x".into(),
             traceback: false,
@@ -990,10 +1179,11 @@ mod tests {
         };
         let scope = exp.pick(&RunChoice::Latest).unwrap();
         let mut out = Vec::new();
-        write_errors(conn, &exp, scope, &args(None), &mut out).unwrap();
+        let db = &mut QueryDb::Sqlite(conn);
+        write_errors(db, &exp, scope, &args(None), &mut out).unwrap();
         assert_eq!(messages(&out), ["disk gone", "failed to load shard 3"]);
         let mut out = Vec::new();
-        write_errors(conn, &exp, scope, &args(Some(1)), &mut out).unwrap();
+        write_errors(db, &exp, scope, &args(Some(1)), &mut out).unwrap();
         assert_eq!(messages(&out), ["disk gone"]);
     }
 }

@@ -7,11 +7,19 @@
 //! control characters escaped); `--format json` prints JSON Lines with the
 //! field names of the spec, for scripts.
 //!
-//! What this module does not do: it never writes records, never starts or
-//! stops runs, and never talks to PostgreSQL (it reads the embedded SQLite
-//! store). Its one write is marking runs whose agent died as `lost`, so that a
-//! dead pipeline never shows as `running`.
+//! The records are read where they are stored: PostgreSQL when a database
+//! is configured, else the embedded SQLite store ([`db`] is the one place
+//! that knows the difference; everything else formats and prints once for
+//! both). With PostgreSQL, records this host's agents could not ship yet
+//! wait in the local spool; `status` counts them and the other commands say
+//! so on stderr, so a gap is never taken for lost logs.
+//!
+//! What this module does not do: it never writes records and never starts or
+//! stops runs. Its one write is marking runs whose agent died as `lost` in
+//! the embedded store, so that a dead pipeline never shows as `running`; in
+//! PostgreSQL such runs are only shown as lost.
 
+mod db;
 mod list;
 mod logs;
 mod output;
@@ -31,14 +39,6 @@ use std::time::Duration;
 
 /// Runs one `query` subcommand, printing to standard output.
 pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<()> {
-    if let Some(url) = &app.config.logging.database.url {
-        // The records are in PostgreSQL, not in the local store: an empty answer
-        // from the local store would look like lost logs.
-        anyhow::bail!(
-            "a PostgreSQL database is configured ({}), and `query` cannot read PostgreSQL yet; query it with psql (the README has the SQL), or unset PMON_DATABASE_URL / logging.database.url to query the embedded store",
-            crate::config::redact_url(url)
-        );
-    }
     match cmd {
         QueryCommand::List(args) => list::list(app, &args),
         QueryCommand::Status(args) => status::status(app, &args),

@@ -5,13 +5,10 @@
 //! they mean the latest run. Mistakes are answered with what does exist, so
 //! the next attempt can succeed.
 
+use super::db::{QueryDb, Store};
 use crate::app::App;
-use crate::procinfo;
-use crate::run::{self, Run};
-use crate::sink::SqliteStore;
-use anyhow::{bail, Context};
-use rusqlite::Connection;
-use std::path::Path;
+use crate::run::Run;
+use anyhow::bail;
 
 /// What `--run` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,17 +57,14 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// Loads the experiment's runs, first marking runs whose agent died as
-    /// `lost` so that a crashed agent never shows as `running` forever.
-    pub fn load(conn: &Connection, data_dir: &Path, name: &str) -> anyhow::Result<Experiment> {
-        run::mark_lost(conn, Some(name), &procinfo::hostname())
-            .context("could not update the state of runs whose agent is gone")?;
-        let runs = run::runs_of(conn, name)
-            .with_context(|| format!("could not read the runs of experiment '{name}'"))?;
-        let mut earlier = runs;
+    /// Loads the experiment's runs, runs whose agent died shown as `lost`
+    /// (see [`QueryDb::runs_of`]) so that a crashed agent never shows as
+    /// `running` forever.
+    pub fn load(db: &mut QueryDb<'_>, name: &str) -> anyhow::Result<Experiment> {
+        let mut earlier = db.runs_of(name)?;
         let Some(latest) = earlier.pop() else {
-            let known = run::experiments(conn).context("could not list the experiments")?;
-            return Err(no_such_experiment(name, &known, data_dir));
+            let known = db.experiments()?;
+            return Err(no_such_experiment(name, &known, &db.location()));
         };
         Ok(Experiment {
             name: name.to_string(),
@@ -160,33 +154,32 @@ impl Experiment {
     }
 }
 
-/// Opens the store and loads the experiment; a missing store is reported as
-/// "nothing recorded yet" rather than as a file error.
-pub fn open_experiment(app: &App, name: &str) -> anyhow::Result<(SqliteStore, Experiment)> {
-    let data_dir = app.data_dir.root();
-    let Some(store) = open_existing_store(app)? else {
-        return Err(no_such_experiment(name, &[], data_dir));
-    };
-    let experiment = Experiment::load(store.conn(), data_dir, name)?;
+/// Opens the store and loads the experiment.
+pub fn open_experiment(app: &App, name: &str) -> anyhow::Result<(Store, Experiment)> {
+    let mut store = open_store_of(app, name)?;
+    let experiment = Experiment::load(&mut store.db(), name)?;
     Ok((store, experiment))
 }
 
-/// The store if it exists, with an error that says where we looked.
-pub fn open_existing_store(app: &App) -> anyhow::Result<Option<SqliteStore>> {
-    app.existing_store().with_context(|| {
-        format!(
-            "could not read the store in {}; check its permissions, or pass --data-dir",
-            app.data_dir.root().display()
-        )
-    })
+/// Opens the store that should hold the experiment; a missing embedded store
+/// is reported as "nothing recorded yet" rather than as a file error.
+pub fn open_store_of(app: &App, name: &str) -> anyhow::Result<Store> {
+    match Store::open(app)? {
+        Some(store) => Ok(store),
+        None => Err(no_such_experiment(
+            name,
+            &[],
+            &app.data_dir.root().display().to_string(),
+        )),
+    }
 }
 
 /// The error for an experiment with no runs, listing the ones that exist.
-pub fn no_such_experiment(name: &str, known: &[String], data_dir: &Path) -> anyhow::Error {
+/// `location` says where we looked: the data dir, or PostgreSQL and its URL.
+pub fn no_such_experiment(name: &str, known: &[String], location: &str) -> anyhow::Error {
     if known.is_empty() {
         anyhow::anyhow!(
-            "no experiment named '{name}'; nothing has been recorded yet in {}; run pmon-agent wrap -e {name} -- CMD first",
-            data_dir.display()
+            "no experiment named '{name}'; nothing has been recorded yet in {location}; run pmon-agent wrap -e {name} -- CMD first"
         )
     } else {
         anyhow::anyhow!(
@@ -199,7 +192,12 @@ pub fn no_such_experiment(name: &str, known: &[String], data_dir: &Path) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procinfo;
     use crate::query::tests::{insert_run, temp_store};
+
+    fn load(conn: &rusqlite::Connection, name: &str) -> anyhow::Result<Experiment> {
+        Experiment::load(&mut QueryDb::Sqlite(conn), name)
+    }
 
     #[test]
     fn run_choices_parse_ordinals_ids_and_all() {
@@ -214,10 +212,10 @@ mod tests {
 
     #[test]
     fn an_unknown_experiment_lists_the_known_ones() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "alpha", 1, "RUNA", "succeeded");
         insert_run(store.conn(), "beta", 1, "RUNB", "failed");
-        let err = Experiment::load(store.conn(), dir.path(), "gamma").unwrap_err();
+        let err = load(store.conn(), "gamma").unwrap_err();
         assert_eq!(
             err.to_string(),
             "no experiment named 'gamma'; known experiments: alpha, beta"
@@ -226,10 +224,8 @@ mod tests {
 
     #[test]
     fn an_empty_store_says_how_to_record_something() {
-        let (dir, store) = temp_store();
-        let err = Experiment::load(store.conn(), dir.path(), "x")
-            .unwrap_err()
-            .to_string();
+        let (_dir, store) = temp_store();
+        let err = load(store.conn(), "x").unwrap_err().to_string();
         assert!(
             err.starts_with("no experiment named 'x'; nothing has been recorded yet in "),
             "{err}"
@@ -242,10 +238,10 @@ mod tests {
 
     #[test]
     fn runs_are_picked_by_ordinal_id_prefix_or_latest() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "x", 1, "01AAAA", "succeeded");
         insert_run(store.conn(), "x", 2, "01ABBB", "failed");
-        let exp = Experiment::load(store.conn(), dir.path(), "x").unwrap();
+        let exp = load(store.conn(), "x").unwrap();
         let id_of = |choice: RunChoice| exp.pick_one(&choice, "status").unwrap().run_id.clone();
         assert_eq!(id_of(RunChoice::Latest), "01ABBB");
         assert_eq!(id_of(RunChoice::Ordinal(1)), "01AAAA");
@@ -267,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_running_run_whose_agent_is_gone_is_shown_lost() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "x", 1, "R1", "running");
         store
             .conn()
@@ -276,7 +272,7 @@ mod tests {
                 rusqlite::params![procinfo::hostname(), u32::MAX - 1],
             )
             .unwrap();
-        let exp = Experiment::load(store.conn(), dir.path(), "x").unwrap();
+        let exp = load(store.conn(), "x").unwrap();
         assert_eq!(exp.latest().state, crate::run::RunState::Lost);
     }
 }

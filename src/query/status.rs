@@ -2,16 +2,16 @@
 //! gone quiet — is it alive, how did it end, how far did it get, what was the
 //! last error, and is anything still waiting to be shipped.
 
-use super::logs::{LogRow, LOG_COLUMNS};
+use super::db::QueryDb;
+use super::logs::LogRow;
 use super::output::{escape_text, first_line, humanize_duration, local_time, write_json_line};
 use super::run_duration;
 use super::select::{self, RunChoice};
 use crate::app::App;
 use crate::cli::{Format, StatusArgs};
 use crate::run::{Run, RunState};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::Row;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -46,7 +46,7 @@ pub struct ProgressRow {
 }
 
 impl ProgressRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<ProgressRow> {
+    pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<ProgressRow> {
         Ok(ProgressRow {
             task: row.get(0)?,
             current: row.get(1)?,
@@ -58,11 +58,11 @@ impl ProgressRow {
     }
 }
 
-/// Records waiting in the spool for PostgreSQL.
+/// Records waiting in the local spool for PostgreSQL.
 ///
-/// Always 0 for now: records go straight into the SQLite store, which is the
-/// final home when no database is configured; with PostgreSQL configured, the
-/// spool holds what is still waiting for it.
+/// Always 0 without a database: records go straight into the SQLite store,
+/// their final home then. With PostgreSQL configured, the spool holds what
+/// this host's agents could not ship yet, which `query` cannot see there.
 pub fn spool_pending(app: &App) -> u64 {
     match app.existing_store() {
         Ok(Some(store)) => crate::sink::spool::Spool::new(store)
@@ -73,9 +73,9 @@ pub fn spool_pending(app: &App) -> u64 {
 }
 /// `query status EXP [--run N]`.
 pub fn status(app: &App, args: &StatusArgs) -> anyhow::Result<()> {
-    let (store, experiment) = select::open_experiment(app, &args.experiment)?;
+    let (mut store, experiment) = select::open_experiment(app, &args.experiment)?;
     let run = experiment.pick_one(&RunChoice::parse(args.run.as_deref()), "query status")?;
-    let report = build_report(store.conn(), run, spool_pending(app))?;
+    let report = build_report(&mut store.db(), run, spool_pending(app))?;
     let run_count = experiment.latest().ordinal;
     super::output::to_stdout(|out| {
         write_status(&report, run_count, args.format.format, Utc::now(), out)
@@ -84,7 +84,7 @@ pub fn status(app: &App, args: &StatusArgs) -> anyhow::Result<()> {
 
 /// Gathers the run's state, progress and last error from the store.
 pub fn build_report(
-    conn: &Connection,
+    db: &mut QueryDb<'_>,
     run: &Run,
     spool_pending: u64,
 ) -> anyhow::Result<StatusReport> {
@@ -98,34 +98,10 @@ pub fn build_report(
         started_at: run.started_at.clone(),
         ended_at: run.ended_at.clone(),
         command: run.command.clone(),
-        progress: progress_of(conn, &run.run_id)?,
-        last_error: last_error_of(conn, run)?,
+        progress: db.progress(&run.run_id)?,
+        last_error: super::logs::last_error(db, run)?,
         spool_pending,
     })
-}
-
-fn progress_of(conn: &Connection, run_id: &str) -> anyhow::Result<Vec<ProgressRow>> {
-    let read = || -> rusqlite::Result<Vec<ProgressRow>> {
-        let mut stmt = conn.prepare(
-            "SELECT task, current, total, unit, rate, updated_at FROM pipeline_progress WHERE run_id = ?1 ORDER BY task",
-        )?;
-        let rows = stmt.query_map([run_id], ProgressRow::from_row)?.collect();
-        rows
-    };
-    read().context("could not read the run's progress")
-}
-
-/// The newest ERROR or CRITICAL record of the run.
-fn last_error_of(conn: &Connection, run: &Run) -> anyhow::Result<Option<LogRow>> {
-    conn.query_row(
-        &format!(
-            "SELECT {LOG_COLUMNS} FROM pipeline_logs WHERE experiment_id = ?1 AND run_id = ?2 AND level IN ('ERROR', 'CRITICAL') ORDER BY timestamp DESC, id DESC LIMIT 1"
-        ),
-        [&run.experiment_id, &run.run_id],
-        LogRow::from_row,
-    )
-    .optional()
-    .context("could not read the run's last error")
 }
 
 /// Prints the report as one JSON object or as a readable block.
@@ -348,9 +324,10 @@ mod tests {
     use crate::query::tests::{insert_log, insert_progress, insert_run, temp_store, TestLog};
     use crate::record::parse_ts;
 
-    fn report_for_latest(conn: &Connection, dir: &std::path::Path) -> (StatusReport, i64) {
-        let experiment = Experiment::load(conn, dir, "x").unwrap();
-        let report = build_report(conn, experiment.latest(), 0).unwrap();
+    fn report_for_latest(conn: &rusqlite::Connection) -> (StatusReport, i64) {
+        let db = &mut QueryDb::Sqlite(conn);
+        let experiment = Experiment::load(db, "x").unwrap();
+        let report = build_report(db, experiment.latest(), 0).unwrap();
         (report, experiment.latest().ordinal)
     }
 
@@ -387,8 +364,8 @@ mod tests {
 
     #[test]
     fn json_status_is_one_object_with_the_spec_fields() {
-        let (dir, store) = failed_run_with_progress();
-        let (report, count) = report_for_latest(store.conn(), dir.path());
+        let (_dir, store) = failed_run_with_progress();
+        let (report, count) = report_for_latest(store.conn());
         let mut out = Vec::new();
         write_status(&report, count, Format::Json, Utc::now(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -424,8 +401,8 @@ mod tests {
 
     #[test]
     fn text_status_reads_as_a_block() {
-        let (dir, store) = failed_run_with_progress();
-        let (report, count) = report_for_latest(store.conn(), dir.path());
+        let (_dir, store) = failed_run_with_progress();
+        let (report, count) = report_for_latest(store.conn());
         let text = status_text(&report, count, Utc::now());
         let expected_lines = [
             "experiment: x (run 2 of 2, R2)",
@@ -457,13 +434,13 @@ mod tests {
 
     #[test]
     fn a_signalled_run_names_the_signal() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "x", 1, "R1", "crashed");
         store
             .conn()
             .execute("UPDATE pipeline_runs SET signal = 9", [])
             .unwrap();
-        let (report, count) = report_for_latest(store.conn(), dir.path());
+        let (report, count) = report_for_latest(store.conn());
         let text = status_text(&report, count, Utc::now());
         assert!(
             text.contains("state: crashed (killed by SIGKILL)\n"),
@@ -476,7 +453,7 @@ mod tests {
 
     #[test]
     fn live_runs_show_duration_so_far() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "x", 1, "R1", "running");
         // The agent pid is ours, so the run is not marked lost.
         store
@@ -486,7 +463,7 @@ mod tests {
                 rusqlite::params![crate::procinfo::hostname(), std::process::id()],
             )
             .unwrap();
-        let (report, count) = report_for_latest(store.conn(), dir.path());
+        let (report, count) = report_for_latest(store.conn());
         let now = parse_ts("2026-11-27T10:00:45Z").unwrap();
         let text = status_text(&report, count, now);
         assert!(text.contains("state: running\n"), "{text}");
@@ -495,7 +472,7 @@ mod tests {
 
     #[test]
     fn stored_control_characters_are_escaped() {
-        let (dir, store) = temp_store();
+        let (_dir, store) = temp_store();
         insert_run(store.conn(), "x", 1, "R1", "failed");
         insert_progress(
             store.conn(),
@@ -509,7 +486,7 @@ mod tests {
             store.conn(),
             TestLog::new("R1", "10:00:00", "ERROR", "bell\x07"),
         );
-        let (report, count) = report_for_latest(store.conn(), dir.path());
+        let (report, count) = report_for_latest(store.conn());
         let text = status_text(&report, count, Utc::now());
         assert!(
             !text.contains('\x1b') && !text.contains('\x07') && !text.contains('\r'),

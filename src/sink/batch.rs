@@ -7,7 +7,7 @@
 //! `progress_update_interval`. Records below the configured level are dropped
 //! here, after parsing, so a DEBUG line still ends a traceback.
 
-use super::{Batch, SeqRecord};
+use super::{Batch, Checkpoint, SeqRecord};
 use crate::record::{Event, Level, LogRecord, ProgressUpdate};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -28,6 +28,9 @@ pub struct Batcher {
     next_seq: u64,
     progress: BTreeMap<String, ProgressUpdate>,
     progress_due: Option<Instant>,
+    /// The latest read position of each tailed file, sent with the next batch.
+    checkpoints: BTreeMap<(u64, u64), Checkpoint>,
+    checkpoints_due: Option<Instant>,
     tx: Sender<Batch>,
     /// Records sent to the sink (after the level filter).
     pub records_sent: u64,
@@ -42,21 +45,33 @@ impl Batcher {
             next_seq: first_seq,
             progress: BTreeMap::new(),
             progress_due: None,
+            checkpoints: BTreeMap::new(),
+            checkpoints_due: None,
             tx,
             records_sent: 0,
         }
     }
 
-    pub fn record(&mut self, record: LogRecord, now: Instant) {
+    /// Adds a record. A file record (`file_origin` given) is keyed by its byte
+    /// offset in that file, so re-reading the file reproduces the same keys;
+    /// program output is keyed by a counter per run.
+    pub fn record(&mut self, record: LogRecord, file_origin: Option<&str>, now: Instant) {
         if record.level < self.settings.min_level {
             return;
         }
         let urgent = record.is_urgent();
+        let (origin, seq) = match (file_origin, record.offset) {
+            (Some(origin), Some(offset)) => (origin.to_string(), offset),
+            _ => {
+                self.next_seq += 1;
+                (record.stream.as_str().to_string(), self.next_seq - 1)
+            }
+        };
         self.current.logs.push(SeqRecord {
-            seq: self.next_seq,
+            origin,
+            seq,
             record,
         });
-        self.next_seq += 1;
         self.oldest.get_or_insert(now);
         if urgent || self.current.logs.len() >= self.settings.batch_size {
             self.flush();
@@ -67,6 +82,13 @@ impl Batcher {
         self.progress_due
             .get_or_insert(now + self.settings.progress_interval);
         self.progress.insert(update.task.clone(), update);
+    }
+
+    /// A file has been read (and its records handed over) up to `cp.offset`.
+    pub fn checkpoint(&mut self, cp: Checkpoint, now: Instant) {
+        self.checkpoints_due
+            .get_or_insert(now + self.settings.flush_interval);
+        self.checkpoints.insert((cp.dev, cp.ino), cp);
     }
 
     /// Events are rare and always wanted at once.
@@ -84,10 +106,10 @@ impl Batcher {
 
     pub fn deadline(&self) -> Option<Instant> {
         let logs = self.oldest.map(|t| t + self.settings.flush_interval);
-        match (logs, self.progress_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [logs, self.progress_due, self.checkpoints_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn tick(&mut self, now: Instant) {
@@ -95,10 +117,10 @@ impl Batcher {
             self.flush_progress();
             self.flush();
         }
-        if self
+        let logs_due = self
             .oldest
-            .is_some_and(|t| now >= t + self.settings.flush_interval)
-        {
+            .is_some_and(|t| now >= t + self.settings.flush_interval);
+        if logs_due || self.checkpoints_due.is_some_and(|d| now >= d) {
             self.flush();
         }
     }
@@ -117,6 +139,10 @@ impl Batcher {
     }
 
     fn flush(&mut self) {
+        self.current
+            .checkpoints
+            .extend(std::mem::take(&mut self.checkpoints).into_values());
+        self.checkpoints_due = None;
         if self.current.is_empty() {
             return;
         }
@@ -153,22 +179,22 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut b = Batcher::new(settings(), 0, tx);
         let t0 = Instant::now();
-        b.record(rec(Level::Debug), t0);
-        b.record(rec(Level::Info), t0);
-        b.record(rec(Level::Info), t0);
+        b.record(rec(Level::Debug), None, t0);
+        b.record(rec(Level::Info), None, t0);
+        b.record(rec(Level::Info), None, t0);
         assert!(rx.try_recv().is_err());
-        b.record(rec(Level::Warning), t0);
+        b.record(rec(Level::Warning), None, t0);
         let first = rx.try_recv().unwrap();
         assert_eq!(
             first.logs.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
-        b.record(rec(Level::Info), t0);
+        b.record(rec(Level::Info), None, t0);
         b.tick(t0 + Duration::from_secs(4));
         assert!(rx.try_recv().is_err());
         b.tick(t0 + Duration::from_secs(5));
         assert_eq!(rx.try_recv().unwrap().logs.len(), 1);
-        b.record(rec(Level::Error), t0);
+        b.record(rec(Level::Error), None, t0);
         assert_eq!(rx.try_recv().unwrap().logs[0].seq, 4);
     }
 }

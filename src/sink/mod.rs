@@ -30,6 +30,9 @@ pub struct RunContext {
 /// A log record with its place in the run's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeqRecord {
+    /// With `seq`, the record's idempotency key within its run: the stream
+    /// name for program output, the file identity for tailed files.
+    pub origin: String,
     pub seq: u64,
     pub record: LogRecord,
 }
@@ -43,6 +46,20 @@ pub struct Batch {
     /// The run's registry row, for stores that do not share the local registry.
     #[serde(default)]
     pub runs: Vec<crate::run::Run>,
+    /// File read positions to commit with this batch (tail).
+    #[serde(default)]
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// How far a file has been read, by identity; see `source::tail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub dev: u64,
+    pub ino: u64,
+    pub head: Vec<u8>,
+    pub generation: u64,
+    pub path: String,
+    pub offset: u64,
 }
 
 impl Batch {
@@ -51,6 +68,7 @@ impl Batch {
             && self.events.is_empty()
             && self.progress.is_empty()
             && self.runs.is_empty()
+            && self.checkpoints.is_empty()
     }
 
     pub fn append(&mut self, mut other: Batch) {
@@ -58,6 +76,7 @@ impl Batch {
         self.events.append(&mut other.events);
         self.progress.append(&mut other.progress);
         self.runs.append(&mut other.runs);
+        self.checkpoints.append(&mut other.checkpoints);
     }
 }
 

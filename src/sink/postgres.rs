@@ -30,7 +30,7 @@ const MIN_SERVER_VERSION: i64 = 130000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-const LOG_COLUMNS: &str = "experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
+const LOG_COLUMNS: &str = "experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -46,6 +46,8 @@ pub enum PgError {
     Write { url: String, reason: String },
     #[error("PostgreSQL at {url} did not answer within {0:?}", WRITE_TIMEOUT)]
     Timeout { url: String },
+    #[error("reading from PostgreSQL at {url} failed: {reason}")]
+    Read { url: String, reason: String },
 }
 
 pub struct PostgresStore {
@@ -142,6 +144,42 @@ impl PostgresStore {
     }
 }
 
+/// The read side, for `pmon-agent query`: the commands that answer from the
+/// records this store wrote.
+impl PostgresStore {
+    /// Runs one query and returns all its rows, connecting (and migrating)
+    /// first if needed. Callers page large reads (`LIMIT` plus a keyset), so
+    /// one call holds a bounded number of rows and one page may take at most
+    /// `WRITE_TIMEOUT`, the bound a write has too. Any error drops the
+    /// connection, so the next call starts from a clean one, as `write` does.
+    pub fn fetch_all(
+        &mut self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, PgError> {
+        self.connect()?;
+        let url = self.display_url.clone();
+        let Some(mut conn) = self.conn.take() else {
+            return Err(PgError::Connect {
+                url,
+                reason: "no connection".into(),
+            });
+        };
+        let result = self.rt.block_on(async {
+            tokio::time::timeout(WRITE_TIMEOUT, query.fetch_all(&mut conn))
+                .await
+                .map_err(|_| PgError::Timeout { url: url.clone() })?
+                .map_err(|e| PgError::Read {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })
+        });
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+}
+
 /// Removes the URL (and so its password) from an error text, just in case.
 fn scrub(text: &str, url: &str) -> String {
     text.replace(url, &redact_url(url))
@@ -205,23 +243,11 @@ async fn applied_count(conn: &mut PgConnection) -> usize {
 async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     if !batch.logs.is_empty() {
-        tx.execute(AssertSqlSafe(format!(
-            "CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text) ON COMMIT DELETE ROWS"
-        )))
-        .await?;
-        let mut copy = tx
-            .copy_in_raw(&format!("COPY pmon_logs_in ({LOG_COLUMNS}) FROM STDIN"))
-            .await?;
-        let mut buf = String::with_capacity(256 * batch.logs.len());
+        let mut rows = String::with_capacity(256 * batch.logs.len());
         for r in &batch.logs {
-            copy_row(&mut buf, ctx, r);
+            copy_row(&mut rows, ctx, r);
         }
-        copy.send(buf.into_bytes()).await?;
-        copy.finish().await?;
-        tx.execute(AssertSqlSafe(format!(
-            "INSERT INTO pipeline_logs ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM pmon_logs_in ON CONFLICT (run_id, source, seq) DO NOTHING"
-        )))
-        .await?;
+        copy_logs(&mut tx, rows).await?;
     }
     for e in &batch.events {
         sqlx::query("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
@@ -255,6 +281,41 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
     tx.commit().await
 }
 
+/// Fast path: COPY straight into `pipeline_logs`, as fast as `psql \copy`.
+/// If some rows are already there (a replayed batch), the COPY fails on the
+/// unique key; then the batch goes through a temporary table and
+/// `ON CONFLICT DO NOTHING`, which stores only the missing rows.
+async fn copy_logs(tx: &mut PgConnection, rows: String) -> sqlx::Result<()> {
+    tx.execute("SAVEPOINT pmon_copy").await?;
+    match copy_into(tx, "pipeline_logs", rows.clone()).await {
+        Ok(()) => {
+            tx.execute("RELEASE SAVEPOINT pmon_copy").await?;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            tx.execute("ROLLBACK TO SAVEPOINT pmon_copy").await?;
+        }
+        Err(e) => return Err(e),
+    }
+    tx.execute("CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, origin text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text) ON COMMIT DELETE ROWS")
+        .await?;
+    copy_into(tx, "pmon_logs_in", rows).await?;
+    tx.execute(AssertSqlSafe(format!(
+        "INSERT INTO pipeline_logs ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM pmon_logs_in ON CONFLICT (run_id, origin, seq) DO NOTHING"
+    )))
+    .await?;
+    Ok(())
+}
+
+async fn copy_into(tx: &mut PgConnection, table: &str, rows: String) -> sqlx::Result<()> {
+    let mut copy = tx
+        .copy_in_raw(&format!("COPY {table} ({LOG_COLUMNS}) FROM STDIN"))
+        .await?;
+    copy.send(rows.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
 async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Result<()> {
     let ts = |t: &str| crate::record::parse_ts(t);
     sqlx::query("INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal)
@@ -283,9 +344,10 @@ async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Resul
 /// One row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
     let rec = &r.record;
-    let fields: [Option<&str>; 12] = [
+    let fields: [Option<&str>; 13] = [
         Some(&ctx.experiment_id),
         Some(&ctx.run_id),
+        Some(&r.origin),
         None,
         None,
         Some(rec.level.as_str()),
@@ -302,8 +364,8 @@ fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
             buf.push('\t');
         }
         match (i, field) {
-            (2, _) => buf.push_str(&r.seq.to_string()),
-            (3, _) => buf.push_str(&format_ts(&rec.timestamp)),
+            (3, _) => buf.push_str(&r.seq.to_string()),
+            (4, _) => buf.push_str(&format_ts(&rec.timestamp)),
             (_, Some(text)) => escape_copy(buf, text),
             (_, None) => buf.push_str("\\N"),
         }

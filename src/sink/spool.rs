@@ -38,14 +38,28 @@ impl Spool {
         Spool { store }
     }
 
+    /// Spools a batch and, in the same transaction, its file checkpoints.
     pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<u64, SinkError> {
         let payload = serde_json::to_vec(batch).unwrap_or_default();
         let bytes = payload.len() as u64;
-        self.store.conn().execute(
+        let tx = self.store.conn().unchecked_transaction()?;
+        tx.execute(
             "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), batch.logs.len() as i64, bytes as i64, payload],
         )?;
+        super::sqlite::write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
+        tx.commit()?;
         Ok(bytes)
+    }
+
+    /// After PostgreSQL committed a batch: its checkpoints may move on.
+    pub fn commit_checkpoints(&self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        super::sqlite::write_checkpoints(
+            self.store.conn(),
+            &ctx.experiment_id,
+            &batch.checkpoints,
+        )?;
+        Ok(())
     }
 
     /// The oldest waiting batch, if any.
@@ -233,7 +247,12 @@ impl Sink for SpoolingSink {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
         if self.ready() && self.drain().is_ok() {
             match self.pg.write(ctx, batch) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Only now: a crash before this line re-reads the file, and
+                    // the idempotency keys drop what PostgreSQL already has.
+                    self.spool.commit_checkpoints(ctx, batch)?;
+                    return Ok(());
+                }
                 Err(e) => self.mark_down(&e),
             }
         }

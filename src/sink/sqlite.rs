@@ -149,13 +149,14 @@ impl Sink for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut logs = tx.prepare_cached(
-                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for r in &batch.logs {
                 let rec = &r.record;
                 logs.execute(params![
                     ctx.experiment_id,
                     ctx.run_id,
+                    r.origin,
                     r.seq as i64,
                     format_ts(&rec.timestamp),
                     rec.level.as_str(),
@@ -197,10 +198,41 @@ impl Sink for SqliteStore {
                     format_ts(&p.updated_at),
                 ])?;
             }
+            write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Records file read positions; called inside the transaction that stores
+/// (or spools) the records up to them.
+pub fn write_checkpoints(
+    conn: &Connection,
+    experiment_id: &str,
+    checkpoints: &[super::Checkpoint],
+) -> rusqlite::Result<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO pmon_checkpoints (experiment_id, dev, ino, head, generation, path, offset, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (experiment_id, dev, ino) DO UPDATE SET head = excluded.head, generation = excluded.generation, path = excluded.path, offset = excluded.offset, updated_at = excluded.updated_at",
+    )?;
+    let now = format_ts(&chrono::Utc::now());
+    for c in checkpoints {
+        stmt.execute(params![
+            experiment_id,
+            c.dev as i64,
+            c.ino as i64,
+            c.head,
+            c.generation as i64,
+            c.path,
+            c.offset as i64,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 /// Levels at and above `level`, for `level IN (…)` filters.
@@ -239,6 +271,7 @@ mod tests {
         };
         let batch = Batch {
             logs: vec![SeqRecord {
+                origin: "stdout".into(),
                 seq: 0,
                 record: LogRecord::plain("nul\u{2400}".into(), StreamKind::Stdout, "stdout"),
             }],

@@ -19,7 +19,7 @@ pub struct SinkWorker {
 impl SinkWorker {
     /// Starts the worker; batches sent on the returned channel are written in order.
     pub fn spawn(mut sink: Box<dyn Sink>, ctx: RunContext) -> (Sender<Batch>, SinkWorker) {
-        let (tx, rx) = crossbeam_channel::bounded::<Batch>(16);
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || run(&mut *sink, &ctx, rx))
@@ -44,7 +44,7 @@ fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats 
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        while batch.logs.len() < 10_000 {
+        while batch.logs.len() < 20_000 {
             match rx.try_recv() {
                 Ok(more) => batch.append(more),
                 Err(_) => break,

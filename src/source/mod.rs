@@ -4,6 +4,7 @@
 
 mod child;
 pub mod stdin;
+pub mod tail;
 pub mod wrap;
 
 use crate::pipeline::Msg;

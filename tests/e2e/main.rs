@@ -5,6 +5,7 @@ mod bad_input;
 mod pg_server;
 mod postgres;
 mod queries;
+mod tail;
 mod tracebacks;
 mod util;
 mod wrap;

@@ -7,7 +7,8 @@
 use crate::pg_server::{shared_database, PgServer, PASSWORD};
 use crate::util::*;
 use pretty_assertions::assert_eq;
-use std::process::{Child, Command, Stdio};
+use serde_json::Value;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn pg_agent(_url: &str) -> Agent {
@@ -321,18 +322,604 @@ fn eight_agents_writing_to_one_database_collide_on_nothing() {
     );
 }
 
-#[test]
-fn queries_say_plainly_that_they_cannot_read_postgresql_yet() {
-    let agent = Agent::new();
-    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/db");
-    let out = with_db(&agent, &url, &["query", "errors", "x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+/// Runs the agent against the database; no output may show the password.
+fn pg_run(agent: &Agent, url: &str, args: &[&str]) -> Output {
+    let out = with_db(agent, url, args).output().unwrap();
     no_password(&out);
+    out
+}
+
+/// A query with `--format json` against the database, its JSON Lines parsed.
+fn pg_json(agent: &Agent, url: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let out = pg_run(agent, url, &all);
     assert!(
-        stderr_text(&out).contains("cannot read PostgreSQL yet"),
-        "{}",
+        out.status.success(),
+        "pmon-agent {all:?} failed: {}",
         stderr_text(&out)
     );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Wraps a fixture program as experiment `name`, into PostgreSQL when a URL
+/// is given, else into the embedded store.
+fn wrap_fixture(agent: &Agent, url: Option<&str>, name: &str) {
+    let program = fixture_program(name);
+    let args = [
+        "wrap",
+        "-e",
+        name,
+        "--",
+        "python3",
+        program.to_str().unwrap(),
+    ];
+    let out = match url {
+        Some(url) => pg_run(agent, url, &args),
+        None => agent.run(&args),
+    };
+    assert!(out.status.code().is_some(), "{}", stderr_text(&out));
+}
+
+/// Records without what differs between two runs of the same program.
+fn without_run_and_time(records: &[Value]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|record| {
+            let mut record = record.clone();
+            let fields = record.as_object_mut().expect("a JSON object");
+            fields.remove("run_id");
+            fields.remove("timestamp");
+            record
+        })
+        .collect()
+}
+
+fn messages(records: &[Value]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A value of the embedded store as a PostgreSQL literal (text dollar-quoted).
+fn sql_literal(value: rusqlite::types::Value) -> String {
+    use rusqlite::types::Value as V;
+    match value {
+        V::Null => "NULL".into(),
+        V::Integer(n) => n.to_string(),
+        V::Real(x) => format!("{x:?}"),
+        V::Text(text) => {
+            assert!(!text.contains("$pmon$"), "{text}");
+            format!("$pmon${text}$pmon$")
+        }
+        V::Blob(_) => panic!("no blobs in the record tables"),
+    }
+}
+
+/// Copies the embedded store's runs, records and progress into PostgreSQL
+/// row for row, ids and times included, so that both stores hold the same
+/// data and every query must answer byte for byte alike.
+fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
+    let conn = local.sql();
+    let tables = [
+        ("pipeline_runs", "run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal"),
+        ("pipeline_logs", "id, experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source"),
+        ("pipeline_progress", "experiment_id, run_id, task, current, total, unit, rate, updated_at"),
+    ];
+    for (table, columns) in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT {columns} FROM {table}"))
+            .unwrap();
+        let width = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |row| {
+                let values = (0..width)
+                    .map(|i| row.get(i).map(sql_literal))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(format!("({})", values.join(", ")))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // psql takes the SQL as one argument, which Linux caps at 128 KiB.
+        for chunk in rows.chunks(200) {
+            server.psql(
+                db,
+                &format!(
+                    "INSERT INTO {table} ({columns}) VALUES {}",
+                    chunk.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn queries_answer_from_postgresql_byte_for_byte_as_from_the_embedded_store() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let (pg, local) = (Agent::new(), Agent::new());
+    for fixture in [
+        "logging_exception",
+        "plain_uncaught",
+        "plain_uncaught",
+        "tqdm_progress",
+    ] {
+        wrap_fixture(&local, None, fixture);
+    }
+    let program = lines_program(3_000, 1_000, 0.0);
+    assert!(local
+        .run(&[
+            "wrap",
+            "-e",
+            "long",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            &program
+        ])
+        .status
+        .success());
+    assert!(pg_run(&pg, &url, &["db", "migrate"]).status.success());
+    copy_store_into_postgres(&local, server, &db);
+
+    let queries: &[&[&str]] = &[
+        &["query", "list"],
+        &["query", "status", "plain_uncaught"],
+        &["query", "status", "plain_uncaught", "--run", "1"],
+        &["query", "status", "tqdm_progress"],
+        &["query", "errors", "logging_exception", "--traceback"],
+        &["query", "errors", "logging_exception", "--limit", "1"],
+        &["query", "errors", "plain_uncaught", "--run", "all"],
+        &["query", "logs", "logging_exception"],
+        &["query", "logs", "logging_exception", "--traceback"],
+        &["query", "logs", "logging_exception", "--level", "warning"],
+        &["query", "logs", "logging_exception", "--search", "shard"],
+        &[
+            "query",
+            "logs",
+            "logging_exception",
+            "--search-regex",
+            "^(loaded|retry)",
+        ],
+        &[
+            "query",
+            "logs",
+            "logging_exception",
+            "--since",
+            "1h",
+            "--limit",
+            "3",
+        ],
+        &["query", "logs", "plain_uncaught", "--run", "1"],
+        &[
+            "query",
+            "logs",
+            "plain_uncaught",
+            "--run",
+            "all",
+            "--level",
+            "info",
+        ],
+        &["query", "logs", "long"],
+        &["query", "logs", "long", "--limit", "2500"],
+        &["query", "logs", "long", "--search-regex", "line 1\\d*$"],
+        &[
+            "query", "logs", "long", "--search", "line 29", "--limit", "5",
+        ],
+    ];
+    for args in queries {
+        for format in ["text", "json"] {
+            let mut all = args.to_vec();
+            all.extend(["--format", format]);
+            let (from_pg, from_local) = (pg_run(&pg, &url, &all), local.run(&all));
+            assert!(
+                from_pg.status.success(),
+                "{all:?}: {}",
+                stderr_text(&from_pg)
+            );
+            assert!(!from_pg.stdout.is_empty(), "{all:?} printed nothing");
+            assert_eq!(
+                String::from_utf8_lossy(&from_pg.stdout),
+                String::from_utf8_lossy(&from_local.stdout),
+                "{all:?}"
+            );
+            assert_eq!(stderr_text(&from_pg), stderr_text(&from_local), "{all:?}");
+        }
+    }
+}
+
+#[test]
+fn programs_wrapped_into_postgresql_are_queried_like_the_embedded_store() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let (pg, local) = (Agent::new(), Agent::new());
+    for fixture in ["logging_exception", "plain_uncaught"] {
+        wrap_fixture(&pg, Some(&url), fixture);
+        wrap_fixture(&local, None, fixture);
+    }
+    // Records of one stream keep their order from run to run (stdout and
+    // stderr lines may swap places by microseconds), so compare those.
+    let queries: [&[&str]; 5] = [
+        &["query", "errors", "logging_exception", "--traceback"],
+        &["query", "errors", "plain_uncaught", "--traceback"],
+        &["query", "errors", "logging_exception", "--limit", "1"],
+        &["query", "logs", "logging_exception", "--level", "warning"],
+        &[
+            "query",
+            "logs",
+            "plain_uncaught",
+            "--level",
+            "warning",
+            "--traceback",
+            "--run",
+            "1",
+        ],
+    ];
+    for args in queries {
+        let from_pg = pg_json(&pg, &url, args);
+        assert!(!from_pg.is_empty(), "{args:?} found nothing in PostgreSQL");
+        assert_eq!(
+            without_run_and_time(&from_pg),
+            without_run_and_time(&local.json_lines(args)),
+            "{args:?}"
+        );
+    }
+    let errors = pg_json(
+        &pg,
+        &url,
+        &["query", "errors", "logging_exception", "--traceback"],
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().all(|r| r["traceback"]
+        .as_str()
+        .unwrap()
+        .starts_with("Traceback (most recent call last):")));
+    let warnings = pg_json(
+        &pg,
+        &url,
+        &["query", "logs", "logging_exception", "--level", "warning"],
+    );
+    assert!(warnings
+        .iter()
+        .all(|r| ["WARNING", "ERROR", "CRITICAL"].contains(&r["level"].as_str().unwrap())));
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    let all = pg_json(&pg, &url, &["query", "logs", "logging_exception"]);
+    assert_eq!(
+        all.len(),
+        local
+            .json_lines(&["query", "logs", "logging_exception"])
+            .len()
+    );
+
+    // Timestamps read exactly as PostgreSQL formats them in UTC, microseconds included.
+    let times: Vec<&str> = all
+        .iter()
+        .map(|r| r["timestamp"].as_str().unwrap())
+        .collect();
+    let stored = server.psql(
+        &db,
+        "SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pipeline_logs WHERE experiment_id = 'logging_exception' ORDER BY timestamp, id",
+    );
+    assert_eq!(times.join("\n"), stored);
+
+    let status = &pg_json(&pg, &url, &["query", "status", "plain_uncaught"])[0];
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["exit_code"], 1);
+    assert_eq!(status["last_error"]["exception_type"], "ValueError");
+    assert_eq!(status["spool_pending"], 0);
+    let local_status = local.status("plain_uncaught");
+    for key in [
+        "experiment_id",
+        "run",
+        "state",
+        "exit_code",
+        "signal",
+        "command",
+        "progress",
+    ] {
+        assert_eq!(status[key], local_status[key], "status field {key}");
+    }
+    assert_eq!(
+        without_run_and_time(&[status["last_error"].clone()]),
+        without_run_and_time(&[local_status["last_error"].clone()])
+    );
+    let started = status["started_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok() && started.len() == 27,
+        "{started}"
+    );
+
+    let list = pg_json(&pg, &url, &["query", "list"]);
+    let local_list = local.json_lines(&["query", "list"]);
+    assert_eq!(list.len(), 2);
+    for (from_pg, from_local) in list.iter().zip(&local_list) {
+        for key in [
+            "experiment_id",
+            "run",
+            "state",
+            "error_count",
+            "exit_code",
+            "signal",
+        ] {
+            assert_eq!(from_pg[key], from_local[key], "list field {key}");
+        }
+    }
+    assert_eq!(list[1]["experiment_id"], "plain_uncaught");
+    assert_eq!(list[1]["error_count"], 1);
+}
+
+#[test]
+fn runs_in_postgresql_are_picked_by_number_and_dead_agents_show_lost() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let agent = Agent::new();
+    for line in ["first", "second"] {
+        let out = pg_run(
+            &agent,
+            &url,
+            &[
+                "wrap",
+                "-e",
+                "runs",
+                "--",
+                "python3",
+                "-c",
+                &format!("print('{line}')"),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    }
+    let logs = |extra: &[&str]| {
+        let mut args = vec!["query", "logs", "runs"];
+        args.extend_from_slice(extra);
+        pg_json(&agent, &url, &args)
+    };
+    assert_eq!(messages(&logs(&[])), ["second"]);
+    assert_eq!(messages(&logs(&["--run", "1"])), ["first"]);
+    assert_eq!(messages(&logs(&["--run", "all"])), ["first", "second"]);
+    let first = &pg_json(&agent, &url, &["query", "status", "runs", "--run", "1"])[0];
+    assert_eq!(first["run"], 1);
+    assert_eq!(first["state"], "succeeded");
+    let text = pg_run(&agent, &url, &["query", "logs", "runs", "--run", "all"]);
+    let headers: Vec<String> = String::from_utf8_lossy(&text.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-- run "))
+        .map(|l| l[..8].to_string())
+        .collect();
+    assert_eq!(headers, ["-- run 1", "-- run 2"]);
+    let missing = pg_run(&agent, &url, &["query", "logs", "runs", "--run", "7"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr_text(&missing).contains("its runs are 1 to 2"),
+        "{}",
+        stderr_text(&missing)
+    );
+
+    // A live-looking run whose agent on this host is gone shows as lost, a
+    // run on another host is not judged here, and nothing is written.
+    let insert = |run_id: &str, experiment: &str, host: &str| {
+        server.psql(&db, &format!(
+            "INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, host, agent_pid, started_at)
+             VALUES ('{run_id}', '{experiment}', 1, 'running', '{host}', 999999999, now())"
+        ));
+    };
+    insert("01DEADAGENT", "gone", &hostname());
+    insert("01ELSEWHERE", "remote", "some-other-host");
+    assert_eq!(
+        pg_json(&agent, &url, &["query", "status", "gone"])[0]["state"],
+        "lost"
+    );
+    assert_eq!(
+        pg_json(&agent, &url, &["query", "status", "remote"])[0]["state"],
+        "running"
+    );
+    let states: Vec<(String, String)> = pg_json(&agent, &url, &["query", "list"])
+        .iter()
+        .map(|s| {
+            (
+                s["experiment_id"].as_str().unwrap().into(),
+                s["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("gone".into(), "lost".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("remote".into(), "running".into())),
+        "{states:?}"
+    );
+    let text = pg_run(&agent, &url, &["query", "status", "gone"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("state: lost (the agent died"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    assert_eq!(
+        server.psql(
+            &db,
+            "SELECT state FROM pipeline_runs WHERE run_id = '01DEADAGENT'"
+        ),
+        "running",
+        "a query only shows the run as lost"
+    );
+}
+
+#[test]
+fn queries_say_when_records_still_wait_in_the_local_spool() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let unreachable = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/{db}");
+    let agent = Agent::new();
+    let wrap = |url: &str, exp: &str| {
+        let out = pg_run(
+            &agent,
+            url,
+            &[
+                "wrap",
+                "-e",
+                exp,
+                "--",
+                "python3",
+                "-c",
+                "import logging; logging.error('%s', 'boom')",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    };
+    wrap(&url, "shipped");
+    wrap(&unreachable, "waiting");
+
+    let text = pg_run(&agent, &url, &["query", "logs", "shipped"]);
+    assert!(text.status.success(), "{}", stderr_text(&text));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("ERROR    root: boom"));
+    let note = "1 record is still waiting in the local spool; they appear here once PostgreSQL has them (pmon-agent spool replay)";
+    assert!(stderr_text(&text).contains(note), "{}", stderr_text(&text));
+    let errors = pg_run(&agent, &url, &["query", "errors", "shipped"]);
+    assert!(
+        stderr_text(&errors).contains(note),
+        "{}",
+        stderr_text(&errors)
+    );
+    let json = pg_run(
+        &agent,
+        &url,
+        &["query", "logs", "shipped", "--format", "json"],
+    );
+    assert_eq!(stderr_text(&json), "", "JSON output carries no note");
+    assert_eq!(
+        pg_json(&agent, &url, &["query", "status", "shipped"])[0]["spool_pending"],
+        1
+    );
+
+    let not_there = pg_run(&agent, &url, &["query", "errors", "waiting"]);
+    assert_eq!(not_there.status.code(), Some(1));
+    let err = stderr_text(&not_there);
+    assert!(err.contains(note), "{err}");
+    assert!(
+        err.contains("no experiment named 'waiting'; known experiments: shipped"),
+        "{err}"
+    );
+
+    let replay = pg_run(&agent, &url, &["spool", "replay"]);
+    assert!(replay.status.success(), "{}", stderr_text(&replay));
+    let after = pg_run(&agent, &url, &["query", "errors", "waiting"]);
+    assert!(after.status.success(), "{}", stderr_text(&after));
+    assert!(String::from_utf8_lossy(&after.stdout).contains("boom"));
+    assert_eq!(stderr_text(&after), "", "nothing waits any more");
+}
+
+#[test]
+fn an_unreachable_database_is_named_with_its_password_masked() {
+    let agent = Agent::new();
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/db");
+    for args in [
+        &["query", "list"][..],
+        &["query", "status", "x"],
+        &["query", "logs", "x", "-f"],
+        &["query", "errors", "x", "--format", "json"],
+    ] {
+        let out = pg_run(&agent, &url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = stderr_text(&out);
+        assert!(
+            err.contains(
+                "could not connect to PostgreSQL at postgres://postgres:***@127.0.0.1:1/db"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("check that the server is running"), "{err}");
+    }
+}
+
+#[test]
+fn follow_prints_each_new_postgresql_record_once() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let agent = Agent::new();
+    // Ship every few lines, so the follower sees records arrive over many polls.
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "logging:\n  database:\n    flush_interval: 50ms\n",
+    )
+    .unwrap();
+    let program = "import time\nprint('INFO:f:started', flush=True)\ntime.sleep(1.0)\nfor i in range(40):\n    print(f'INFO:f:line {i}', flush=True)\n    time.sleep(0.05)\n";
+    let wrap = with_db(
+        &agent,
+        &url,
+        &[
+            "wrap",
+            "-e",
+            "follow",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server
+        .try_psql(
+            &db,
+            "SELECT count(*) FROM pipeline_logs WHERE experiment_id = 'follow'",
+        )
+        .map_or(true, |n| n == "0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached PostgreSQL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let follower = with_db(
+        &agent,
+        &url,
+        &["query", "logs", "follow", "-f", "--format", "json"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(wait_for(wrap).success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = stop(follower);
+    no_password(&out);
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut expected = vec!["started".to_string()];
+    expected.extend((0..40).map(|i| format!("line {i}")));
+    assert_eq!(messages(&records), expected);
+}
+
+fn wait_for(mut child: Child) -> std::process::ExitStatus {
+    child.wait().unwrap()
+}
+
+/// Ends a follower the way Ctrl-C would and collects what it printed.
+fn stop(follower: Child) -> Output {
+    let pid = follower.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    follower.wait_with_output().unwrap()
 }

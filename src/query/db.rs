@@ -1,0 +1,664 @@
+//! Where a query reads from: the embedded SQLite store, or PostgreSQL when a
+//! database is configured.
+//!
+//! The commands format and print in one place and ask [`QueryDb`] for the
+//! handful of reads they need (runs, experiment names, error counts,
+//! progress, log records matching a filter). Each read is written once per
+//! store, side by side, so that both answer with the same rows in the same
+//! order and the same text: timestamps become RFC 3339 UTC with microseconds
+//! through [`format_ts`] either way, and names sort by code point (`COLLATE
+//! "C"` in PostgreSQL, SQLite's default) so `list` is ordered alike.
+//!
+//! The stores differ in three ways that matter here, each handled below:
+//! runs whose agent died are marked `lost` in SQLite but only shown as lost
+//! for PostgreSQL (see [`QueryDb::runs_of`]); log records are read from
+//! PostgreSQL page by page, not streamed; and PostgreSQL may make a row
+//! visible after a row with a higher id, which `--follow` allows for with
+//! [`QueryDb::follow_lookback`].
+
+use super::logs::{IdBound, LogFilter, LogRow, Order, PageAfter};
+use super::status::ProgressRow;
+use crate::app::App;
+use crate::cli::Format;
+use crate::procinfo;
+use crate::record::format_ts;
+use crate::run::{self, Run, RunState};
+use crate::sink::postgres::{PgError, PostgresStore};
+use crate::sink::spool::Spool;
+use crate::sink::SqliteStore;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{params_from_iter, Connection};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{AssertSqlSafe, Postgres, Row};
+
+/// How many log rows the first PostgreSQL page holds; later pages double up
+/// to [`PG_PAGE_MAX`]. `status` and `errors --limit 1` want one row, a full
+/// `logs` wants millions: small pages first, big ones once it is clear.
+const PG_PAGE_FIRST: usize = 50;
+const PG_PAGE_MAX: usize = 2000;
+
+/// How many earlier polls `--follow` looks back over in PostgreSQL. Its row
+/// ids come from a sequence when a row is inserted, but the row appears only
+/// when its transaction commits, so with several agents writing, a row can
+/// appear below an id a poll has already seen. Agents commit a batch within
+/// milliseconds; two polls (half a second) covers that many times over, at
+/// the cost of reading the last half second's rows again.
+const PG_FOLLOW_LOOKBACK_POLLS: usize = 2;
+
+/// The SQL dialect of a store, for the few places where the text differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder for the `n`th (1-based) bound value.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".to_string(),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// The function giving where a substring starts (0 if absent):
+    /// `instr(haystack, needle)` in SQLite, `strpos(haystack, needle)` in
+    /// PostgreSQL, both case-sensitive like `grep`.
+    pub fn find_function(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "instr",
+            Dialect::Postgres => "strpos",
+        }
+    }
+
+    /// A bound stored-format timestamp (`2026-11-27T10:00:00.000000Z`) that
+    /// can be compared with the `timestamp` column.
+    pub fn timestamp_param(self, placeholder: &str) -> String {
+        match self {
+            Dialect::Sqlite => placeholder.to_string(),
+            Dialect::Postgres => format!("{placeholder}::timestamptz"),
+        }
+    }
+}
+
+/// A value bound to a query parameter, in a form both drivers take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+    Time(DateTime<Utc>),
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Text(text) => ToSqlOutput::from(text.as_str()),
+            SqlValue::Int(n) => ToSqlOutput::from(*n),
+            SqlValue::Time(time) => ToSqlOutput::from(format_ts(time)),
+        })
+    }
+}
+
+/// The store a query reads, as the configuration says: PostgreSQL when a
+/// database URL is set (the records are there, not in the local file), else
+/// the embedded store.
+pub enum Store {
+    Embedded(SqliteStore),
+    Postgres(Box<PostgresStore>),
+}
+
+impl Store {
+    /// Opens the store to read. `None` when there is no embedded store yet
+    /// (nothing was ever recorded here). PostgreSQL is connected at once, so
+    /// an unreachable server is reported before anything is printed.
+    pub fn open(app: &App) -> anyhow::Result<Option<Store>> {
+        match &app.config.logging.database.url {
+            Some(url) => Ok(Some(Store::Postgres(Box::new(connect_postgres(url)?)))),
+            None => Ok(open_embedded(app)?.map(Store::Embedded)),
+        }
+    }
+
+    pub fn db(&mut self) -> QueryDb<'_> {
+        match self {
+            Store::Embedded(store) => QueryDb::Sqlite(store.conn()),
+            Store::Postgres(pg) => QueryDb::Postgres(pg),
+        }
+    }
+}
+
+/// The embedded store if it exists, with an error that says where we looked.
+fn open_embedded(app: &App) -> anyhow::Result<Option<SqliteStore>> {
+    app.existing_store().with_context(|| {
+        format!(
+            "could not read the store in {}; check its permissions, or pass --data-dir",
+            app.data_dir.root().display()
+        )
+    })
+}
+
+/// Connects to PostgreSQL; a server that does not answer is an error naming
+/// the (password-masked) URL and what to check.
+fn connect_postgres(url: &str) -> anyhow::Result<PostgresStore> {
+    let mut pg = PostgresStore::new(url)?;
+    match pg.connect() {
+        Ok(_) => Ok(pg),
+        Err(err @ PgError::Connect { .. }) => Err(anyhow::anyhow!(
+            "{err}; `query` reads the records from this database, so check that the server is running and that the URL is right (--database-url, PMON_DATABASE_URL or logging.database.url); records written while it is unreachable wait in the local spool (pmon-agent spool status)"
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// With PostgreSQL configured, records the agents here could not ship yet
+/// wait in the local spool, and a reader would take their absence for lost
+/// logs: says so on stderr, in text mode. Scripts (`--format json`) get no
+/// note; `query status` reports the count as `spool_pending`.
+pub fn note_spooled_records(app: &App, store: &Store, format: Format) {
+    if format != Format::Text || !matches!(store, Store::Postgres(_)) {
+        return;
+    }
+    let Ok(Some(local)) = app.existing_store() else {
+        return;
+    };
+    let Ok(stats) = Spool::new(local).stats() else {
+        return;
+    };
+    if let Some(note) = spool_note(stats.pending, stats.batches) {
+        eprintln!("{note}");
+    }
+}
+
+/// The note for `pending` records in `batches` spooled batches, if any wait.
+/// A batch may hold only a run's end, events or progress (no records).
+pub fn spool_note(pending: u64, batches: u64) -> Option<String> {
+    let shown_once = "they appear here once PostgreSQL has them (pmon-agent spool replay)";
+    match (pending, batches) {
+        (0, 0) => None,
+        (0, _) => Some(format!(
+            "note: {} still waiting in the local spool (run states, events or progress); {shown_once}",
+            plural(batches, "batch is", "batches are")
+        )),
+        (n, _) => Some(format!(
+            "note: {} still waiting in the local spool; {shown_once}",
+            plural(n, "record is", "records are")
+        )),
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The reads the query commands need, from whichever store holds the records.
+pub enum QueryDb<'a> {
+    Sqlite(&'a Connection),
+    Postgres(&'a mut PostgresStore),
+}
+
+impl QueryDb<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            QueryDb::Sqlite(_) => Dialect::Sqlite,
+            QueryDb::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Where the records are, for messages: the data dir, or the
+    /// password-masked URL of the database.
+    pub fn location(&self) -> String {
+        match self {
+            QueryDb::Sqlite(conn) => conn
+                .path()
+                .filter(|path| !path.is_empty())
+                .and_then(|path| std::path::Path::new(path).parent())
+                .map_or("the embedded store".to_string(), |dir| {
+                    dir.display().to_string()
+                }),
+            QueryDb::Postgres(pg) => format!("PostgreSQL at {}", pg.display_url()),
+        }
+    }
+
+    /// All runs of an experiment, oldest first, with runs whose agent on this
+    /// host died shown as `lost`. SQLite records that (the store is this
+    /// host's own); PostgreSQL is shared by many hosts and may be read by a
+    /// read-only user, so there the state is only changed in what we show.
+    pub fn runs_of(&mut self, experiment: &str) -> anyhow::Result<Vec<Run>> {
+        let host = procinfo::hostname();
+        match self {
+            QueryDb::Sqlite(conn) => {
+                run::mark_lost(conn, Some(experiment), &host)
+                    .context("could not update the state of runs whose agent is gone")?;
+                run::runs_of(conn, experiment).with_context(|| {
+                    format!("could not read the runs of experiment '{experiment}'")
+                })
+            }
+            QueryDb::Postgres(pg) => {
+                let sql = format!(
+                    "SELECT {PG_RUN_COLUMNS} FROM pipeline_runs WHERE experiment_id = $1 ORDER BY ordinal, started_at, run_id"
+                );
+                let query = pg_query(&sql, vec![SqlValue::Text(experiment.to_string())]);
+                let runs = pg_runs(pg, query, &host).with_context(|| {
+                    format!("could not read the runs of experiment '{experiment}'")
+                })?;
+                Ok(runs)
+            }
+        }
+    }
+
+    /// The latest run of every experiment, by experiment name.
+    pub fn latest_runs(&mut self) -> anyhow::Result<Vec<Run>> {
+        let host = procinfo::hostname();
+        match self {
+            QueryDb::Sqlite(conn) => {
+                run::mark_lost(conn, None, &host)
+                    .context("could not update the state of runs whose agent is gone")?;
+                run::latest_runs(conn).context("could not read the runs")
+            }
+            QueryDb::Postgres(pg) => {
+                // Ordinals are counted per host, so two hosts may both have a
+                // run 1: the later start breaks the tie.
+                let sql = format!(
+                    "SELECT * FROM (SELECT DISTINCT ON (experiment_id) {PG_RUN_COLUMNS} FROM pipeline_runs
+                     ORDER BY experiment_id, ordinal DESC, started_at DESC, run_id DESC) latest
+                     ORDER BY experiment_id COLLATE \"C\""
+                );
+                pg_runs(pg, pg_query(&sql, Vec::new()), &host).context("could not read the runs")
+            }
+        }
+    }
+
+    /// The names of all experiments.
+    pub fn experiments(&mut self) -> anyhow::Result<Vec<String>> {
+        let read = match self {
+            QueryDb::Sqlite(conn) => run::experiments(conn).map_err(anyhow::Error::from),
+            QueryDb::Postgres(pg) => {
+                let sql = "SELECT experiment_id FROM pipeline_runs GROUP BY experiment_id ORDER BY experiment_id COLLATE \"C\"";
+                pg.fetch_all(pg_query(sql, Vec::new()))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rows| decode_all(&rows, |row| row.try_get(0)))
+            }
+        };
+        read.context("could not list the experiments")
+    }
+
+    /// ERROR and CRITICAL records of a run.
+    pub fn error_count(&mut self, run_id: &str) -> anyhow::Result<u64> {
+        let sql = format!(
+            "SELECT count(*) FROM pipeline_logs WHERE run_id = {} AND level IN ('ERROR', 'CRITICAL')",
+            self.dialect().placeholder(1)
+        );
+        let count: anyhow::Result<i64> = match self {
+            QueryDb::Sqlite(conn) => conn
+                .query_row(&sql, [run_id], |row| row.get(0))
+                .map_err(anyhow::Error::from),
+            QueryDb::Postgres(pg) => {
+                pg_scalar(pg, pg_query(&sql, vec![SqlValue::Text(run_id.into())]))
+            }
+        };
+        count
+            .map(|n| n.max(0) as u64)
+            .with_context(|| format!("could not count the errors of run {run_id}"))
+    }
+
+    /// A run's progress, one row per task, by task name.
+    pub fn progress(&mut self, run_id: &str) -> anyhow::Result<Vec<ProgressRow>> {
+        let collate = match self.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " COLLATE \"C\"",
+        };
+        let sql = format!(
+            "SELECT task, current, total, unit, rate, updated_at FROM pipeline_progress WHERE run_id = {} ORDER BY task{collate}",
+            self.dialect().placeholder(1)
+        );
+        let read = match self {
+            QueryDb::Sqlite(conn) => sqlite_progress(conn, &sql, run_id),
+            QueryDb::Postgres(pg) => pg
+                .fetch_all(pg_query(&sql, vec![SqlValue::Text(run_id.into())]))
+                .map_err(anyhow::Error::from)
+                .and_then(|rows| decode_all(&rows, pg_progress)),
+        };
+        read.context("could not read the run's progress")
+    }
+
+    /// The highest log row id now in the store: where a follow starts from.
+    pub fn max_log_id(&mut self) -> anyhow::Result<i64> {
+        const SQL: &str = "SELECT coalesce(max(id), 0) FROM pipeline_logs";
+        let max = match self {
+            QueryDb::Sqlite(conn) => conn
+                .query_row(SQL, [], |row| row.get(0))
+                .map_err(anyhow::Error::from),
+            QueryDb::Postgres(pg) => pg_scalar(pg, pg_query(SQL, Vec::new())),
+        };
+        max.context("could not read the log records")
+    }
+
+    /// How many earlier polls `--follow` must look back over (see
+    /// [`PG_FOLLOW_LOOKBACK_POLLS`]); SQLite commits rows in id order.
+    pub fn follow_lookback(&self) -> usize {
+        match self {
+            QueryDb::Sqlite(_) => 0,
+            QueryDb::Postgres(_) => PG_FOLLOW_LOOKBACK_POLLS,
+        }
+    }
+
+    /// Hands the log records matching `filter` to `visit`, in `order`, until
+    /// it returns `false` or the records run out. SQLite streams one
+    /// statement; PostgreSQL is read in pages, each starting after the last
+    /// row of the one before, so memory stays bounded and a `--limit` stops
+    /// the reading early.
+    pub fn each_log(
+        &mut self,
+        filter: &LogFilter,
+        bound: IdBound,
+        order: Order,
+        mut visit: impl FnMut(LogRow) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        match self {
+            QueryDb::Sqlite(conn) => sqlite_each_log(conn, filter, bound, order, &mut visit),
+            QueryDb::Postgres(pg) => pg_each_log(pg, filter, bound, order, &mut visit),
+        }
+    }
+}
+
+fn sqlite_progress(conn: &Connection, sql: &str, run_id: &str) -> anyhow::Result<Vec<ProgressRow>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt
+        .query_map([run_id], ProgressRow::from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+fn sqlite_each_log(
+    conn: &Connection,
+    filter: &LogFilter,
+    bound: IdBound,
+    order: Order,
+    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let (sql, values) = filter.sql(bound, order);
+    let mut stmt = conn
+        .prepare(&sql)
+        .context("could not query the log records")?;
+    let mut rows = stmt
+        .query(params_from_iter(values))
+        .context("could not query the log records")?;
+    while let Some(row) = rows.next().context("could not read the log records")? {
+        let record = LogRow::from_row(row).context("could not read a log record")?;
+        if !visit(record)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn pg_each_log(
+    pg: &mut PostgresStore,
+    filter: &LogFilter,
+    bound: IdBound,
+    order: Order,
+    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut fetch = |sql: &str, values: Vec<SqlValue>| {
+        let rows = pg.fetch_all(pg_query(sql, values))?;
+        decode_all(&rows, pg_log)
+    };
+    each_log_paged(Dialect::Postgres, filter, bound, order, &mut fetch, visit)
+}
+
+/// One page of log rows, each with its timestamp as a time (the page key).
+type Page = Vec<(LogRow, DateTime<Utc>)>;
+
+/// Reads the matching rows page by page: `fetch` runs one page's statement,
+/// and each page starts just after the last row of the one before.
+fn each_log_paged(
+    dialect: Dialect,
+    filter: &LogFilter,
+    bound: IdBound,
+    order: Order,
+    fetch: &mut dyn FnMut(&str, Vec<SqlValue>) -> anyhow::Result<Page>,
+    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    let mut page_rows = PG_PAGE_FIRST;
+    loop {
+        let (sql, values) = filter.render(dialect, bound, order, after, Some(page_rows));
+        let rows = fetch(&sql, values).context("could not read the log records")?;
+        let last_page = rows.len() < page_rows;
+        for (record, timestamp) in rows {
+            after = Some(PageAfter {
+                timestamp,
+                id: record.id,
+            });
+            if !visit(record)? {
+                return Ok(());
+            }
+        }
+        if last_page {
+            return Ok(());
+        }
+        page_rows = (page_rows * 2).min(PG_PAGE_MAX);
+    }
+}
+
+/// `pipeline_runs` columns in [`Run`]'s order, JSONB read as text so that it
+/// is parsed exactly as the SQLite store's text is.
+const PG_RUN_COLUMNS: &str = "run_id, experiment_id, ordinal, state, command::text AS command, tags::text AS tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal";
+
+/// A query with its values bound in order.
+fn pg_query(
+    sql: &str,
+    values: Vec<SqlValue>,
+) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    values.into_iter().fold(
+        sqlx::query(AssertSqlSafe(sql.to_string())),
+        |query, value| match value {
+            SqlValue::Text(text) => query.bind(text),
+            SqlValue::Int(n) => query.bind(n),
+            SqlValue::Time(time) => query.bind(time),
+        },
+    )
+}
+
+fn pg_scalar(
+    pg: &mut PostgresStore,
+    query: sqlx::query::Query<'static, Postgres, PgArguments>,
+) -> anyhow::Result<i64> {
+    let rows = pg.fetch_all(query)?;
+    let first = rows
+        .first()
+        .context("PostgreSQL returned no row for an aggregate")?;
+    Ok(first.try_get::<i64, _>(0)?)
+}
+
+/// Decodes every row; a value of an unexpected type is an error, not a panic.
+fn decode_all<T>(
+    rows: &[PgRow],
+    decode: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
+) -> anyhow::Result<Vec<T>> {
+    rows.iter()
+        .map(|row| decode(row).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn pg_runs(
+    pg: &mut PostgresStore,
+    query: sqlx::query::Query<'static, Postgres, PgArguments>,
+    host: &str,
+) -> anyhow::Result<Vec<Run>> {
+    let rows = pg.fetch_all(query)?;
+    let mut runs = decode_all(&rows, pg_run)?;
+    for run in &mut runs {
+        run.mark_lost_if_agent_gone(host);
+    }
+    Ok(runs)
+}
+
+fn pg_run(row: &PgRow) -> Result<Run, sqlx::Error> {
+    let command: String = row.try_get(4)?;
+    let tags: String = row.try_get(5)?;
+    let pid = |index: usize| -> Result<Option<u32>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<i64>, _>(index)?
+            .and_then(|pid| u32::try_from(pid).ok()))
+    };
+    Ok(Run {
+        run_id: row.try_get(0)?,
+        experiment_id: row.try_get(1)?,
+        ordinal: row.try_get(2)?,
+        state: RunState::parse(&row.try_get::<String, _>(3)?),
+        command: serde_json::from_str(&command).unwrap_or_default(),
+        tags: serde_json::from_str(&tags).unwrap_or(serde_json::Value::Null),
+        host: row.try_get(6)?,
+        agent_pid: pid(7)?,
+        agent_start: row
+            .try_get::<Option<i64>, _>(8)?
+            .and_then(|start| u64::try_from(start).ok()),
+        child_pid: pid(9)?,
+        started_at: format_ts(&row.try_get::<DateTime<Utc>, _>(10)?),
+        ended_at: row
+            .try_get::<Option<DateTime<Utc>>, _>(11)?
+            .map(|ended| format_ts(&ended)),
+        exit_code: row.try_get(12)?,
+        signal: row.try_get(13)?,
+    })
+}
+
+fn pg_progress(row: &PgRow) -> Result<ProgressRow, sqlx::Error> {
+    Ok(ProgressRow {
+        task: row.try_get(0)?,
+        current: row.try_get(1)?,
+        total: row.try_get(2)?,
+        unit: row.try_get(3)?,
+        rate: row.try_get(4)?,
+        updated_at: format_ts(&row.try_get::<DateTime<Utc>, _>(5)?),
+    })
+}
+
+/// A log row selected as [`super::logs::LOG_COLUMNS`] (in that order, as
+/// [`LogRow::from_row`] reads SQLite's), with its timestamp as a time too:
+/// the key of the next page.
+fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error> {
+    let timestamp: DateTime<Utc> = row.try_get(3)?;
+    let record = LogRow {
+        id: row.try_get(0)?,
+        experiment_id: row.try_get(1)?,
+        run_id: row.try_get(2)?,
+        timestamp: format_ts(&timestamp),
+        level: row.try_get(4)?,
+        logger: row.try_get(5)?,
+        message: row.try_get(6)?,
+        traceback: row.try_get(7)?,
+        exception_type: row.try_get(8)?,
+        exception_message: row.try_get(9)?,
+        stream: row.try_get(10)?,
+        source: row.try_get(11)?,
+    };
+    Ok((record, timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_note_counts_records_or_else_batches() {
+        assert_eq!(spool_note(0, 0), None);
+        assert_eq!(
+            spool_note(1200, 13).unwrap(),
+            "note: 1200 records are still waiting in the local spool; they appear here once PostgreSQL has them (pmon-agent spool replay)"
+        );
+        assert!(spool_note(1, 1)
+            .unwrap()
+            .starts_with("note: 1 record is still"));
+        assert!(spool_note(0, 2)
+            .unwrap()
+            .starts_with("note: 2 batches are still waiting in the local spool (run states"));
+    }
+
+    #[test]
+    fn the_embedded_store_is_located_by_its_directory() {
+        let (dir, store) = crate::query::tests::temp_store();
+        let db = QueryDb::Sqlite(store.conn());
+        assert_eq!(db.location(), dir.path().display().to_string());
+    }
+
+    /// The paging PostgreSQL reads go through, run on SQLite: every row
+    /// once, in the same order as one unpaged statement, ties in time included.
+    #[test]
+    fn pages_cover_every_row_once_in_each_order() {
+        use crate::query::tests::{insert_log, insert_run, TestLog};
+        let (_dir, store) = crate::query::tests::temp_store();
+        let conn = store.conn();
+        insert_run(conn, "x", 1, "R1", "running");
+        const TIMES: [&str; 4] = ["10:00:03", "10:00:01", "10:00:02", "10:00:01"];
+        for i in 0..(3 * PG_PAGE_FIRST + 7) {
+            insert_log(conn, TestLog::new("R1", TIMES[i % 4], "INFO", "line"));
+        }
+        let filter = LogFilter {
+            experiment: "x".into(),
+            ..LogFilter::default()
+        };
+        let mut fetch = |sql: &str, values: Vec<SqlValue>| -> anyhow::Result<Page> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map(params_from_iter(values), LogRow::from_row)?;
+            rows.map(|row| {
+                let row = row?;
+                let time = crate::record::parse_ts(&row.timestamp).context("a time")?;
+                Ok((row, time))
+            })
+            .collect()
+        };
+        for order in [Order::OldestFirst, Order::NewestFirst, Order::Arrival] {
+            let bound = IdBound::AtMost(i64::MAX);
+            let mut unpaged = Vec::new();
+            sqlite_each_log(conn, &filter, bound, order, &mut |row| {
+                unpaged.push(row.id);
+                Ok(true)
+            })
+            .unwrap();
+            let mut paged = Vec::new();
+            each_log_paged(
+                Dialect::Sqlite,
+                &filter,
+                bound,
+                order,
+                &mut fetch,
+                &mut |row| {
+                    paged.push(row.id);
+                    Ok(true)
+                },
+            )
+            .unwrap();
+            assert_eq!(paged.len(), 3 * PG_PAGE_FIRST + 7, "{order:?}");
+            assert_eq!(paged, unpaged, "{order:?}");
+        }
+        let mut first_two = Vec::new();
+        each_log_paged(
+            Dialect::Sqlite,
+            &filter,
+            IdBound::AtMost(i64::MAX),
+            Order::NewestFirst,
+            &mut fetch,
+            &mut |row| {
+                first_two.push(row.id);
+                Ok(first_two.len() < 2)
+            },
+        )
+        .unwrap();
+        assert_eq!(first_two.len(), 2);
+    }
+
+    #[test]
+    fn placeholders_and_functions_per_dialect() {
+        assert_eq!(Dialect::Sqlite.placeholder(3), "?");
+        assert_eq!(Dialect::Postgres.placeholder(3), "$3");
+        assert_eq!(Dialect::Postgres.timestamp_param("$2"), "$2::timestamptz");
+        assert_eq!(Dialect::Sqlite.find_function(), "instr");
+    }
+}

@@ -1,0 +1,321 @@
+//! `tail`: follow log files, directories and named pipes, exactly once across
+//! restarts and rotation.
+//!
+//! A file is known by its identity — device, inode and the first bytes of its
+//! content (`head`) — never by its path, so a rename (logrotate's default), a
+//! new file at the old path, a `copytruncate`, a deleted file still being
+//! written, and an inode the kernel reused for a different file are all told
+//! apart. Every file has its own framing and parser state in the pipeline.
+//!
+//! Exactly once: a record read from a file is keyed by (run, origin, byte
+//! offset), where the origin is `file:<dev>:<ino>:<generation>`; the run is
+//! continued across restarts. Read positions (checkpoints) are stored in the
+//! same SQLite transaction as the records — or the spooled batch — up to
+//! them, and with PostgreSQL only after it has committed. A restart after
+//! SIGKILL re-reads from the checkpoint: nothing is lost, and what PostgreSQL
+//! already had is dropped by its key.
+//!
+//! Discovery polls every 250 ms (a `stat` per watched path; reading only
+//! happens when a file grew). File-system notifications are not used yet.
+
+mod discover;
+mod fifo;
+
+pub use discover::Glob;
+
+use crate::pipeline::{FileMeta, Msg};
+use crossbeam_channel::Sender;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many leading bytes identify a file's content.
+const HEAD_LEN: usize = 256;
+/// A file no longer at any watched path is read for this long after its last
+/// new byte (a writer may still finish a line after rotation), then closed.
+const ROTATED_GRACE: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(250);
+const CHUNK: usize = 64 * 1024;
+/// Per file and pass, so one busy file cannot starve the others.
+const MAX_PER_PASS: u64 = 4 << 20;
+
+pub struct TailOptions {
+    pub paths: Vec<PathBuf>,
+    pub glob: Glob,
+    /// Files without a checkpoint found at start are read from their end.
+    pub from_end: bool,
+    /// Read what is there and return.
+    pub once: bool,
+}
+
+/// A read position stored in the store.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub head: Vec<u8>,
+    pub generation: u64,
+    pub offset: u64,
+    pub path: String,
+}
+
+/// The checkpoints of an experiment, by (dev, ino).
+pub fn load_checkpoints(
+    conn: &Connection,
+    experiment: &str,
+) -> rusqlite::Result<HashMap<(u64, u64), StoredCheckpoint>> {
+    let mut stmt = conn.prepare(
+        "SELECT dev, ino, head, generation, offset, path FROM pmon_checkpoints WHERE experiment_id = ?1",
+    )?;
+    let rows = stmt.query_map([experiment], |r| {
+        Ok((
+            (r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64),
+            StoredCheckpoint {
+                head: r.get(2)?,
+                generation: r.get::<_, i64>(3)? as u64,
+                offset: r.get::<_, i64>(4)? as u64,
+                path: r.get(5)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+struct Tracked {
+    dev: u64,
+    ino: u64,
+    path: PathBuf,
+    file: File,
+    offset: u64,
+    head: Vec<u8>,
+    generation: u64,
+    last_size: u64,
+    last_data: Instant,
+    /// Seen at a watched path in the latest discovery pass.
+    watched: bool,
+}
+
+impl Tracked {
+    fn origin(&self) -> String {
+        format!("file:{}:{}:{}", self.dev, self.ino, self.generation)
+    }
+
+    fn meta(&self) -> FileMeta {
+        FileMeta {
+            origin: self.origin(),
+            path: self.path.display().to_string(),
+            dev: self.dev,
+            ino: self.ino,
+            head: self.head.clone(),
+            generation: self.generation,
+            offset: self.offset,
+        }
+    }
+}
+
+pub struct Tailer<'a> {
+    opts: &'a TailOptions,
+    checkpoints: HashMap<(u64, u64), StoredCheckpoint>,
+    tracked: Vec<Tracked>,
+    tx: Sender<Msg>,
+    first_pass: bool,
+}
+
+impl<'a> Tailer<'a> {
+    pub fn new(
+        opts: &'a TailOptions,
+        checkpoints: HashMap<(u64, u64), StoredCheckpoint>,
+        tx: Sender<Msg>,
+    ) -> Tailer<'a> {
+        Tailer {
+            opts,
+            checkpoints,
+            tracked: Vec::new(),
+            tx,
+            first_pass: true,
+        }
+    }
+
+    /// Follows until `stop` is set (or, with `--once`, until everything is read).
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let fifos = fifo::start_readers(&self.opts.paths, self.tx.clone(), stop, self.opts.once);
+        loop {
+            self.discover();
+            let read = self.read_all();
+            self.close_finished();
+            self.first_pass = false;
+            if self.opts.once && read == 0 {
+                break;
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if read == 0 {
+                std::thread::sleep(POLL);
+            }
+        }
+        for t in self.tracked.drain(..) {
+            let _ = self.tx.send(Msg::FileClosed(t.origin()));
+        }
+        for handle in fifos {
+            let _ = handle.join();
+        }
+    }
+
+    fn discover(&mut self) {
+        for t in &mut self.tracked {
+            t.watched = false;
+        }
+        let mut found = discover::candidates(&self.opts.paths, &self.opts.glob);
+        if self.first_pass {
+            found.extend(discover::rotated_while_away(
+                &self.opts.paths,
+                &self.checkpoints,
+            ));
+        }
+        for (path, meta) in found {
+            let key = (meta.dev(), meta.ino());
+            if let Some(t) = self.tracked.iter_mut().find(|t| (t.dev, t.ino) == key) {
+                let watched = discover::is_watched(&path, &self.opts.paths, &self.opts.glob);
+                t.watched |= watched;
+                if t.path != path && watched {
+                    t.path = path.clone();
+                    let _ = self
+                        .tx
+                        .send(Msg::FileRenamed(t.origin(), path.display().to_string()));
+                }
+                continue;
+            }
+            if let Some(t) = self.open(&path, key) {
+                let _ = self.tx.send(Msg::FileOpen(t.meta()));
+                self.tracked.push(t);
+            }
+        }
+    }
+
+    /// Starts tracking a file: from its checkpoint if its content is the one
+    /// the checkpoint saw, else from the start (or the end, for `--from-end`
+    /// files present at start-up).
+    fn open(&self, path: &Path, (dev, ino): (u64, u64)) -> Option<Tracked> {
+        let file = File::open(path).ok()?;
+        let size = file.metadata().ok()?.len();
+        let head = read_head(&file);
+        let (offset, generation) = match self.checkpoints.get(&(dev, ino)) {
+            Some(cp) if head.starts_with(&cp.head) && size >= cp.offset => {
+                (cp.offset, cp.generation)
+            }
+            Some(cp) => (0, cp.generation + 1),
+            None => match self.copy_of(&head) {
+                Some(offset) => (offset, 0),
+                None if self.opts.from_end && self.first_pass => (size, 0),
+                None => (0, 0),
+            },
+        };
+        Some(Tracked {
+            dev,
+            ino,
+            path: path.to_path_buf(),
+            file,
+            offset,
+            head,
+            generation,
+            last_size: size,
+            last_data: Instant::now(),
+            watched: discover::is_watched(path, &self.opts.paths, &self.opts.glob),
+        })
+    }
+
+    /// Reads what every file has beyond its offset; files that left their
+    /// watched path first, so a rotated file is finished before its successor.
+    fn read_all(&mut self) -> u64 {
+        self.tracked.sort_by_key(|t| t.watched);
+        let mut total = 0;
+        for t in &mut self.tracked {
+            total += read_file(t, &self.tx);
+        }
+        total
+    }
+
+    fn close_finished(&mut self) {
+        let once = self.opts.once;
+        let tx = &self.tx;
+        self.tracked.retain(|t| {
+            let done = !t.watched && (once || t.last_data.elapsed() >= ROTATED_GRACE);
+            if done {
+                let _ = tx.send(Msg::FileClosed(t.origin()));
+            }
+            !done
+        });
+    }
+}
+
+impl Tailer<'_> {
+    /// `copytruncate` copies a file before truncating it: a new file whose
+    /// first `HEAD_LEN` bytes are those of a file already read is that file's
+    /// copy, and only what lies beyond the read position is new.
+    fn copy_of(&self, head: &[u8]) -> Option<u64> {
+        if head.len() < HEAD_LEN {
+            return None;
+        }
+        let tracked = self
+            .tracked
+            .iter()
+            .filter(|t| t.head == head)
+            .map(|t| t.offset);
+        let stored = self
+            .checkpoints
+            .values()
+            .filter(|c| c.head == head)
+            .map(|c| c.offset);
+        tracked.chain(stored).max()
+    }
+}
+
+fn read_head(file: &File) -> Vec<u8> {
+    let mut head = vec![0u8; HEAD_LEN];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    head.truncate(n);
+    head
+}
+
+/// Reads new bytes of one file; handles truncation. Returns bytes read.
+fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
+    let Ok(size) = t.file.metadata().map(|m| m.len()) else {
+        return 0;
+    };
+    let rewritten = size != t.last_size && !read_head(&t.file).starts_with(&t.head);
+    if size < t.offset || rewritten {
+        // copytruncate or truncation: the same inode holds new content.
+        let _ = tx.send(Msg::FileClosed(t.origin()));
+        t.generation += 1;
+        t.offset = 0;
+        t.head = read_head(&t.file);
+        let _ = tx.send(Msg::FileOpen(t.meta()));
+    }
+    t.last_size = size;
+    let mut read = 0;
+    let mut buf = vec![0u8; CHUNK];
+    while t.offset < size && read < MAX_PER_PASS {
+        let n = match t.file.read_at(&mut buf, t.offset) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if t.head.len() < HEAD_LEN && t.offset < HEAD_LEN as u64 {
+            t.head = read_head(&t.file);
+        }
+        t.offset += n as u64;
+        read += n as u64;
+        if tx
+            .send(Msg::FileData(t.origin(), buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    if read > 0 {
+        t.last_data = Instant::now();
+    }
+    read
+}
