@@ -132,6 +132,7 @@ pub struct SpoolingSink {
     max_bytes: u64,
     link: Link,
     dropped: u64,
+    warned_full: Option<Instant>,
     spool_path: String,
 }
 
@@ -148,6 +149,7 @@ impl SpoolingSink {
             max_bytes,
             link: Link::Up,
             dropped: 0,
+            warned_full: None,
             spool_path,
         }
     }
@@ -203,18 +205,33 @@ impl SpoolingSink {
         let stats = self.spool.stats()?;
         if stats.bytes >= self.max_bytes {
             self.dropped += batch.logs.len() as u64;
-            eprintln!(
-                "pmon-agent: warning: the spool is full ({} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
-                stats.bytes, self.dropped
-            );
-            let mut note = Batch::default();
-            note.events.push(Event::now(
-                "spool_full",
-                json!({"dropped_records": self.dropped, "spool_bytes": stats.bytes}),
-            ));
-            note.events.extend(batch.events.iter().cloned());
-            note.runs = batch.runs.clone();
-            self.spool.push(ctx, &note)?;
+            // Once, then at most every ten seconds: the terminal is the program's.
+            if self
+                .warned_full
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                self.warned_full = Some(Instant::now());
+                eprintln!(
+                    "pmon-agent: warning: the spool is full ({} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
+                    stats.bytes, self.dropped
+                );
+                let mut note = Batch::default();
+                note.events.push(Event::now(
+                    "spool_full",
+                    json!({"dropped_records": self.dropped, "spool_bytes": stats.bytes}),
+                ));
+                self.spool.push(ctx, &note)?;
+            }
+            // Run states and events are small and say how the run ended: keep them.
+            if !batch.runs.is_empty() || !batch.events.is_empty() {
+                let kept = Batch {
+                    events: batch.events.clone(),
+                    runs: batch.runs.clone(),
+                    checkpoints: batch.checkpoints.clone(),
+                    ..Batch::default()
+                };
+                self.spool.push(ctx, &kept)?;
+            }
             return Ok(());
         }
         let mut spooled = batch.clone();

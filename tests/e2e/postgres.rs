@@ -923,3 +923,61 @@ fn stop(follower: Child) -> Output {
     unsafe { libc::kill(pid, libc::SIGINT) };
     follower.wait_with_output().unwrap()
 }
+
+#[test]
+fn a_full_spool_drops_and_counts_but_the_program_and_plain_log_are_unharmed() {
+    let agent = Agent::new();
+    // Nothing listens on port 1: PostgreSQL is unreachable from the start.
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/db");
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "logging:\n  database:\n    spool_max_bytes: 20000\n",
+    )
+    .unwrap();
+    let program = lines_program(5_000, 5_000, 0.0);
+    let out = with_db(
+        &agent,
+        &url,
+        &["wrap", "-e", "full", "--", "python3", "-c", &program],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        5_000,
+        "all output reached the terminal"
+    );
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("the spool is full") && err.contains("spool_max_bytes"),
+        "{err}"
+    );
+    no_password(&out);
+    let spool = agent.json_lines(&["spool", "status"]);
+    let pending = spool[0]["pending"].as_u64().unwrap();
+    assert!(
+        pending > 0 && pending < 5_000,
+        "spooled until full: {pending}"
+    );
+    let dropped_events: i64 = agent
+        .sql()
+        .query_row(
+            "SELECT count(*) FROM pmon_spool WHERE payload LIKE '%spool_full%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(dropped_events > 0);
+    let logs = agent.data_dir().join("logs/full");
+    let file = std::fs::read_dir(&logs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap().lines().count(),
+        5_000
+    );
+}
