@@ -120,27 +120,40 @@ impl PostgresStore {
     /// Writes one batch in one transaction. Any error drops the connection, so
     /// the next call starts from a clean one.
     pub fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), PgError> {
-        self.connect()?;
-        let url = self.display_url.clone();
-        let Some(mut conn) = self.conn.take() else {
-            return Err(PgError::Connect {
-                url,
-                reason: "no connection".into(),
-            });
-        };
-        let result = self.rt.block_on(async {
-            tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut conn, ctx, batch))
-                .await
-                .map_err(|_| PgError::Timeout { url: url.clone() })?
-                .map_err(|e| PgError::Write {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })
+        let mut conn = self.take_conn()?;
+        let result = self.bounded(write_batch(&mut conn, ctx, batch), |url, reason| {
+            PgError::Write { url, reason }
         });
         if result.is_ok() {
             self.conn = Some(conn);
         }
         result
+    }
+
+    /// The connection, connecting (and migrating) first if needed; the caller
+    /// puts it back only after a success.
+    fn take_conn(&mut self) -> Result<PgConnection, PgError> {
+        self.connect()?;
+        self.conn.take().ok_or_else(|| PgError::Connect {
+            url: self.display_url.clone(),
+            reason: "no connection".into(),
+        })
+    }
+
+    /// Runs one database operation on the private runtime, at most `WRITE_TIMEOUT`.
+    fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = sqlx::Result<T>>,
+        error: impl FnOnce(String, String) -> PgError,
+    ) -> Result<T, PgError> {
+        let url = self.display_url.clone();
+        self.rt.block_on(async {
+            match tokio::time::timeout(WRITE_TIMEOUT, op).await {
+                Err(_) => Err(PgError::Timeout { url }),
+                Ok(Err(e)) => Err(error(url, e.to_string())),
+                Ok(Ok(value)) => Ok(value),
+            }
+        })
     }
 }
 
@@ -156,22 +169,10 @@ impl PostgresStore {
         &mut self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<sqlx::postgres::PgRow>, PgError> {
-        self.connect()?;
-        let url = self.display_url.clone();
-        let Some(mut conn) = self.conn.take() else {
-            return Err(PgError::Connect {
-                url,
-                reason: "no connection".into(),
-            });
-        };
-        let result = self.rt.block_on(async {
-            tokio::time::timeout(WRITE_TIMEOUT, query.fetch_all(&mut conn))
-                .await
-                .map_err(|_| PgError::Timeout { url: url.clone() })?
-                .map_err(|e| PgError::Read {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })
+        let mut conn = self.take_conn()?;
+        let result = self.bounded(query.fetch_all(&mut conn), |url, reason| PgError::Read {
+            url,
+            reason,
         });
         if result.is_ok() {
             self.conn = Some(conn);

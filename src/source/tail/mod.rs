@@ -58,7 +58,6 @@ pub struct StoredCheckpoint {
     pub head: Vec<u8>,
     pub generation: u64,
     pub offset: u64,
-    pub path: String,
 }
 
 /// The checkpoints of an experiment, by (dev, ino).
@@ -67,7 +66,7 @@ pub fn load_checkpoints(
     experiment: &str,
 ) -> rusqlite::Result<HashMap<(u64, u64), StoredCheckpoint>> {
     let mut stmt = conn.prepare(
-        "SELECT dev, ino, head, generation, offset, path FROM pmon_checkpoints WHERE experiment_id = ?1",
+        "SELECT dev, ino, head, generation, offset FROM pmon_checkpoints WHERE experiment_id = ?1",
     )?;
     let rows = stmt.query_map([experiment], |r| {
         Ok((
@@ -76,7 +75,6 @@ pub fn load_checkpoints(
                 head: r.get(2)?,
                 generation: r.get::<_, i64>(3)? as u64,
                 offset: r.get::<_, i64>(4)? as u64,
-                path: r.get(5)?,
             },
         ))
     })?;
