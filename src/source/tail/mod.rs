@@ -15,11 +15,13 @@
 //! SIGKILL re-reads from the checkpoint: nothing is lost, and what PostgreSQL
 //! already had is dropped by its key.
 //!
-//! Discovery polls every 250 ms (a `stat` per watched path; reading only
-//! happens when a file grew). File-system notifications are not used yet.
+//! The tailer sleeps until inotify reports a change in a watched directory
+//! (see `watch.rs`), so idle files cost nothing but a rescan a second; where
+//! inotify is unavailable it polls every 250 ms.
 
 mod discover;
 mod fifo;
+mod watch;
 
 pub use discover::Glob;
 
@@ -38,7 +40,6 @@ const HEAD_LEN: usize = 256;
 /// A file no longer at any watched path is read for this long after its last
 /// new byte (a writer may still finish a line after rotation), then closed.
 const ROTATED_GRACE: Duration = Duration::from_secs(2);
-const POLL: Duration = Duration::from_millis(250);
 const CHUNK: usize = 64 * 1024;
 /// Per file and pass, so one busy file cannot starve the others.
 const MAX_PER_PASS: u64 = 4 << 20;
@@ -139,7 +140,11 @@ impl<'a> Tailer<'a> {
     /// Follows until `stop` is set (or, with `--once`, until everything is read).
     pub fn run(&mut self, stop: &AtomicBool) {
         let fifos = fifo::start_readers(&self.opts.paths, self.tx.clone(), stop, self.opts.once);
+        let mut watcher = watch::Watcher::new();
         loop {
+            if !self.opts.once {
+                watcher.watch(&self.opts.paths);
+            }
             self.discover();
             let read = self.read_all();
             self.close_finished();
@@ -151,7 +156,7 @@ impl<'a> Tailer<'a> {
                 break;
             }
             if read == 0 {
-                std::thread::sleep(POLL);
+                watcher.wait();
             }
         }
         for t in self.tracked.drain(..) {
