@@ -30,6 +30,8 @@ pub struct FileMeta {
     pub generation: u64,
     /// Offset of the first byte that will be sent.
     pub offset: u64,
+    /// What the inode held before its last truncation, and how far it was read.
+    pub earlier: Option<(Vec<u8>, u64)>,
 }
 
 /// A message from a source to the pipeline thread.
@@ -40,6 +42,8 @@ pub enum Msg {
     FileOpen(FileMeta),
     /// The next bytes of a file, by origin.
     FileData(String, Vec<u8>),
+    /// More of the file's first bytes are known (it was short when opened).
+    FileHead(String, Vec<u8>),
     /// The file is now known under another path (rotation).
     FileRenamed(String, String),
     /// No more bytes will come for this origin: finish what is pending.
@@ -204,7 +208,9 @@ fn process(
                     &meta.path,
                 );
                 let framer = LineFramer::new(settings.max_line_bytes).starting_at(meta.offset);
-                let checkpointed = meta.offset;
+                // Record where reading starts even before any record arrives:
+                // a copy opened past its end must be known as read after a restart.
+                let checkpointed = u64::MAX;
                 files.insert(
                     meta.origin.clone(),
                     FileState {
@@ -225,6 +231,12 @@ fn process(
                         file.assembler.frame(frame, now, &mut outputs);
                     }
                     deliver_file(file, &mut outputs, &mut batcher, now, counters);
+                }
+            }
+            Ok(Msg::FileHead(origin, head)) => {
+                if let Some(file) = files.get_mut(&origin) {
+                    file.meta.head = head;
+                    file.checkpointed = u64::MAX;
                 }
             }
             Ok(Msg::FileRenamed(origin, path)) => {
@@ -304,6 +316,7 @@ fn deliver_file(
     now: Instant,
     counters: &PipelineCounters,
 ) {
+    batcher.hold();
     deliver_from(Some(&file.meta.origin), outputs, batcher, now, counters);
     let offset = file.safe_offset();
     if offset != file.checkpointed {
@@ -316,10 +329,12 @@ fn deliver_file(
                 generation: file.meta.generation,
                 path: file.meta.path.clone(),
                 offset,
+                earlier: file.meta.earlier.clone(),
             },
             now,
         );
     }
+    batcher.release();
 }
 
 fn finish_file(

@@ -111,6 +111,8 @@ CREATE TABLE pmon_checkpoints (
     ino           INTEGER NOT NULL,
     head          BLOB NOT NULL,               -- the file's first bytes: tells inode reuse apart
     generation    INTEGER NOT NULL DEFAULT 0,  -- bumped on truncation or inode reuse
+    earlier_head  BLOB,                        -- what the inode held before, and how far it was read:
+    earlier_offset INTEGER,                    -- recognises a copytruncate copy after a restart
     path          TEXT NOT NULL,               -- where it was last seen
     offset        INTEGER NOT NULL,
     updated_at    TEXT NOT NULL,

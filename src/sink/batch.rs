@@ -32,6 +32,8 @@ pub struct Batcher {
     checkpoints: BTreeMap<(u64, u64), Checkpoint>,
     checkpoints_due: Option<Instant>,
     tx: Sender<Batch>,
+    holding: bool,
+    flush_wanted: bool,
     /// Records sent to the sink (after the level filter).
     pub records_sent: u64,
 }
@@ -48,6 +50,8 @@ impl Batcher {
             checkpoints: BTreeMap::new(),
             checkpoints_due: None,
             tx,
+            holding: false,
+            flush_wanted: false,
             records_sent: 0,
         }
     }
@@ -74,6 +78,24 @@ impl Batcher {
         });
         self.oldest.get_or_insert(now);
         if urgent || self.current.logs.len() >= self.settings.batch_size {
+            if self.holding {
+                self.flush_wanted = true;
+            } else {
+                self.flush();
+            }
+        }
+    }
+
+    /// Defers size and urgency flushes until `release`: a file's records and
+    /// the checkpoint after them must land in the same batch, or a crash in
+    /// between leaves a checkpoint that lags what is stored.
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    pub fn release(&mut self) {
+        self.holding = false;
+        if std::mem::take(&mut self.flush_wanted) {
             self.flush();
         }
     }

@@ -60,6 +60,9 @@ pub struct Checkpoint {
     pub generation: u64,
     pub path: String,
     pub offset: u64,
+    /// The previous generation's head and read offset (copytruncate).
+    #[serde(default)]
+    pub earlier: Option<(Vec<u8>, u64)>,
 }
 
 impl Batch {

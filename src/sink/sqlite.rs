@@ -216,8 +216,8 @@ pub fn write_checkpoints(
         return Ok(());
     }
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO pmon_checkpoints (experiment_id, dev, ino, head, generation, path, offset, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (experiment_id, dev, ino) DO UPDATE SET head = excluded.head, generation = excluded.generation, path = excluded.path, offset = excluded.offset, updated_at = excluded.updated_at",
+        "INSERT INTO pmon_checkpoints (experiment_id, dev, ino, head, generation, path, offset, updated_at, earlier_head, earlier_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (experiment_id, dev, ino) DO UPDATE SET head = excluded.head, generation = excluded.generation, path = excluded.path, offset = excluded.offset, updated_at = excluded.updated_at, earlier_head = excluded.earlier_head, earlier_offset = excluded.earlier_offset",
     )?;
     let now = format_ts(&chrono::Utc::now());
     for c in checkpoints {
@@ -229,7 +229,9 @@ pub fn write_checkpoints(
             c.generation as i64,
             c.path,
             c.offset as i64,
-            now
+            now,
+            c.earlier.as_ref().map(|(h, _)| h),
+            c.earlier.as_ref().map(|(_, o)| *o as i64),
         ])?;
     }
     Ok(())

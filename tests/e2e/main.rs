@@ -6,6 +6,8 @@ mod pg_server;
 mod postgres;
 mod queries;
 mod tail;
+mod tail_logrotate;
+mod tail_model;
 mod tracebacks;
 mod util;
 mod wrap;

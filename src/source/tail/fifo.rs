@@ -59,6 +59,7 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
             head: Vec::new(),
             generation: 0,
             offset,
+            earlier: None,
         }));
         offset += pump(&mut fifo, origin, tx);
         let _ = tx.send(Msg::FileClosed(origin.to_string()));

@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 
 /// How many leading bytes identify a file's content.
 const HEAD_LEN: usize = 256;
+/// Fewer leading bytes than this cannot tell a copy from a new file: such a
+/// file waits (briefly) for more before it is read.
+const MIN_IDENTITY: usize = 64;
+/// A small file that stays small this long is read as a new file.
+const SMALL_FILE_WAIT: Duration = Duration::from_secs(1);
 /// A file no longer at any watched path is read for this long after its last
 /// new byte (a writer may still finish a line after rotation), then closed.
 const ROTATED_GRACE: Duration = Duration::from_secs(2);
@@ -59,6 +64,7 @@ pub struct StoredCheckpoint {
     pub head: Vec<u8>,
     pub generation: u64,
     pub offset: u64,
+    pub earlier: Option<(Vec<u8>, u64)>,
 }
 
 /// The checkpoints of an experiment, by (dev, ino).
@@ -67,7 +73,7 @@ pub fn load_checkpoints(
     experiment: &str,
 ) -> rusqlite::Result<HashMap<(u64, u64), StoredCheckpoint>> {
     let mut stmt = conn.prepare(
-        "SELECT dev, ino, head, generation, offset FROM pmon_checkpoints WHERE experiment_id = ?1",
+        "SELECT dev, ino, head, generation, offset, earlier_head, earlier_offset FROM pmon_checkpoints WHERE experiment_id = ?1",
     )?;
     let rows = stmt.query_map([experiment], |r| {
         Ok((
@@ -76,6 +82,10 @@ pub fn load_checkpoints(
                 head: r.get(2)?,
                 generation: r.get::<_, i64>(3)? as u64,
                 offset: r.get::<_, i64>(4)? as u64,
+                earlier: match (r.get::<_, Option<Vec<u8>>>(5)?, r.get::<_, Option<i64>>(6)?) {
+                    (Some(head), Some(offset)) => Some((head, offset as u64)),
+                    _ => None,
+                },
             },
         ))
     })?;
@@ -94,6 +104,11 @@ struct Tracked {
     last_data: Instant,
     /// Seen at a watched path in the latest discovery pass.
     watched: bool,
+    /// No checkpoint names it and its first bytes are too few to tell whether
+    /// it is a copy (copytruncate) of a file already read.
+    undecided: bool,
+    /// Content this inode held before it was truncated: (head, offset read).
+    earlier: Vec<(Vec<u8>, u64)>,
 }
 
 impl Tracked {
@@ -110,6 +125,7 @@ impl Tracked {
             head: self.head.clone(),
             generation: self.generation,
             offset: self.offset,
+            earlier: self.earlier.last().cloned(),
         }
     }
 }
@@ -192,7 +208,10 @@ impl<'a> Tailer<'a> {
                 continue;
             }
             if let Some(t) = self.open(&path, key) {
-                let _ = self.tx.send(Msg::FileOpen(t.meta()));
+                // An undecided file is announced once it is known where to start.
+                if !t.undecided {
+                    let _ = self.tx.send(Msg::FileOpen(t.meta()));
+                }
                 self.tracked.push(t);
             }
         }
@@ -205,16 +224,23 @@ impl<'a> Tailer<'a> {
         let file = File::open(path).ok()?;
         let size = file.metadata().ok()?.len();
         let head = read_head(&file);
+        let mut undecided = false;
+        let mut earlier = Vec::new();
         let (offset, generation) = match self.checkpoints.get(&(dev, ino)) {
             Some(cp) if head.starts_with(&cp.head) && size >= cp.offset => {
+                earlier.extend(cp.earlier.clone());
                 (cp.offset, cp.generation)
             }
-            Some(cp) => (0, cp.generation + 1),
-            None => match self.copy_of(&head) {
-                Some(offset) => (offset, 0),
-                None if self.opts.from_end && self.first_pass => (size, 0),
-                None => (0, 0),
-            },
+            Some(cp) => {
+                // Truncated (or the inode reused) while we were away.
+                earlier.push((cp.head.clone(), cp.offset));
+                (0, cp.generation + 1)
+            }
+            None if self.opts.from_end && self.first_pass => (size, 0),
+            None => {
+                undecided = true;
+                (0, 0)
+            }
         };
         Some(Tracked {
             dev,
@@ -227,6 +253,8 @@ impl<'a> Tailer<'a> {
             last_size: size,
             last_data: Instant::now(),
             watched: discover::is_watched(path, &self.opts.paths, &self.opts.glob),
+            undecided,
+            earlier,
         })
     }
 
@@ -234,11 +262,33 @@ impl<'a> Tailer<'a> {
     /// watched path first, so a rotated file is finished before its successor.
     fn read_all(&mut self) -> u64 {
         self.tracked.sort_by_key(|t| t.watched);
+        let known = self.known_contents();
         let mut total = 0;
         for t in &mut self.tracked {
+            if t.undecided && !decide(t, &known, self.opts.once, &self.tx) {
+                continue;
+            }
             total += read_file(t, &self.tx);
         }
         total
+    }
+
+    /// Heads of content already read, with how far: tracked files, what they
+    /// held before a truncation, and the stored checkpoints.
+    fn known_contents(&self) -> Vec<(Vec<u8>, u64)> {
+        let tracked = self.tracked.iter().filter(|t| !t.undecided);
+        tracked
+            .clone()
+            .map(|t| (t.head.clone(), t.offset))
+            .chain(tracked.flat_map(|t| t.earlier.iter().cloned()))
+            .chain(
+                self.checkpoints
+                    .values()
+                    .map(|c| (c.head.clone(), c.offset)),
+            )
+            .chain(self.checkpoints.values().filter_map(|c| c.earlier.clone()))
+            .filter(|(head, _)| head.len() >= MIN_IDENTITY)
+            .collect()
     }
 
     fn close_finished(&mut self) {
@@ -254,26 +304,32 @@ impl<'a> Tailer<'a> {
     }
 }
 
-impl Tailer<'_> {
-    /// `copytruncate` copies a file before truncating it: a new file whose
-    /// first `HEAD_LEN` bytes are those of a file already read is that file's
-    /// copy, and only what lies beyond the read position is new.
-    fn copy_of(&self, head: &[u8]) -> Option<u64> {
-        if head.len() < HEAD_LEN {
-            return None;
+/// Decides whether an unidentified file is new or a `copytruncate` copy of
+/// content already read (a copy starts with the same bytes; only what lies
+/// beyond the read position is new). Returns false to wait for more bytes.
+fn decide(t: &mut Tracked, known: &[(Vec<u8>, u64)], once: bool, tx: &Sender<Msg>) -> bool {
+    let head = read_head(&t.file);
+    if head.len() < MIN_IDENTITY && !once && t.last_data.elapsed() < SMALL_FILE_WAIT {
+        if head.len() != t.head.len() {
+            t.head = head;
+            t.last_data = Instant::now();
         }
-        let tracked = self
-            .tracked
-            .iter()
-            .filter(|t| t.head == head)
-            .map(|t| t.offset);
-        let stored = self
-            .checkpoints
-            .values()
-            .filter(|c| c.head == head)
-            .map(|c| c.offset);
-        tracked.chain(stored).max()
+        return false;
     }
+    t.undecided = false;
+    let copied = known
+        .iter()
+        .filter(|(seen, _)| {
+            head.len() >= MIN_IDENTITY && (seen.starts_with(&head) || head.starts_with(seen))
+        })
+        .map(|(_, offset)| *offset)
+        .max();
+    t.head = head;
+    if let Some(offset) = copied {
+        t.offset = offset;
+    }
+    let _ = tx.send(Msg::FileOpen(t.meta()));
+    true
 }
 
 fn read_head(file: &File) -> Vec<u8> {
@@ -288,10 +344,17 @@ fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
     let Ok(size) = t.file.metadata().map(|m| m.len()) else {
         return 0;
     };
+    // A file that shrank, or whose first bytes changed, was truncated. A file
+    // merely shorter than the read position is a copy still being written.
     let rewritten = size != t.last_size && !read_head(&t.file).starts_with(&t.head);
-    if size < t.offset || rewritten {
-        // copytruncate or truncation: the same inode holds new content.
+    if size < t.last_size || rewritten {
+        // copytruncate or truncation: the same inode holds new content. What
+        // it held is remembered, to recognise its copy.
         let _ = tx.send(Msg::FileClosed(t.origin()));
+        t.earlier.push((std::mem::take(&mut t.head), t.offset));
+        if t.earlier.len() > 4 {
+            t.earlier.remove(0);
+        }
         t.generation += 1;
         t.offset = 0;
         t.head = read_head(&t.file);
@@ -307,6 +370,7 @@ fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
         };
         if t.head.len() < HEAD_LEN && t.offset < HEAD_LEN as u64 {
             t.head = read_head(&t.file);
+            let _ = tx.send(Msg::FileHead(t.origin(), t.head.clone()));
         }
         t.offset += n as u64;
         read += n as u64;
