@@ -48,6 +48,9 @@ pub enum Command {
     /// Ask the store about experiments, runs and their logs
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Run commands in the background, supervised: start, status, logs, pause, resume, stop
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// Records waiting for PostgreSQL in the local spool
     #[command(subcommand)]
     Spool(SpoolCommand),
@@ -209,6 +212,75 @@ pub struct ErrorsArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub format: FormatArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start CMD supervised in the background; returns at once
+    Start(DaemonStartArgs),
+    /// State of one daemon, or of all
+    Status {
+        /// Daemon name [default: all daemons]
+        name: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// State of every daemon, one line each
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// The daemon's output, from the store (or its plain log file)
+    Logs {
+        name: String,
+        /// Keep following new records
+        #[arg(short, long)]
+        follow: bool,
+        /// Keep this level and above
+        #[arg(long, value_name = "LEVEL")]
+        level: Option<crate::record::Level>,
+        /// Print whole tracebacks under their records
+        #[arg(long)]
+        traceback: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// SIGSTOP to the daemon's whole process group
+    Pause { name: String },
+    /// SIGCONT to the daemon's whole process group
+    Resume { name: String },
+    /// SIGTERM to the group, SIGKILL after the timeout; no process is left behind
+    Stop {
+        name: String,
+        /// How long to wait after SIGTERM before SIGKILL
+        #[arg(long, default_value = "10s", value_name = "DURATION")]
+        timeout: String,
+    },
+    /// Stop, then start again with the same command
+    Restart {
+        name: String,
+        #[arg(long, default_value = "10s", value_name = "DURATION")]
+        timeout: String,
+    },
+    /// (internal) the supervising agent that `start` launches
+    #[command(hide = true)]
+    Supervise(DaemonStartArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DaemonStartArgs {
+    /// A unique name for the daemon
+    #[arg(long, value_name = "N")]
+    pub name: String,
+    /// Experiment name [default: the daemon's name]
+    #[arg(short, long, value_name = "EXP")]
+    pub experiment: Option<String>,
+    /// When to start the command again after it ends
+    #[arg(long, value_enum, default_value_t = crate::daemon::RestartPolicy::Never)]
+    pub restart: crate::daemon::RestartPolicy,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

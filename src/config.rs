@@ -19,6 +19,33 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub monitoring: MonitoringConfig,
     pub parsers: ParsersConfig,
+    pub daemon: DaemonConfig,
+}
+
+/// Restart policy limits for `daemon start --restart on-failure|always`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// The first restart waits this long; each next one twice as long.
+    #[serde(deserialize_with = "de_duration")]
+    pub first_backoff: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+    /// More restarts than this within `restart_window` and the supervisor gives up.
+    pub max_restarts: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub restart_window: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -7,6 +7,7 @@ mod app;
 mod cli;
 mod commands;
 mod config;
+mod daemon;
 mod framing;
 mod parse;
 mod paths;

@@ -68,6 +68,9 @@ pub struct PipelineSettings {
 pub struct PipelineCounters {
     pub lines: AtomicU64,
     pub records: AtomicU64,
+    /// The newest error seen, as `Type: message` (or the message): what a
+    /// daemon's status shows after a crash.
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 pub struct Pipeline {
@@ -298,13 +301,29 @@ fn deliver_from(
 ) {
     for output in outputs.drain(..) {
         match output {
-            Output::Record(record) => batcher.record(record, origin, now),
+            Output::Record(record) => {
+                if record.is_urgent() {
+                    note_error(&record, counters);
+                }
+                batcher.record(record, origin, now)
+            }
             Output::Progress(update) => batcher.progress(update, now),
         }
     }
     counters
         .records
         .store(batcher.records_sent, Ordering::Relaxed);
+}
+
+fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
+    let text = match (&record.exception_type, &record.exception_message) {
+        (Some(t), Some(m)) if !m.is_empty() => format!("{t}: {}", m.lines().next().unwrap_or("")),
+        (Some(t), _) => t.clone(),
+        _ => record.message.clone(),
+    };
+    if let Ok(mut last) = counters.last_error.lock() {
+        *last = Some(text);
+    }
 }
 
 /// Hands a file's records to the batcher, then its checkpoint: the batch that

@@ -2,19 +2,29 @@
 //! names the thing that failed and what to do about it.
 
 mod config_cmd;
+mod daemon;
 mod database;
 mod ingest;
 mod parsers_cmd;
 mod recording;
 mod tail;
-mod wrap;
+pub mod wrap;
 
 use crate::app::App;
 use crate::cli::{Cli, Command};
 
 /// Runs a command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Wrap(_) | Command::Ingest(_) | Command::Tail(_) = &cli.command {
+    let supervises = matches!(
+        &cli.command,
+        Command::Daemon(crate::cli::DaemonCommand::Supervise(_))
+    );
+    if supervises
+        || matches!(
+            &cli.command,
+            Command::Wrap(_) | Command::Ingest(_) | Command::Tail(_)
+        )
+    {
         // Before any thread exists, so every thread inherits the mask.
         crate::source::wrap::block_signals();
     }
@@ -24,6 +34,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
         Command::Tail(args) => tail::run(&App::new(&cli.global)?, args),
         Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
+        Command::Daemon(cmd) => daemon::run(&cli.global, cmd),
         Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd).map(|()| 0),

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::cli::WrapArgs;
 use crate::record::Event;
 use crate::run::{self, RunState, StartMode};
-use crate::source::wrap::{self, WrapOptions};
+use crate::source::wrap::{self, ChildOutcome, WrapOptions};
 use anyhow::Context;
 use serde_json::json;
 
@@ -19,33 +19,73 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         (_, true) => StartMode::NewRun,
         _ => StartMode::Exclusive,
     };
-    let recording = Recording::start(app, &experiment, &args.command, &args.tags, mode)?;
-    let plain_log = recording.open_plain_log();
-    let opts = WrapOptions {
+    let child = ChildSpec {
+        experiment: &experiment,
         command: &args.command,
+        tags: &args.tags,
+        mode,
         pty: args.pty,
         echo: !args.no_echo,
-        plain_log,
+    };
+    let ran = run_child(app, &child, |_, _| {})?;
+    Ok(ran.outcome.agent_exit_code())
+}
+
+/// One run of a command under the agent: what `wrap` does once and a daemon
+/// supervisor does again after each restart.
+pub struct ChildSpec<'a> {
+    pub experiment: &'a str,
+    pub command: &'a [String],
+    pub tags: &'a [(String, String)],
+    pub mode: StartMode,
+    pub pty: bool,
+    pub echo: bool,
+}
+
+/// How a run ended.
+pub struct Ran {
+    pub outcome: ChildOutcome,
+    pub state: RunState,
+    pub run_id: Option<String>,
+    /// The last error the program printed (`ValueError: bad shard`).
+    pub last_error: Option<String>,
+}
+
+/// Runs the command once; `on_spawn` is told its pid and the run id.
+pub fn run_child(
+    app: &App,
+    spec: &ChildSpec<'_>,
+    on_spawn: impl FnOnce(u32, Option<&str>),
+) -> anyhow::Result<Ran> {
+    let recording = Recording::start(app, spec.experiment, spec.command, spec.tags, spec.mode)?;
+    let run_id = recording.run.as_ref().map(|r| r.run_id.clone());
+    let opts = WrapOptions {
+        command: spec.command,
+        pty: spec.pty,
+        echo: spec.echo,
+        plain_log: recording.open_plain_log(),
     };
     let tx = recording.pipeline.sender();
     let counters = recording.pipeline.counters();
+    let errors = counters.clone();
     let outcome = wrap::run(opts, tx, counters, |pid| {
         recording.set_child_pid(pid);
         recording.event(Event::now(
             "start",
-            json!({"pid": pid, "command": args.command, "pty": args.pty, "tags": tags_json(&args.tags), "agent_pid": std::process::id()}),
+            json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(spec.tags), "agent_pid": std::process::id()}),
         ));
+        on_spawn(pid, run_id.as_deref());
     });
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let message = format!("could not start '{}': {e}", args.command[0]);
+            let message = format!("could not start '{}': {e}", spec.command[0]);
             recording.event(Event::now("exit", json!({"error": message})));
             recording.finish(RunState::Failed, Some(127), None)?;
             return Err(anyhow::anyhow!(e)).with_context(|| {
                 format!(
                     "could not start '{}'; check that it is installed and on PATH",
-                    args.command[0]
+                    spec.command[0]
                 )
             });
         }
@@ -65,7 +105,13 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         json!({"pid": outcome.pid, "exit_code": outcome.exit_code, "signal": outcome.signal, "signal_name": signal_name, "state": state.as_str()}),
     ));
     recording.finish(state, outcome.exit_code, outcome.signal)?;
-    Ok(outcome.agent_exit_code())
+    let last_error = errors.last_error.lock().ok().and_then(|e| e.clone());
+    Ok(Ran {
+        outcome,
+        state,
+        run_id,
+        last_error,
+    })
 }
 
 fn tags_json(tags: &[(String, String)]) -> serde_json::Value {

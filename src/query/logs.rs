@@ -596,7 +596,7 @@ fn print_new_records(
 }
 
 fn regex_matches(regex: Option<&Regex>, record: &LogRow) -> bool {
-    regex.map_or(true, |regex| {
+    regex.is_none_or(|regex| {
         regex.is_match(&record.message)
             || record
                 .traceback

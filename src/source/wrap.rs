@@ -153,43 +153,76 @@ fn wait_for(pid: u32) -> WaitStatus {
     }
 }
 
+/// What the one signal thread acts on: the child of the run in progress.
+/// A daemon supervisor runs many children in turn, one signal thread serves them all.
+struct SignalTarget {
+    pid: u32,
+    tx: Sender<Msg>,
+    counters: Arc<PipelineCounters>,
+    forwarded: Arc<AtomicI32>,
+    started: Instant,
+}
+
+static SIGNAL_TARGET: Mutex<Option<SignalTarget>> = Mutex::new(None);
+static SIGNAL_THREAD: std::sync::Once = std::sync::Once::new();
+
 fn spawn_signal_thread(
     pid: u32,
     tx: Sender<Msg>,
     counters: Arc<PipelineCounters>,
     forwarded: Arc<AtomicI32>,
 ) -> std::io::Result<()> {
-    let started = Instant::now();
-    std::thread::Builder::new()
-        .name("pmon-signals".into())
-        .spawn(move || {
-            let set = handled_signals();
-            let mut repeats = 0;
-            loop {
-                let Ok(sig) = set.wait() else { continue };
-                if sig == Signal::SIGUSR1 {
-                    status_report(pid, started, &counters, &tx);
-                    continue;
-                }
-                if sig == Signal::SIGTTOU {
-                    continue;
-                }
-                // A user who asks three times wants the agent gone, flushed or not.
-                if forwarded.swap(sig as i32, Ordering::SeqCst) != 0 {
-                    repeats += 1;
-                    if repeats >= 2 {
-                        eprintln!("pmon-agent: {} received three times; exiting now without waiting for the program or the store", sig.as_str());
-                        std::process::exit(128 + sig as i32);
-                    }
-                }
-                let _ = killpg(Pid::from_raw(pid as i32), sig);
-                let _ = tx.send(Msg::Event(Event::now(
-                    "signal",
-                    json!({"signal": sig.as_str(), "number": sig as i32, "forwarded_to_pgid": pid}),
-                )));
+    if let Ok(mut target) = SIGNAL_TARGET.lock() {
+        *target = Some(SignalTarget {
+            pid,
+            tx,
+            counters,
+            forwarded,
+            started: Instant::now(),
+        });
+    }
+    let mut result = Ok(());
+    SIGNAL_THREAD.call_once(|| {
+        result = std::thread::Builder::new()
+            .name("pmon-signals".into())
+            .spawn(handle_signals)
+            .map(|_| ());
+    });
+    result
+}
+
+fn handle_signals() {
+    let set = handled_signals();
+    let mut repeats = 0;
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        if sig == Signal::SIGTTOU {
+            continue;
+        }
+        let Ok(guard) = SIGNAL_TARGET.lock() else {
+            continue;
+        };
+        let Some(target) = guard.as_ref() else {
+            continue;
+        };
+        if sig == Signal::SIGUSR1 {
+            status_report(target.pid, target.started, &target.counters, &target.tx);
+            continue;
+        }
+        // A user who asks three times wants the agent gone, flushed or not.
+        if target.forwarded.swap(sig as i32, Ordering::SeqCst) != 0 {
+            repeats += 1;
+            if repeats >= 2 {
+                eprintln!("pmon-agent: {} received three times; exiting now without waiting for the program or the store", sig.as_str());
+                std::process::exit(128 + sig as i32);
             }
-        })?;
-    Ok(())
+        }
+        let _ = killpg(Pid::from_raw(target.pid as i32), sig);
+        let _ = target.tx.send(Msg::Event(Event::now(
+            "signal",
+            json!({"signal": sig.as_str(), "number": sig as i32, "forwarded_to_pgid": target.pid}),
+        )));
+    }
 }
 
 fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &Sender<Msg>) {

@@ -1,0 +1,313 @@
+//! The supervisor: runs the daemon's command again and again as its restart
+//! policy says, with exponential backoff and a give-up limit, keeping the
+//! state file current. It runs detached (`daemon start` re-executes the agent
+//! in a new session), so it outlives the terminal that started it.
+
+use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
+use crate::app::App;
+use crate::commands::wrap::{run_child, ChildSpec, Ran};
+use crate::procinfo;
+use crate::record::{format_ts, Event};
+use crate::run::{RunState, StartMode};
+use crate::sink::{Batch, RunContext};
+use anyhow::Context;
+use chrono::Utc;
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Supervise<'a> {
+    pub name: &'a str,
+    pub experiment: &'a str,
+    pub restart: RestartPolicy,
+    pub command: &'a [String],
+}
+
+/// Runs until the command ends for good; returns the supervisor's exit code.
+pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
+    let dir = DaemonDir::new(&app.data_dir);
+    dir.ensure()
+        .context("could not create the daemons directory in the data dir")?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.lock_path(args.name))
+        .context("could not open the daemon's lock file")?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| anyhow::anyhow!("daemon '{}' already has a running supervisor", args.name))?;
+    let _ = std::fs::remove_file(dir.stop_path(args.name));
+    let me = std::process::id();
+    let mut state = DaemonState {
+        name: args.name.to_string(),
+        experiment_id: args.experiment.to_string(),
+        command: args.command.to_vec(),
+        restart: args.restart,
+        state: RunState::Running,
+        pid: None,
+        supervisor_pid: me,
+        supervisor_start: procinfo::start_time(me),
+        started_at: format_ts(&Utc::now()),
+        restarts: 0,
+        exit_code: None,
+        signal: None,
+        last_error: None,
+        run_id: None,
+        ended_at: None,
+        last_rss_bytes: None,
+    };
+    dir.write(&state)?;
+    let limits = app.config.daemon.clone();
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let ran = run_once(app, args, &dir, &mut state);
+        let stop_requested = dir.stop_path(args.name).exists()
+            || ran.as_ref().is_some_and(|r| r.outcome.forwarded.is_some());
+        if stop_requested {
+            state.state = RunState::Stopped;
+            let who = std::fs::read_to_string(dir.stop_path(args.name)).unwrap_or_default();
+            record_event(app, &state, Event::now("stop", json!({"by": who.trim()})));
+        }
+        dir.write(&state)?;
+        if stop_requested || ran.is_none() || !should_restart(args.restart, state.state) {
+            break;
+        }
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > limits.restart_window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() as u32 >= limits.max_restarts {
+            let reason = format!(
+                "gave up after {} restarts within {}",
+                limits.max_restarts,
+                humantime::format_duration(limits.restart_window)
+            );
+            record_event(
+                app,
+                &state,
+                Event::now(
+                    "give_up",
+                    json!({"reason": reason, "restarts": state.restarts}),
+                ),
+            );
+            state.last_error = Some(match state.last_error.take() {
+                Some(e) => format!("{e}; {reason}"),
+                None => reason,
+            });
+            dir.write(&state)?;
+            break;
+        }
+        let delay = backoff(
+            recent.len() as u32,
+            limits.first_backoff,
+            limits.max_backoff,
+        );
+        record_event(
+            app,
+            &state,
+            Event::now(
+                "restart",
+                json!({"attempt": state.restarts + 1, "delay_s": delay.as_secs_f64(), "reason": restart_reason(&state)}),
+            ),
+        );
+        if wait_or_stop(&dir, args.name, delay) {
+            state.state = RunState::Stopped;
+            dir.write(&state)?;
+            break;
+        }
+        recent.push_back(Instant::now());
+        state.restarts += 1;
+    }
+    Ok(0)
+}
+
+fn should_restart(policy: RestartPolicy, state: RunState) -> bool {
+    match policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => matches!(state, RunState::Failed | RunState::Crashed),
+        RestartPolicy::Always => true,
+    }
+}
+
+fn restart_reason(state: &DaemonState) -> String {
+    match (state.exit_code, state.signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (_, Some(sig)) => format!("killed by {}", signal_name(sig)),
+        _ => "ended".into(),
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// One run of the command; `None` if it could not be started at all.
+fn run_once(
+    app: &App,
+    args: &Supervise<'_>,
+    dir: &DaemonDir,
+    state: &mut DaemonState,
+) -> Option<Ran> {
+    let tags = vec![("daemon".to_string(), args.name.to_string())];
+    let spec = ChildSpec {
+        experiment: args.experiment,
+        command: args.command,
+        tags: &tags,
+        mode: StartMode::NewRun,
+        pty: false,
+        echo: false,
+    };
+    let sampler = RssSampler::start();
+    let result = run_child(app, &spec, |pid, run_id| {
+        state.pid = Some(pid);
+        state.run_id = run_id.map(str::to_string);
+        state.state = RunState::Running;
+        state.exit_code = None;
+        state.signal = None;
+        state.ended_at = None;
+        let _ = dir.write(state);
+        sampler.watch(pid);
+    });
+    let rss = sampler.stop();
+    state.ended_at = Some(format_ts(&Utc::now()));
+    state.last_rss_bytes = rss;
+    match result {
+        Ok(ran) => {
+            state.exit_code = ran.outcome.exit_code;
+            state.signal = ran.outcome.signal;
+            state.state = ran.state;
+            state.run_id = ran.run_id.clone();
+            state.last_error = end_description(&ran, rss);
+            Some(ran)
+        }
+        Err(e) => {
+            state.state = RunState::Failed;
+            state.last_error = Some(format!("{e:#}"));
+            None
+        }
+    }
+}
+
+/// What status shows for how the run ended: the last exception, or the
+/// signal (with the out-of-memory suspicion when SIGKILL came near the limit).
+fn end_description(ran: &Ran, rss: Option<u64>) -> Option<String> {
+    if ran.outcome.signal == Some(9) {
+        let limit = memory_limit();
+        if let (Some(rss), Some(limit)) = (rss, limit) {
+            if rss as f64 >= 0.9 * limit as f64 {
+                return Some(format!(
+                    "killed by SIGKILL (likely out of memory: last RSS {:.1} MiB of a {:.1} MiB limit)",
+                    rss as f64 / 1048576.0,
+                    limit as f64 / 1048576.0
+                ));
+            }
+        }
+    }
+    ran.last_error.clone().or_else(|| {
+        ran.outcome
+            .signal
+            .map(|s| format!("killed by {}", signal_name(s)))
+    })
+}
+
+/// The memory limit that applies: the cgroup's `memory.max`, else physical memory.
+fn memory_limit() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok();
+    if let Some(bytes) = max.and_then(|m| m.trim().parse::<u64>().ok()) {
+        return Some(bytes);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Sleeps `delay`, waking early if `daemon stop` asked; true if it did.
+fn wait_or_stop(dir: &DaemonDir, name: &str, delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if dir.stop_path(name).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dir.stop_path(name).exists()
+}
+
+/// Writes one event for the daemon's current run straight to the store.
+fn record_event(app: &App, state: &DaemonState, event: Event) {
+    let Some(run_id) = state.run_id.clone() else {
+        return;
+    };
+    let ctx = RunContext {
+        experiment_id: state.experiment_id.clone(),
+        run_id,
+    };
+    if let Ok(mut sink) = app.open_sink() {
+        let batch = Batch {
+            events: vec![event],
+            ..Batch::default()
+        };
+        let _ = sink.write(&ctx, &batch);
+    }
+}
+
+/// Samples the program's RSS every second, for the out-of-memory verdict.
+struct RssSampler {
+    pid: Arc<AtomicU32>,
+    last: Arc<AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssSampler {
+    fn start() -> RssSampler {
+        let sampler = RssSampler {
+            pid: Arc::new(AtomicU32::new(0)),
+            last: Arc::new(AtomicU64::new(0)),
+            done: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let (pid, last, done) = (
+            sampler.pid.clone(),
+            sampler.last.clone(),
+            sampler.done.clone(),
+        );
+        let _ = std::thread::Builder::new()
+            .name("pmon-rss".into())
+            .spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let p = pid.load(Ordering::SeqCst);
+                    if p != 0 {
+                        if let Some(rss) = procinfo::rss_bytes(p) {
+                            last.store(rss, Ordering::SeqCst);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        sampler
+    }
+
+    fn watch(&self, pid: u32) {
+        self.pid.store(pid, Ordering::SeqCst);
+    }
+
+    fn stop(&self) -> Option<u64> {
+        self.done.store(true, Ordering::SeqCst);
+        Some(self.last.load(Ordering::SeqCst)).filter(|v| *v > 0)
+    }
+}

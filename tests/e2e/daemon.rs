@@ -1,0 +1,305 @@
+//! Daemons with real processes: crashes name their exception or signal, a
+//! killed supervisor shows `lost`, pause and resume change the process state,
+//! stop leaves no process of the group behind, restarts back off and give up.
+
+use crate::util::*;
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn start(agent: &Agent, args: &[&str]) {
+    let mut all = vec!["daemon", "start"];
+    all.extend_from_slice(args);
+    let out = agent.run(&all);
+    assert!(
+        out.status.success(),
+        "daemon start failed: {}",
+        stderr_text(&out)
+    );
+}
+
+fn status(agent: &Agent, name: &str) -> Value {
+    let mut lines = agent.json_lines(&["daemon", "status", name]);
+    assert_eq!(lines.len(), 1);
+    lines.remove(0)
+}
+
+/// Polls the daemon's status until `done` says so (or 20 s pass).
+fn wait_for(agent: &Agent, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(agent, name);
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status_text(agent: &Agent, name: &str) -> String {
+    String::from_utf8(agent.run(&["daemon", "status", name]).stdout).unwrap()
+}
+
+/// Processes (not zombies) whose process group is `pgid`, from /proc.
+fn group_size(pgid: u64) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(i) = stat.rfind(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[i + 2..].split(' ').collect();
+            fields[0] != "Z" && fields[2].parse::<u64>().ok() == Some(pgid)
+        })
+        .count()
+}
+
+fn group_is_empty(pgid: u64) -> bool {
+    group_size(pgid) == 0
+}
+
+fn proc_state(pid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+fn sigkill(pid: u64) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_python_daemon_that_crashes_shows_failed_with_its_exception() {
+    let agent = Agent::new();
+    let script = "import logging, time\nlogging.basicConfig(level=logging.INFO)\nlogging.info('worker up')\ntime.sleep(1)\nraise ValueError('bad shard 7')\n";
+    start(&agent, &["--name", "crashy", "--", "python3", "-c", script]);
+    let s = wait_for(&agent, "crashy", |s| s["state"] != "running");
+    assert_eq!(s["state"], "failed");
+    assert_eq!(s["exit_code"], 1);
+    assert_eq!(s["last_error"], "ValueError: bad shard 7");
+    let text = status_text(&agent, "crashy");
+    assert!(
+        text.contains("failed") && text.contains("(exit 1): ValueError: bad shard 7"),
+        "{text}"
+    );
+    // Its traceback is in the store, under the daemon's experiment.
+    let errors = agent.json_lines(&["query", "errors", "crashy"]);
+    assert_eq!(errors[0]["exception_type"], "ValueError");
+    let logs = String::from_utf8(
+        agent
+            .run(&["daemon", "logs", "crashy", "--traceback"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        logs.contains("worker up") && logs.contains("    ValueError: bad shard 7"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_program_shows_crashed_with_sigkill() {
+    let agent = Agent::new();
+    start(&agent, &["--name", "victim", "--", "sleep", "60"]);
+    let s = wait_for(&agent, "victim", |s| !s["pid"].is_null());
+    sigkill(s["pid"].as_u64().unwrap());
+    let s = wait_for(&agent, "victim", |s| s["state"] != "running");
+    assert_eq!(s["state"], "crashed");
+    assert_eq!(s["signal"], 9);
+    let text = status_text(&agent, "victim");
+    assert!(
+        text.contains("crashed") && text.contains("SIGKILL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_supervisor_shows_lost_never_running() {
+    let agent = Agent::new();
+    start(&agent, &["--name", "orphan", "--", "sleep", "60"]);
+    let s = wait_for(&agent, "orphan", |s| !s["pid"].is_null());
+    sigkill(s["supervisor_pid"].as_u64().unwrap());
+    let s = wait_for(&agent, "orphan", |s| s["state"] != "running");
+    assert_eq!(s["state"], "lost");
+    // stop still cleans up the program the dead supervisor left behind.
+    assert!(agent
+        .run(&["daemon", "stop", "orphan", "--timeout", "2s"])
+        .status
+        .success());
+    assert!(group_is_empty(s["pid"].as_u64().unwrap()));
+}
+
+#[test]
+fn pause_stops_the_process_and_resume_runs_it_again() {
+    let agent = Agent::new();
+    start(&agent, &["--name", "napper", "--", "sleep", "60"]);
+    let pid = wait_for(&agent, "napper", |s| !s["pid"].is_null())["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(agent.run(&["daemon", "pause", "napper"]).status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(proc_state(pid), Some('T'));
+    assert_eq!(status(&agent, "napper")["state"], "paused");
+    assert!(agent.run(&["daemon", "resume", "napper"]).status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(matches!(proc_state(pid), Some('S') | Some('R')));
+    assert_eq!(status(&agent, "napper")["state"], "running");
+    let events: i64 = agent
+        .sql()
+        .query_row(
+            "SELECT count(*) FROM pipeline_events WHERE event_type IN ('pause', 'resume')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 2);
+    agent.run(&["daemon", "stop", "napper"]);
+}
+
+#[test]
+fn stop_leaves_no_process_of_the_group_even_when_sigterm_is_ignored() {
+    let agent = Agent::new();
+    let script = "import signal, subprocess, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nkids = [subprocess.Popen(['python3', '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)']) for _ in range(2)]\nprint('ready', flush=True)\ntime.sleep(120)\n";
+    start(
+        &agent,
+        &["--name", "stubborn", "--", "python3", "-c", script],
+    );
+    let pid = wait_for(&agent, "stubborn", |s| !s["pid"].is_null())["pid"]
+        .as_u64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_size(pid) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (>= 3: the pyenv shim may briefly add helper processes of its own.)
+    assert!(group_size(pid) >= 3, "the program and its two children");
+    let out = agent.run(&["daemon", "stop", "stubborn", "--timeout", "1s"]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(group_is_empty(pid), "no process of the group survives");
+    let s = status(&agent, "stubborn");
+    assert_eq!(s["state"], "stopped");
+    let by: String = agent
+        .sql()
+        .query_row(
+            "SELECT details FROM pipeline_events WHERE event_type = 'stop'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(by.contains("\"by\""), "{by}");
+}
+
+#[test]
+fn on_failure_restarts_with_growing_delays_and_gives_up_after_the_limit() {
+    let agent = Agent::new();
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "daemon:\n  first_backoff: 100ms\n  max_restarts: 3\n  restart_window: 1m\n",
+    )
+    .unwrap();
+    start(
+        &agent,
+        &[
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure",
+            "--",
+            "python3",
+            "-c",
+            "raise SystemExit(3)",
+        ],
+    );
+    let s = wait_for(&agent, "flaky", |s| {
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gave up"))
+    });
+    assert_eq!(s["state"], "failed");
+    assert_eq!(s["restarts"], 3);
+    let delays: Vec<f64> = {
+        let db = agent.sql();
+        let mut stmt = db.prepare("SELECT details FROM pipeline_events WHERE event_type = 'restart' ORDER BY timestamp").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|d| {
+                serde_json::from_str::<Value>(&d.unwrap()).unwrap()["delay_s"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(
+        delays,
+        vec![0.1, 0.2, 0.4],
+        "each restart waits twice as long"
+    );
+    let runs = agent.json_lines(&["query", "list"]);
+    assert_eq!(runs[0]["run"], 4, "each restart is a run of its own");
+}
+
+#[test]
+fn a_name_in_use_is_refused_and_bad_names_are_rejected() {
+    let agent = Agent::new();
+    start(&agent, &["--name", "solo", "--", "sleep", "60"]);
+    let again = agent.run(&["daemon", "start", "--name", "solo", "--", "sleep", "1"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr_text(&again).contains("already running"),
+        "{}",
+        stderr_text(&again)
+    );
+    let bad = agent.run(&["daemon", "start", "--name", "../etc", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr_text(&bad).contains("not a valid daemon name"));
+    let list = agent.json_lines(&["daemon", "list"]);
+    assert_eq!(list.len(), 1);
+    for key in [
+        "name",
+        "experiment_id",
+        "state",
+        "pid",
+        "supervisor_pid",
+        "started_at",
+        "restarts",
+        "exit_code",
+        "signal",
+        "last_error",
+    ] {
+        assert!(list[0].get(key).is_some(), "daemon list lacks {key}");
+    }
+    agent.run(&["daemon", "stop", "solo"]);
+}
+
+#[test]
+fn sigusr1_to_the_supervisor_writes_a_status_report() {
+    let agent = Agent::new();
+    start(&agent, &["--name", "reporter", "--", "sleep", "60"]);
+    let s = wait_for(&agent, "reporter", |s| !s["pid"].is_null());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s["supervisor_pid"].as_u64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let log = agent.data_dir().join("daemons/reporter.supervisor.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("status: uptime")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("status: uptime"));
+    agent.run(&["daemon", "stop", "reporter"]);
+}
