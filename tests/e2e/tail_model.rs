@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::Instant;
 
 const EXP: &str = "model";
 const APP: &str = "app.log";
@@ -381,11 +380,7 @@ proptest! {
     fn tail_stores_every_line_a_perfect_reader_saw_exactly_once(
         ops in prop::collection::vec(op(), 1..=12)
     ) {
-        let started = Instant::now();
-        let result = check(&ops);
-        eprintln!("tail_model: {} ops in {:?}: {}", ops.len() + 1, started.elapsed(),
-            if result.is_ok() { "ok" } else { "FAILED" });
-        if let Err(report) = result {
+        if let Err(report) = check(&ops) {
             prop_assert!(false, "{}", report);
         }
     }

@@ -232,8 +232,10 @@ impl<'a> Tailer<'a> {
                 (cp.offset, cp.generation)
             }
             Some(cp) => {
-                // Truncated (or the inode reused) while we were away.
+                // Truncated, or the inode reused, while we were away: the new
+                // content may still be a copy of something already read.
                 earlier.push((cp.head.clone(), cp.offset));
+                undecided = true;
                 (0, cp.generation + 1)
             }
             None if self.opts.from_end && self.first_pass => (size, 0),
