@@ -71,6 +71,8 @@ pub struct PipelineCounters {
     /// The newest error seen, as `Type: message` (or the message): what a
     /// daemon's status shows after a crash.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Records waiting in the spool for PostgreSQL.
+    pub spool_pending: Arc<AtomicU64>,
 }
 
 pub struct Pipeline {
@@ -117,7 +119,8 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("pmon-pipeline".into())
             .spawn(move || {
-                let (batch_tx, worker) = SinkWorker::spawn(sink, ctx);
+                let (batch_tx, worker) =
+                    SinkWorker::spawn(sink, ctx, thread_counters.spool_pending.clone());
                 let batcher = Batcher::new(settings.batcher, first_seq, batch_tx);
                 process(settings, rx, batcher, &thread_counters);
                 worker.join()

@@ -88,6 +88,10 @@ pub trait Sink: Send {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
     /// Called when no batch has arrived for a while (replays, retries).
     fn idle(&mut self) {}
+    /// Records waiting in a spool for their real destination.
+    fn pending(&mut self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -134,6 +134,8 @@ pub struct SpoolingSink {
     dropped: u64,
     warned_full: Option<Instant>,
     spool_path: String,
+    /// Records in the spool as last counted (counting costs a query).
+    known_pending: u64,
 }
 
 impl SpoolingSink {
@@ -151,6 +153,7 @@ impl SpoolingSink {
             dropped: 0,
             warned_full: None,
             spool_path,
+            known_pending: 1,
         }
     }
 
@@ -242,6 +245,7 @@ impl SpoolingSink {
             ));
         }
         self.spool.push(ctx, &spooled)?;
+        self.known_pending += spooled.logs.len() as u64;
         Ok(())
     }
 
@@ -274,6 +278,14 @@ impl Sink for SpoolingSink {
             }
         }
         self.spool_batch(ctx, batch)
+    }
+
+    fn pending(&mut self) -> u64 {
+        if matches!(self.link, Link::Up) && self.known_pending == 0 {
+            return 0;
+        }
+        self.known_pending = self.spool.stats().map_or(self.known_pending, |s| s.pending);
+        self.known_pending
     }
 
     fn idle(&mut self) {

@@ -18,11 +18,16 @@ pub struct SinkWorker {
 
 impl SinkWorker {
     /// Starts the worker; batches sent on the returned channel are written in order.
-    pub fn spawn(mut sink: Box<dyn Sink>, ctx: RunContext) -> (Sender<Batch>, SinkWorker) {
+    /// `pending` is kept up to date with the records waiting in a spool.
+    pub fn spawn(
+        mut sink: Box<dyn Sink>,
+        ctx: RunContext,
+        pending: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> (Sender<Batch>, SinkWorker) {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
-            .spawn(move || run(&mut *sink, &ctx, rx))
+            .spawn(move || run(&mut *sink, &ctx, rx, &pending))
             .expect("spawning the sink thread");
         (tx, SinkWorker { handle })
     }
@@ -33,13 +38,19 @@ impl SinkWorker {
     }
 }
 
-fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats {
+fn run(
+    sink: &mut dyn Sink,
+    ctx: &RunContext,
+    rx: Receiver<Batch>,
+    pending: &std::sync::atomic::AtomicU64,
+) -> SinkStats {
     let mut stats = SinkStats::default();
     loop {
         let mut batch = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
             Ok(batch) => batch,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 sink.idle();
+                pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -57,6 +68,7 @@ fn run(sink: &mut dyn Sink, ctx: &RunContext, rx: Receiver<Batch>) -> SinkStats 
                 eprintln!("pmon-agent: warning: {e}; {} records were not stored (they are still in the plain log file)", batch.logs.len());
             }
         }
+        pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
     }
     // A last chance to ship what an outage left in the spool.
     sink.idle();

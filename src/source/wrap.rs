@@ -230,15 +230,16 @@ fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &S
     let lines = counters.lines.load(Ordering::Relaxed);
     let records = counters.records.load(Ordering::Relaxed);
     let rss = procinfo::rss_bytes(pid);
+    let spool = counters.spool_pending.load(Ordering::Relaxed);
     let rss_text = rss.map_or("unknown".to_string(), |b| {
         format!("{:.1} MiB", b as f64 / 1048576.0)
     });
     eprintln!(
-        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth 0, child pid {pid} rss {rss_text}"
+        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth {spool}, child pid {pid} rss {rss_text}"
     );
     let _ = tx.send(Msg::Event(Event::now(
         "status_report",
-        json!({"uptime_s": uptime, "lines_read": lines, "records_shipped": records, "spool_pending": 0, "child_pid": pid, "child_rss_bytes": rss}),
+        json!({"uptime_s": uptime, "lines_read": lines, "records_shipped": records, "spool_pending": spool, "child_pid": pid, "child_rss_bytes": rss}),
     )));
 }
 
