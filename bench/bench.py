@@ -299,8 +299,11 @@ def run_agent(agent, tmp, label, echo, expected):
     return r
 
 
-def verify(r, summary, tracebacks, ref_db, workload_sha, sample_n):
-    """Checks the agent's store; returns a list of (name, ok, detail)."""
+def verify(r, summary, tracebacks, ref_db, workload_sha, sample_n, plain_log=True, extra_cols=()):
+    """Checks the agent's store; returns a list of (name, ok, detail).
+
+    plain_log=False skips the plain log file check (`tail` writes none);
+    extra_cols are compared too (tail_bench.py: `seq`, a file record's byte offset)."""
     checks = []
 
     def check(name, ok, detail=""):
@@ -367,6 +370,7 @@ def verify(r, summary, tracebacks, ref_db, workload_sha, sample_n):
         "SELECT count(*) FROM main.pipeline_logs a WHERE a.run_id = ? AND NOT EXISTS "
         "(SELECT 1 FROM ref.pipeline_logs r WHERE r.timestamp = a.timestamp)", (run_id,)).fetchone()[0]
     cols = ["level", "logger", "message", "traceback", "exception_type", "exception_message", "stream", "source"]
+    cols += list(extra_cols)
     cond = " OR ".join("a.%s IS NOT NULLIF(r.%s, '')" % (c, c) for c in cols)
     diff_sql = ("FROM main.pipeline_logs a JOIN ref.pipeline_logs r ON r.timestamp = a.timestamp "
                 "WHERE a.run_id = ? AND (%s)" % cond)
@@ -393,6 +397,8 @@ def verify(r, summary, tracebacks, ref_db, workload_sha, sample_n):
     con.close()
 
     # The plain log file is documented as the text exactly as printed.
+    if not plain_log:
+        return checks
     plain = os.path.join(r["data_dir"], "logs", EXPERIMENT, run_id + ".log")
     if os.path.exists(plain):
         h = hashlib.sha256()

@@ -194,7 +194,9 @@ class PgServer:
 # Verification of an agent database
 # --------------------------------------------------------------------------
 
-def verify_pg(srv, db, r, summary, tracebacks, rows_file, tmp, workload_sha, sample_n=20, plain_log=True):
+def verify_pg(srv, db, r, summary, tracebacks, rows_file, tmp, workload_sha, sample_n=20, plain_log=True,
+              cmp_cols=CMP_COLS):
+    """cmp_cols: the columns compared with the pre-split rows (tail_bench.py adds `seq`)."""
     checks = []
 
     def check(name, ok, detail=""):
@@ -233,26 +235,28 @@ def verify_pg(srv, db, r, summary, tracebacks, rows_file, tmp, workload_sha, sam
                               "WHERE a.%s AND a.timestamp = r.timestamp)" % where))
     extra = int(srv.one(db, "SELECT count(*) FROM pipeline_logs a WHERE a.%s AND NOT EXISTS "
                             "(SELECT 1 FROM bench_ref r WHERE r.timestamp = a.timestamp)" % where))
-    cond = " OR ".join("a.%s IS DISTINCT FROM NULLIF(r.%s, '')" % (c, c) for c in CMP_COLS)
+    def ref(c):  # the pre-split text columns carry no NULLs; seq is a number
+        return "r.seq" if c == "seq" else "NULLIF(r.%s, '')" % c
+    cond = " OR ".join("a.%s IS DISTINCT FROM %s" % (c, ref(c)) for c in cmp_cols)
     diff_from = "FROM pipeline_logs a JOIN bench_ref r ON r.timestamp = a.timestamp WHERE a.%s AND (%s)" % (where, cond)
     ndiff = int(srv.one(db, "SELECT count(*) " + diff_from))
     detail = ""
     if ndiff:
         by_field = srv.sql(db, "SELECT " + ", ".join(
-            "count(*) FILTER (WHERE a.%s IS DISTINCT FROM NULLIF(r.%s, ''))" % (c, c) for c in CMP_COLS) + " " + diff_from)[0]
+            "count(*) FILTER (WHERE a.%s IS DISTINCT FROM %s)" % (c, ref(c)) for c in cmp_cols) + " " + diff_from)[0]
         ex = srv.sql(db, "SELECT a.timestamp, %s, %s %s LIMIT 3" % (
-            ", ".join("quote_nullable(a.%s)" % c for c in CMP_COLS),
-            ", ".join("quote_nullable(NULLIF(r.%s, ''))" % c for c in CMP_COLS), diff_from))
+            ", ".join("quote_nullable(a.%s)" % c for c in cmp_cols),
+            ", ".join("quote_nullable(%s)" % ref(c) for c in cmp_cols), diff_from))
         lines = []
         for row in ex:
-            got, want = row[1:1 + len(CMP_COLS)], row[1 + len(CMP_COLS):]
+            got, want = row[1:1 + len(cmp_cols)], row[1 + len(cmp_cols):]
             lines.append("%s: " % row[0] + "; ".join("%s got %s want %s" % (c, g[:200], w[:200])
-                                                     for c, g, w in zip(CMP_COLS, got, want) if g != w))
+                                                     for c, g, w in zip(cmp_cols, got, want) if g != w))
         detail = "%d records differ, by field %r; e.g.\n    %s" % (
-            ndiff, dict(zip(CMP_COLS, by_field)), "\n    ".join(lines))
+            ndiff, dict(zip(cmp_cols, by_field)), "\n    ".join(lines))
     check("no workload record missing from PostgreSQL (by timestamp)", missing == 0, "missing %d" % missing)
     check("no stored record absent from the workload", extra == 0, "extra %d" % extra)
-    check("every field of every record = the workload (%s)" % ", ".join(CMP_COLS), ndiff == 0, detail)
+    check("every field of every record = the workload (%s)" % ", ".join(cmp_cols), ndiff == 0, detail)
     r_seq = srv.sql(db, "SELECT min(seq), max(seq), count(DISTINCT seq) FROM pipeline_logs WHERE %s" % where)[0]
     srv.sql(db, "DROP TABLE bench_ref;")
 

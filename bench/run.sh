@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# pmon-agent throughput benchmark: the shared workload through
-# `pmon-agent wrap --no-echo` into the embedded SQLite store, against a
-# `sqlite3 .import` of the same rows, with correctness checks. See bench/README.md.
+# pmon-agent benchmarks: the shared workload through `pmon-agent wrap --no-echo`
+# into the embedded SQLite store against `sqlite3 .import` (default), into
+# PostgreSQL against `psql \copy` (--postgres), or through `tail` (--tail), with
+# correctness checks. See bench/README.md.
 #
 # Usage: bench/run.sh [-n LINES] [-r REPEAT] [--no-echo-run] [--no-extra-baselines] [--keep]
 #        bench/run.sh --postgres [-n LINES] [--no-extra-baselines] [--no-replay] [--keep]
+#        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
+#                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
 #              wrap end to end, spool + `spool replay`; needs /usr/lib/postgresql/*/bin (or PG_BINDIR)
 #   --no-replay          (--postgres) skip the spool/replay phase
+#   --tail     `tail` instead (tail_bench.py): `tail --once` of the workload vs `cat` and `sqlite3 .import`
+#              (with --postgres also into PostgreSQL vs `psql \copy`), then append-to-queryable latency
+#              of a following `tail` (ERROR lines, INFO lines, INFO with a short flush_interval)
+#   --no-latency / --latency-only   (--tail) only the throughput / only the latency part
+#   --probes N, --probe-interval MS (--tail) probe lines per latency run (400), between appends (50)
+#   --info-flush-interval DUR       (--tail) flush_interval of the third latency run (100ms; none: skip it)
+#   --new-files N                   (--tail) files created while following, per kind (short/long line) (5; 0 skips)
 #   -n LINES   workload lines (default 1000000; -n 100000 for a quick run)
 #   -r REPEAT  time the main baseline and the --no-echo agent run REPEAT times, report the best (default 1)
 #   --no-echo-run        skip the extra agent run with echo to /dev/null
@@ -26,6 +36,8 @@ gen="$(dirname "$repo")/shared/bench/gen_workload.py"
 lines=1000000
 pass=()
 postgres=
+tail=
+tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; shift 2 ;;
@@ -33,7 +45,13 @@ while [ $# -gt 0 ]; do
         -r) [ $# -ge 2 ] || { echo "run.sh: -r needs a value" >&2; exit 2; }; pass+=(--repeat "$2"); shift 2 ;;
         --no-echo-run|--no-extra-baselines|--keep|--no-replay) pass+=("$1"); shift ;;
         --postgres) postgres=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --tail) tail=1; shift ;;
+        --no-latency|--latency-only) tailpass+=("$1"); shift ;;
+        --probes|--probe-interval|--info-flush-interval|--new-files)
+            [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+            case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
+            shift 2 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +62,16 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-if [ -n "$postgres" ]; then
+if [ -z "$tail" ] && [ ${#tailpass[@]} -gt 0 ]; then
+    echo "run.sh: ${tailpass[0]} only applies to --tail" >&2; exit 2
+fi
+if [ -n "$tail" ]; then
+    for o in ${pass[@]+"${pass[@]}"}; do
+        case "$o" in --repeat|--no-echo-run|--no-replay) echo "run.sh: -r, --no-echo-run and --no-replay are not supported with --tail" >&2; exit 2 ;; esac
+    done
+    tools="python3 sqlite3"
+    [ -z "$postgres" ] || tailpass+=(--postgres)
+elif [ -n "$postgres" ]; then
     for o in ${pass[@]+"${pass[@]}"}; do
         case "$o" in --repeat|--no-echo-run) echo "run.sh: -r and --no-echo-run are not supported with --postgres" >&2; exit 2 ;; esac
     done
@@ -73,4 +100,8 @@ fi
 
 script=bench.py
 [ -z "$postgres" ] || script=pg_bench.py
+if [ -n "$tail" ]; then
+    script=tail_bench.py
+    pass+=(${tailpass[@]+"${tailpass[@]}"})
+fi
 exec python3 "$here/$script" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" ${pass[@]+"${pass[@]}"}

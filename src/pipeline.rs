@@ -95,6 +95,18 @@ struct FileState {
 }
 
 impl FileState {
+    fn checkpoint(&self, offset: u64) -> Checkpoint {
+        Checkpoint {
+            dev: self.meta.dev,
+            ino: self.meta.ino,
+            head: self.meta.head.clone(),
+            generation: self.meta.generation,
+            path: self.meta.path.clone(),
+            offset,
+            earlier: self.meta.earlier.clone(),
+        }
+    }
+
     /// Nothing before this offset is still waiting inside the pipeline.
     fn safe_offset(&self) -> u64 {
         let unframed = self.framer.unframed_offset();
@@ -329,8 +341,11 @@ fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
     }
 }
 
-/// Hands a file's records to the batcher, then its checkpoint: the batch that
-/// carries the checkpoint also carries every record before it.
+/// Hands a file's records to the batcher in groups of at most a batch, each
+/// followed by the checkpoint it makes safe: the start of the next record (or,
+/// after the last, the first byte still inside the pipeline). A batch is never
+/// cut between records and their checkpoint, so the stored checkpoint never
+/// lags the stored records — and memory stays bounded however short the lines.
 fn deliver_file(
     file: &mut FileState,
     outputs: &mut Vec<Output>,
@@ -338,25 +353,28 @@ fn deliver_file(
     now: Instant,
     counters: &PipelineCounters,
 ) {
-    batcher.hold();
-    deliver_from(Some(&file.meta.origin), outputs, batcher, now, counters);
-    let offset = file.safe_offset();
-    if offset != file.checkpointed {
-        file.checkpointed = offset;
-        batcher.checkpoint(
-            Checkpoint {
-                dev: file.meta.dev,
-                ino: file.meta.ino,
-                head: file.meta.head.clone(),
-                generation: file.meta.generation,
-                path: file.meta.path.clone(),
-                offset,
-                earlier: file.meta.earlier.clone(),
-            },
-            now,
-        );
+    let group_size = batcher.batch_size().max(1);
+    let mut rest = std::mem::take(outputs);
+    loop {
+        let take = group_size.min(rest.len());
+        let mut group: Vec<Output> = rest.drain(..take).collect();
+        let next_offset = rest.iter().find_map(|o| match o {
+            Output::Record(r) => r.offset,
+            Output::Progress(_) => None,
+        });
+        batcher.hold();
+        deliver_from(Some(&file.meta.origin), &mut group, batcher, now, counters);
+        let offset = next_offset.unwrap_or_else(|| file.safe_offset());
+        if offset != file.checkpointed {
+            file.checkpointed = offset;
+            batcher.checkpoint(file.checkpoint(offset), now);
+        }
+        batcher.release();
+        if rest.is_empty() {
+            break;
+        }
     }
-    batcher.release();
+    *outputs = rest;
 }
 
 fn finish_file(

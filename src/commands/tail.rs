@@ -86,6 +86,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
             while let Ok(_sig) = set.wait() {
                 seen += 1;
                 stop.store(true, Ordering::SeqCst);
+                crate::source::tail::wake();
                 if seen >= 3 {
                     std::process::exit(130);
                 }

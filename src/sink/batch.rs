@@ -86,6 +86,10 @@ impl Batcher {
         }
     }
 
+    pub fn batch_size(&self) -> usize {
+        self.settings.batch_size
+    }
+
     /// Defers size and urgency flushes until `release`: a file's records and
     /// the checkpoint after them must land in the same batch, or a crash in
     /// between leaves a checkpoint that lags what is stored.

@@ -3,7 +3,7 @@
 //!
 //! Log records go in with `COPY … FROM STDIN` into a per-connection temporary
 //! table, then `INSERT … SELECT … ON CONFLICT DO NOTHING` on the idempotency
-//! key (run_id, source, seq): a batch written twice — replayed after a crash
+//! key (run_id, origin, seq): a batch written twice — replayed after a crash
 //! between PostgreSQL's commit and the spool's delete — is stored once. Events
 //! carry a ULID, progress and runs are upserts, so the whole batch is
 //! idempotent. Values PostgreSQL would reject (NUL bytes) are made safe first,

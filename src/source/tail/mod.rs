@@ -24,6 +24,7 @@ mod fifo;
 mod watch;
 
 pub use discover::Glob;
+pub use watch::wake;
 
 use crate::pipeline::{FileMeta, Msg};
 use crossbeam_channel::Sender;

@@ -17,8 +17,23 @@ const RESCAN_WITH_EVENTS: Duration = Duration::from_secs(1);
 /// How often to poll when there are no events to wait for.
 const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(250);
 
+/// The write end of the wake-up pipe of the live watcher (-1: none): how a
+/// signal handler thread makes `wait` return at once instead of at the rescan.
+static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Makes a waiting `Watcher::wait` return now (SIGTERM: stop following).
+pub fn wake() {
+    let fd = WAKE_FD.load(std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: writing one byte to a pipe fd this process owns.
+        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    }
+}
+
 pub struct Watcher {
     inotify: Option<Inotify>,
+    /// Read end of the wake-up pipe.
+    wake: Option<std::os::fd::OwnedFd>,
     watched: HashSet<PathBuf>,
     warned: bool,
 }
@@ -36,9 +51,17 @@ impl Watcher {
                 None
             }
         };
+        let wake = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+            .ok()
+            .map(|(read, write)| {
+                use std::os::fd::IntoRawFd;
+                WAKE_FD.store(write.into_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+                read
+            });
         Watcher {
             warned: inotify.is_none(),
             inotify,
+            wake,
             watched: HashSet::new(),
         }
     }
@@ -88,13 +111,20 @@ impl Watcher {
             std::thread::sleep(POLL_WITHOUT_EVENTS);
             return;
         }
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         let timeout = PollTimeout::try_from(RESCAN_WITH_EVENTS.as_millis() as i32)
             .unwrap_or(PollTimeout::NONE);
+        let mut fds = vec![PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        if let Some(wake) = &self.wake {
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        }
         if let Ok(n) = poll(&mut fds, timeout) {
             if n > 0 {
                 // Drain: one pass handles however many events arrived.
                 while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+                if let Some(wake) = &self.wake {
+                    let mut buf = [0u8; 64];
+                    while nix::unistd::read(wake, &mut buf).is_ok_and(|n| n > 0) {}
+                }
             }
         }
     }
