@@ -20,6 +20,7 @@
 //! PostgreSQL such runs are only shown as lost.
 
 mod db;
+mod filter;
 mod list;
 mod logs;
 mod output;
