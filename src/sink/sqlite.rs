@@ -130,7 +130,13 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        // A new data dir is private too: it holds logs and checkpoints.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
     match std::fs::OpenOptions::new()
         .write(true)

@@ -259,6 +259,11 @@ fn the_store_is_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(agent.data_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "a new data dir is private");
 }
 
 #[test]
