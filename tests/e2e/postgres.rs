@@ -11,10 +11,6 @@ use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn pg_agent(_url: &str) -> Agent {
-    Agent::new()
-}
-
 fn with_db(agent: &Agent, url: &str, args: &[&str]) -> Command {
     let mut cmd = agent.cmd(args);
     cmd.env("PMON_DATABASE_URL", url);
@@ -48,7 +44,7 @@ fn no_password(out: &std::process::Output) {
 fn records_reach_postgresql_and_the_spec_sql_runs_verbatim() {
     let (server, db) = shared_database();
     let url = server.url(&db);
-    let agent = pg_agent(&url);
+    let agent = Agent::new();
     let migrate = with_db(&agent, &url, &["db", "migrate"]).output().unwrap();
     assert!(migrate.status.success(), "{}", stderr_text(&migrate));
     no_password(&migrate);
@@ -120,7 +116,7 @@ fn a_bad_password_in_a_bad_url_is_never_shown() {
 fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     let server = PgServer::start();
     let url = server.url("postgres");
-    let agent = pg_agent(&url);
+    let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(20_000, 5_000, 0.01);
     let out = with_db(
@@ -189,7 +185,7 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
 fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
     let server = PgServer::start();
     let url = server.url("postgres");
-    let agent = pg_agent(&url);
+    let agent = Agent::new();
     // 200,000 lines over about four seconds.
     let program = lines_program(200_000, 2_000, 0.04);
     let child = with_db(
@@ -228,7 +224,7 @@ fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
 fn agent_killed_during_replay_and_run_again_stores_everything_once() {
     let server = PgServer::start();
     let url = server.url("postgres");
-    let agent = pg_agent(&url);
+    let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(100_000, 100_000, 0.0);
     let out = with_db(
