@@ -52,16 +52,6 @@ impl Spool {
         Ok(bytes)
     }
 
-    /// After PostgreSQL committed a batch: its checkpoints may move on.
-    pub fn commit_checkpoints(&self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
-        super::sqlite::write_checkpoints(
-            self.store.conn(),
-            &ctx.experiment_id,
-            &batch.checkpoints,
-        )?;
-        Ok(())
-    }
-
     /// The oldest waiting batch, if any.
     pub fn oldest(&self) -> Result<Option<(i64, RunContext, Batch)>, SinkError> {
         let row = self
@@ -193,7 +183,7 @@ impl SpoolingSink {
             let _ = self.spool.delete(id);
         }
         if replayed > 0 || matches!(self.link, Link::Down { .. }) {
-            if replayed > 0 {
+            if replayed > 0 && matches!(self.link, Link::Down { .. }) {
                 eprintln!(
                     "pmon-agent: PostgreSQL at {} answers again; replayed {replayed} spooled records",
                     self.pg.display_url()
@@ -266,14 +256,22 @@ impl SpoolingSink {
 
 impl Sink for SpoolingSink {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        if !batch.checkpoints.is_empty() {
+            // A file's read position must never lag what PostgreSQL holds (a
+            // copytruncate copy is recognised by it after a restart), and two
+            // databases cannot commit together. So tailed batches go through
+            // the spool: records and position in one SQLite transaction, then
+            // to PostgreSQL, deleted from the spool only after its commit.
+            self.spool.push(ctx, batch)?;
+            self.known_pending += batch.logs.len() as u64;
+            if self.ready() {
+                let _ = self.drain();
+            }
+            return Ok(());
+        }
         if self.ready() && self.drain().is_ok() {
             match self.pg.write(ctx, batch) {
-                Ok(()) => {
-                    // Only now: a crash before this line re-reads the file, and
-                    // the idempotency keys drop what PostgreSQL already has.
-                    self.spool.commit_checkpoints(ctx, batch)?;
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) => self.mark_down(&e),
             }
         }
