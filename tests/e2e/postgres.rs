@@ -17,6 +17,24 @@ fn with_db(agent: &Agent, url: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// `wrap --no-echo -e EXP -- python3 -c PROGRAM` with the database URL set.
+fn wrap_lines(agent: &Agent, url: &str, exp: &str, program: &str) -> Command {
+    with_db(
+        agent,
+        url,
+        &[
+            "wrap",
+            "-e",
+            exp,
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ],
+    )
+}
+
 /// A program printing `n` unique lines, `per_tick` at a time with a pause between.
 fn lines_program(n: usize, per_tick: usize, pause: f64) -> String {
     format!("import time\nfor i in range({n}):\n    print(f'INFO:load:line {{i}}')\n    if i % {per_tick} == {per_tick} - 1:\n        time.sleep({pause})\n")
@@ -119,22 +137,7 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(20_000, 5_000, 0.01);
-    let out = with_db(
-        &agent,
-        &url,
-        &[
-            "wrap",
-            "-e",
-            "down",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            &program,
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = wrap_lines(&agent, &url, "down", &program).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -188,23 +191,10 @@ fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
     let agent = Agent::new();
     // 200,000 lines over about four seconds.
     let program = lines_program(200_000, 2_000, 0.04);
-    let child = with_db(
-        &agent,
-        &url,
-        &[
-            "wrap",
-            "-e",
-            "crash",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            &program,
-        ],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = wrap_lines(&agent, &url, "crash", &program)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     server.stop_immediate();
     std::thread::sleep(Duration::from_millis(1500));
@@ -227,22 +217,9 @@ fn agent_killed_during_replay_and_run_again_stores_everything_once() {
     let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(100_000, 100_000, 0.0);
-    let out = with_db(
-        &agent,
-        &url,
-        &[
-            "wrap",
-            "-e",
-            "replay",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            &program,
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = wrap_lines(&agent, &url, "replay", &program)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     server.start_again();
     let mut replay: Child = with_db(&agent, &url, &["spool", "replay"])
