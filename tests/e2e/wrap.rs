@@ -84,36 +84,59 @@ fn python_is_unbuffered_unless_the_user_says_otherwise() {
 #[test]
 fn sigterm_to_the_agent_reaches_the_whole_process_group() {
     let agent = Agent::new();
-    // A parent that traps TERM and a grandchild that would outlive it.
-    let script = "import signal, subprocess, sys, time\ndef bye(*_):\n    print('got SIGTERM', flush=True)\n    child.wait()\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, bye)\nchild = subprocess.Popen(['sleep', '30'])\nprint(child.pid, flush=True)\ntime.sleep(30)\n";
+    // A parent that traps TERM and reports how its grandchild ended: a
+    // grandchild outside the group would outlive the signal (exit code 3).
+    let script = r#"import signal, subprocess, sys, time
+def bye(*_):
+    print('got SIGTERM', flush=True)
+    try:
+        code = child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        print('grandchild still alive after 60 s', flush=True)
+        sys.exit(3)
+    print(f'grandchild ended with {code}', flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+child = subprocess.Popen(['sleep', '600'])
+print(child.pid, flush=True)
+time.sleep(600)
+"#;
     let mut child = agent
         .cmd(&["wrap", "-e", "term", "--", "python3", "-c", script])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 64];
     let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
     let grandchild: i32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
-    let started = Instant::now();
+    let sent = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "the program exited 0 after its TERM handler"
+    let out = child.wait_with_output().unwrap();
+    let context = format!(
+        "stdout after the pid: {rest:?}\nagent stderr: {}\n{:?} after the signal",
+        stderr_text(&out),
+        sent.elapsed()
     );
-    assert!(rest.contains("got SIGTERM"));
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        rest, "got SIGTERM\ngrandchild ended with -15\n",
+        "the grandchild died of the forwarded SIGTERM\n{context}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the program's exit code\n{context}"
+    );
     assert!(
         !std::path::Path::new(&format!("/proc/{grandchild}")).exists() || is_zombie(grandchild),
-        "the grandchild got SIGTERM too"
+        "the grandchild is gone\n{context}"
     );
     let events = agent.sql();
     let n: i64 = events
