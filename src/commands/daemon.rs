@@ -4,6 +4,7 @@ use crate::app::App;
 use crate::cli::{DaemonCommand, DaemonStartArgs, Format, FormatArg, GlobalArgs, LogsArgs};
 use crate::daemon::supervise::{signal_name, supervise, Supervise};
 use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
+use crate::query::LogsOptions;
 use crate::record::{format_ts, parse_ts, Event};
 use crate::run::RunState;
 use crate::sink::{Batch, RunContext};
@@ -210,7 +211,7 @@ fn print_states(states: &[DaemonState], format: &FormatArg, detailed: bool) -> a
                     "name": s.name, "experiment_id": s.experiment_id, "state": s.state, "pid": s.pid,
                     "supervisor_pid": s.supervisor_pid, "started_at": s.started_at, "restarts": s.restarts,
                     "exit_code": s.exit_code, "signal": s.signal, "last_error": s.last_error,
-                    "run_id": s.run_id, "ended_at": s.ended_at, "command": s.command,
+                    "run_id": s.run_id, "ended_at": s.ended_at, "command": s.command, "last_rss_bytes": s.last_rss_bytes,
                 })
             )?,
             Format::Text if detailed => {
@@ -320,7 +321,11 @@ fn logs(
         run: state.run_id.clone(),
         format,
     };
-    crate::query::run(app, crate::cli::QueryCommand::Logs(args))?;
+    // The daemon's output, across its restarts: following goes on into the
+    // runs its supervisor starts after this one.
+    let mut options = LogsOptions::from_args(&args, chrono::Utc::now())?;
+    options.follow_later_runs = true;
+    crate::query::logs_with(app, &args, &options)?;
     Ok(0)
 }
 

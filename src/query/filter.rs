@@ -67,6 +67,10 @@ pub struct LogFilter {
     pub experiment: String,
     /// `None`: every run of the experiment.
     pub run_id: Option<String>,
+    /// This run and every run started after it (run ids are ULIDs, which
+    /// sort by start time): what `--follow` of the latest run watches, so a
+    /// restarted daemon's next run keeps coming.
+    pub runs_from: Option<String>,
     /// `None`: every level.
     pub levels: Option<Vec<&'static str>>,
     /// Substring of the message or traceback (case-sensitive, like `grep`).
@@ -138,6 +142,10 @@ impl LogFilter {
         if let Some(run_id) = &self.run_id {
             let run_id = param(SqlValue::Text(run_id.clone()));
             conditions.push(format!("{column_prefix}run_id = {run_id}"));
+        }
+        if let Some(first) = &self.runs_from {
+            let first = param(SqlValue::Text(first.clone()));
+            conditions.push(format!("{column_prefix}run_id >= {first}"));
         }
         if let Some(levels) = &self.levels {
             // Written as literals (they are our own constant level names, not

@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::cli::{ErrorsArgs, Format, LogsArgs};
 use crate::config::parse_duration;
 use crate::record::{format_ts, parse_ts, Level};
+use crate::run::Run;
 use crate::sink::sqlite::levels_from;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -38,6 +39,10 @@ pub struct LogsOptions {
     pub since: Option<String>,
     pub limit: Option<usize>,
     pub follow: bool,
+    /// `--follow` of the latest run goes on into runs started later (a
+    /// restarted daemon, the next `wrap` of the experiment), as
+    /// `journalctl -f` goes on across a unit's restarts.
+    pub follow_later_runs: bool,
     pub traceback: bool,
     pub format: Format,
 }
@@ -60,6 +65,7 @@ impl LogsOptions {
                 .flatten(),
             limit: args.limit,
             follow: args.follow,
+            follow_later_runs: args.run.is_none(),
             traceback: args.traceback,
             format: args.format.format,
         })
@@ -145,6 +151,32 @@ impl RecordPrinter {
         }
     }
 
+    /// From now on text output marks where each run's records begin; the
+    /// records printed so far belong to `current`.
+    fn mark_runs_from(&mut self, experiment: &Experiment, current: &Run) {
+        self.run_ordinals = Some(
+            experiment
+                .runs()
+                .map(|r| (r.run_id.clone(), r.ordinal))
+                .collect(),
+        );
+        self.last_run_id = Some(current.run_id.clone());
+    }
+
+    /// True when `record` belongs to a run this printer has not heard of:
+    /// one that started after the query did.
+    fn is_new_run(&self, record: &LogRow) -> bool {
+        self.run_ordinals
+            .as_ref()
+            .is_some_and(|known| !known.contains_key(&record.run_id))
+    }
+
+    fn learn_runs(&mut self, experiment: &Experiment) {
+        if let Some(known) = &mut self.run_ordinals {
+            known.extend(experiment.runs().map(|r| (r.run_id.clone(), r.ordinal)));
+        }
+    }
+
     fn print_run_header(&mut self, out: &mut dyn Write, record: &LogRow) -> anyhow::Result<()> {
         let Some(ordinals) = &self.run_ordinals else {
             return Ok(());
@@ -207,6 +239,11 @@ fn traceback_summary(record: &LogRow) -> String {
 /// `query logs`: validates the options, picks the run, prints, maybe follows.
 pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
     let options = LogsOptions::from_args(args, Utc::now())?;
+    logs_with(app, args, &options)
+}
+
+/// `query logs` with options already made (`daemon logs` sets its own).
+pub fn logs_with(app: &App, args: &LogsArgs, options: &LogsOptions) -> anyhow::Result<()> {
     let mut store = select::open_store_of(app, &args.experiment)?;
     db::note_spooled_records(app, &store, options.format);
     let mut db = store.db();
@@ -218,7 +255,7 @@ pub fn logs(app: &App, args: &LogsArgs) -> anyhow::Result<()> {
             &mut db,
             &experiment,
             scope,
-            &options,
+            options,
             out,
             &super::output::stdout_reader_gone,
         )?;
@@ -288,6 +325,17 @@ pub fn write_logs(
     }
     out.flush()?;
     if options.follow {
+        let filter = match scope {
+            RunScope::One(run) if options.follow_later_runs => {
+                printer.mark_runs_from(experiment, run);
+                LogFilter {
+                    run_id: None,
+                    runs_from: Some(run.run_id.clone()),
+                    ..filter
+                }
+            }
+            _ => filter,
+        };
         let mut cursor = FollowCursor::new(snapshot, db.follow_lookback());
         follow(
             db,
@@ -375,6 +423,8 @@ fn follow(
 
 /// One follow poll: prints matching rows not seen before and moves the
 /// cursor past every row read, matching or not, so none is printed twice.
+/// Rows of a run started since the query began make it load the run list
+/// again, so their header names the run's number.
 fn print_new_records(
     db: &mut QueryDb<'_>,
     filter: &LogFilter,
@@ -384,6 +434,7 @@ fn print_new_records(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut highest = cursor.highest();
+    let mut fresh = Vec::new();
     db.each_log(
         filter,
         IdBound::After(cursor.floor()),
@@ -391,12 +442,18 @@ fn print_new_records(
         |record| {
             highest = highest.max(record.id);
             if cursor.first_sight(record.id) && regex_matches(regex, &record) {
-                printer.print(out, &record)?;
+                fresh.push(record);
             }
             Ok(true)
         },
     )?;
     cursor.end_poll(highest);
+    if fresh.iter().any(|record| printer.is_new_run(record)) {
+        printer.learn_runs(&Experiment::load(db, &filter.experiment)?);
+    }
+    for record in &fresh {
+        printer.print(out, record)?;
+    }
     out.flush()?;
     Ok(())
 }
@@ -511,6 +568,7 @@ mod tests {
             since: None,
             limit: None,
             follow: false,
+            follow_later_runs: false,
             traceback: false,
             format: Format::Json,
         }
@@ -847,6 +905,7 @@ mod tests {
             levels: Some(levels_from(Level::Error)),
             search: Some("needle".into()),
             since: Some("2026-11-27T10:00:00.000000Z".into()),
+            ..LogFilter::default()
         };
         let after = PageAfter {
             timestamp: parse_ts("2026-11-27T10:00:05Z").unwrap(),

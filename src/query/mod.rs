@@ -27,6 +27,8 @@ mod output;
 mod select;
 mod status;
 
+pub use logs::{logs_with, LogsOptions};
+
 /// The spool depth, for `spool status` and the SIGUSR1 report once the
 /// PostgreSQL spool exists; `query status` already reports it.
 #[allow(unused_imports)]

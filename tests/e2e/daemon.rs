@@ -299,7 +299,7 @@ fn sigusr1_to_the_supervisor_writes_a_status_report() {
     )
     .unwrap();
     let log = agent.data_dir().join("daemons/reporter.supervisor.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains("status: uptime")
@@ -311,4 +311,80 @@ fn sigusr1_to_the_supervisor_writes_a_status_report() {
         .unwrap()
         .contains("status: uptime"));
     agent.run(&["daemon", "stop", "reporter"]);
+}
+
+#[test]
+fn logs_follow_goes_on_into_the_runs_after_a_restart() {
+    let agent = Agent::new();
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "daemon:\n  first_backoff: 100ms\n  max_restarts: 2\n  restart_window: 1m\n",
+    )
+    .unwrap();
+    let program =
+        "import os, time\nprint('instance up', flush=True)\ntime.sleep(1)\nraise SystemExit(1)\n";
+    start(
+        &agent,
+        &[
+            "--name",
+            "phoenix",
+            "--restart",
+            "on-failure",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ],
+    );
+    wait_for(&agent, "phoenix", |s| !s["run_id"].is_null());
+    let mut follower = agent
+        .cmd(&["daemon", "logs", "phoenix", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("instance up"))
+        .count()
+        < 3
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let shape: Vec<String> = lines
+        .iter()
+        .map(|l| match l.find("-- run ") {
+            Some(0) => l[..9].to_string(),
+            _ if l.contains("instance up") => "instance up".to_string(),
+            _ => l.clone(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            "instance up",
+            "-- run 2 ",
+            "instance up",
+            "-- run 3 ",
+            "instance up"
+        ],
+        "one follower sees every instance, each run marked; got {lines:#?}"
+    );
 }
