@@ -3,6 +3,7 @@
 use super::recording::Recording;
 use crate::app::App;
 use crate::cli::WrapArgs;
+use crate::procinfo::oom::{MemoryWatch, OomVerdict};
 use crate::record::Event;
 use crate::run::{self, RunState, StartMode};
 use crate::source::wrap::{self, ChildOutcome, WrapOptions};
@@ -28,6 +29,9 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         echo: !args.no_echo,
     };
     let ran = run_child(app, &child, |_, _| {})?;
+    if let Some(oom) = &ran.oom {
+        eprintln!("pmon-agent: the program was {}", oom.describe());
+    }
     Ok(ran.outcome.agent_exit_code())
 }
 
@@ -49,6 +53,10 @@ pub struct Ran {
     pub run_id: Option<String>,
     /// The last error the program printed (`ValueError: bad shard`).
     pub last_error: Option<String>,
+    /// The program's resident memory at the last sample.
+    pub last_rss_bytes: Option<u64>,
+    /// Set when a SIGKILL was likely the out-of-memory killer.
+    pub oom: Option<OomVerdict>,
 }
 
 /// Runs the command once; `on_spawn` is told its pid and the run id.
@@ -68,7 +76,9 @@ pub fn run_child(
     let tx = recording.pipeline.sender();
     let counters = recording.pipeline.counters();
     let errors = counters.clone();
+    let memory = MemoryWatch::start();
     let outcome = wrap::run(opts, tx, counters, |pid| {
+        memory.watch(pid);
         recording.set_child_pid(pid);
         recording.event(Event::now(
             "start",
@@ -100,9 +110,12 @@ pub fn run_child(
         .signal
         .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
         .map(|s| s.as_str());
+    let oom = memory.verdict(outcome.signal);
+    let last_rss_bytes = memory.last_rss();
     recording.event(Event::now(
         "exit",
-        json!({"pid": outcome.pid, "exit_code": outcome.exit_code, "signal": outcome.signal, "signal_name": signal_name, "state": state.as_str()}),
+        json!({"pid": outcome.pid, "exit_code": outcome.exit_code, "signal": outcome.signal, "signal_name": signal_name, "state": state.as_str(),
+            "last_rss_bytes": last_rss_bytes, "likely_out_of_memory": oom.as_ref().map(OomVerdict::describe)}),
     ));
     recording.finish(state, outcome.exit_code, outcome.signal)?;
     let last_error = errors.last_error.lock().ok().and_then(|e| e.clone());
@@ -111,6 +124,8 @@ pub fn run_child(
         state,
         run_id,
         last_error,
+        last_rss_bytes,
+        oom,
     })
 }
 

@@ -15,8 +15,6 @@ use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Supervise<'a> {
@@ -165,7 +163,6 @@ fn run_once(
         pty: false,
         echo: false,
     };
-    let sampler = RssSampler::start();
     let result = run_child(app, &spec, |pid, run_id| {
         state.pid = Some(pid);
         state.run_id = run_id.map(str::to_string);
@@ -174,18 +171,16 @@ fn run_once(
         state.signal = None;
         state.ended_at = None;
         let _ = dir.write(state);
-        sampler.watch(pid);
     });
-    let rss = sampler.stop();
     state.ended_at = Some(format_ts(&Utc::now()));
-    state.last_rss_bytes = rss;
     match result {
         Ok(ran) => {
             state.exit_code = ran.outcome.exit_code;
             state.signal = ran.outcome.signal;
             state.state = ran.state;
             state.run_id = ran.run_id.clone();
-            state.last_error = end_description(&ran, rss);
+            state.last_rss_bytes = ran.last_rss_bytes;
+            state.last_error = end_description(&ran);
             Some(ran)
         }
         Err(e) => {
@@ -197,44 +192,16 @@ fn run_once(
 }
 
 /// What status shows for how the run ended: the last exception, or the
-/// signal (with the out-of-memory suspicion when SIGKILL came near the limit).
-fn end_description(ran: &Ran, rss: Option<u64>) -> Option<String> {
-    if ran.outcome.signal == Some(9) {
-        let limit = memory_limit();
-        if let (Some(rss), Some(limit)) = (rss, limit) {
-            if rss as f64 >= 0.9 * limit as f64 {
-                return Some(format!(
-                    "killed by SIGKILL (likely out of memory: last RSS {:.1} MiB of a {:.1} MiB limit)",
-                    rss as f64 / 1048576.0,
-                    limit as f64 / 1048576.0
-                ));
-            }
-        }
+/// signal (with the out-of-memory suspicion when SIGKILL looks like one).
+fn end_description(ran: &Ran) -> Option<String> {
+    if let Some(oom) = &ran.oom {
+        return Some(oom.describe());
     }
     ran.last_error.clone().or_else(|| {
         ran.outcome
             .signal
             .map(|s| format!("killed by {}", signal_name(s)))
     })
-}
-
-/// The memory limit that applies: the cgroup's `memory.max`, else physical memory.
-fn memory_limit() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok();
-    if let Some(bytes) = max.and_then(|m| m.trim().parse::<u64>().ok()) {
-        return Some(bytes);
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// Sleeps `delay`, waking early if `daemon stop` asked; true if it did.
@@ -264,50 +231,5 @@ fn record_event(app: &App, state: &DaemonState, event: Event) {
             ..Batch::default()
         };
         let _ = sink.write(&ctx, &batch);
-    }
-}
-
-/// Samples the program's RSS every second, for the out-of-memory verdict.
-struct RssSampler {
-    pid: Arc<AtomicU32>,
-    last: Arc<AtomicU64>,
-    done: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl RssSampler {
-    fn start() -> RssSampler {
-        let sampler = RssSampler {
-            pid: Arc::new(AtomicU32::new(0)),
-            last: Arc::new(AtomicU64::new(0)),
-            done: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
-        let (pid, last, done) = (
-            sampler.pid.clone(),
-            sampler.last.clone(),
-            sampler.done.clone(),
-        );
-        let _ = std::thread::Builder::new()
-            .name("pmon-rss".into())
-            .spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    let p = pid.load(Ordering::SeqCst);
-                    if p != 0 {
-                        if let Some(rss) = procinfo::rss_bytes(p) {
-                            last.store(rss, Ordering::SeqCst);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            });
-        sampler
-    }
-
-    fn watch(&self, pid: u32) {
-        self.pid.store(pid, Ordering::SeqCst);
-    }
-
-    fn stop(&self) -> Option<u64> {
-        self.done.store(true, Ordering::SeqCst);
-        Some(self.last.load(Ordering::SeqCst)).filter(|v| *v > 0)
     }
 }

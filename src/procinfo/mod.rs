@@ -1,5 +1,9 @@
 //! Facts about processes read from /proc: whether a pid is still the process
 //! we started (pid reuse is real on long-running hosts), and its start time.
+//! [`oom`] watches a program's memory to tell an out-of-memory kill from any
+//! other SIGKILL.
+
+pub mod oom;
 
 /// The start time of `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if the process does not exist.

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod daemon;
+mod oom;
 mod pg_server;
 mod postgres;
 mod queries;

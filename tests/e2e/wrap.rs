@@ -157,7 +157,7 @@ fn a_second_live_run_is_refused_with_a_clear_error() {
         .spawn()
         .unwrap();
     // Wait until the first run is registered.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if agent.db_path().exists() && agent.run(&["query", "status", "busy"]).status.success() {
             break;
