@@ -244,11 +244,7 @@ async fn applied_count(conn: &mut PgConnection) -> usize {
 async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     if !batch.logs.is_empty() {
-        let mut rows = String::with_capacity(256 * batch.logs.len());
-        for r in &batch.logs {
-            copy_row(&mut rows, ctx, r);
-        }
-        copy_logs(&mut tx, rows).await?;
+        copy_logs(&mut tx, ctx, &batch.logs).await?;
     }
     for e in &batch.events {
         sqlx::query("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
@@ -286,9 +282,13 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
 /// If some rows are already there (a replayed batch), the COPY fails on the
 /// unique key; then the batch goes through a temporary table and
 /// `ON CONFLICT DO NOTHING`, which stores only the missing rows.
-async fn copy_logs(tx: &mut PgConnection, rows: String) -> sqlx::Result<()> {
+async fn copy_logs(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+    rows: &[super::SeqRecord],
+) -> sqlx::Result<()> {
     tx.execute("SAVEPOINT pmon_copy").await?;
-    match copy_into(tx, "pipeline_logs", rows.clone()).await {
+    match copy_into(tx, "pipeline_logs", ctx, rows).await {
         Ok(()) => {
             tx.execute("RELEASE SAVEPOINT pmon_copy").await?;
             return Ok(());
@@ -300,7 +300,7 @@ async fn copy_logs(tx: &mut PgConnection, rows: String) -> sqlx::Result<()> {
     }
     tx.execute("CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, origin text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text) ON COMMIT DELETE ROWS")
         .await?;
-    copy_into(tx, "pmon_logs_in", rows).await?;
+    copy_into(tx, "pmon_logs_in", ctx, rows).await?;
     tx.execute(AssertSqlSafe(format!(
         "INSERT INTO pipeline_logs ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM pmon_logs_in ON CONFLICT (run_id, origin, seq) DO NOTHING"
     )))
@@ -308,11 +308,31 @@ async fn copy_logs(tx: &mut PgConnection, rows: String) -> sqlx::Result<()> {
     Ok(())
 }
 
-async fn copy_into(tx: &mut PgConnection, table: &str, rows: String) -> sqlx::Result<()> {
+/// How much COPY text is encoded before it is sent: the rows are streamed
+/// in pieces this size, so a large batch never sits in memory twice (as text
+/// here and again in the connection's write buffer).
+const COPY_CHUNK_BYTES: usize = 64 * 1024;
+
+async fn copy_into(
+    tx: &mut PgConnection,
+    table: &str,
+    ctx: &RunContext,
+    rows: &[super::SeqRecord],
+) -> sqlx::Result<()> {
     let mut copy = tx
         .copy_in_raw(&format!("COPY {table} ({LOG_COLUMNS}) FROM STDIN"))
         .await?;
-    copy.send(rows.into_bytes()).await?;
+    let mut chunk = String::with_capacity(COPY_CHUNK_BYTES + 4096);
+    for row in rows {
+        copy_row(&mut chunk, ctx, row);
+        if chunk.len() >= COPY_CHUNK_BYTES {
+            copy.send(chunk.as_bytes()).await?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        copy.send(chunk.as_bytes()).await?;
+    }
     copy.finish().await?;
     Ok(())
 }
