@@ -107,10 +107,11 @@ time.sleep(600)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
-    let grandchild: i32 = String::from_utf8_lossy(&first[..n]).trim().parse().unwrap();
+    // Unbuffered, Python writes the pid and its newline separately.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let grandchild: i32 = first.trim().parse().unwrap();
     let sent = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
