@@ -88,6 +88,8 @@ struct StreamState {
 
 struct FileState {
     meta: FileMeta,
+    /// `meta.origin`, shared by every record of the file.
+    origin: Arc<str>,
     framer: LineFramer,
     assembler: RecordAssembler,
     /// The last checkpoint offset handed to the batcher.
@@ -125,7 +127,7 @@ impl Pipeline {
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
         // agent's memory growing without limit.
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(32);
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(8);
         let counters = Arc::new(PipelineCounters::default());
         let thread_counters = counters.clone();
         let handle = std::thread::Builder::new()
@@ -232,6 +234,7 @@ fn process(
                 files.insert(
                     meta.origin.clone(),
                     FileState {
+                        origin: Arc::from(meta.origin.as_str()),
                         meta,
                         framer,
                         assembler,
@@ -308,7 +311,7 @@ fn deliver(
 }
 
 fn deliver_from(
-    origin: Option<&str>,
+    origin: Option<&Arc<str>>,
     outputs: &mut Vec<Output>,
     batcher: &mut Batcher,
     now: Instant,
@@ -363,7 +366,7 @@ fn deliver_file(
             Output::Progress(_) => None,
         });
         batcher.hold();
-        deliver_from(Some(&file.meta.origin), &mut group, batcher, now, counters);
+        deliver_from(Some(&file.origin), &mut group, batcher, now, counters);
         let offset = next_offset.unwrap_or_else(|| file.safe_offset());
         if offset != file.checkpointed {
             file.checkpointed = offset;

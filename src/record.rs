@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Severity of a log record, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,7 +110,9 @@ pub struct LogRecord {
     pub exception_type: Option<String>,
     pub exception_message: Option<String>,
     pub stream: StreamKind,
-    pub source: String,
+    /// `stdout`, `stderr` or the file's path: shared by every record of the
+    /// stream, so a record costs no allocation for it.
+    pub source: Arc<str>,
     /// Index of the parser in the chain that recognised the line, if any
     /// (shown by `parsers test`; not stored).
     #[serde(skip)]
@@ -122,7 +125,7 @@ pub struct LogRecord {
 
 impl LogRecord {
     /// A record with no structure: an INFO line as the program printed it.
-    pub fn plain(message: String, stream: StreamKind, source: &str) -> LogRecord {
+    pub fn plain(message: String, stream: StreamKind, source: impl Into<Arc<str>>) -> LogRecord {
         LogRecord {
             timestamp: Utc::now(),
             level: Level::Info,
@@ -132,7 +135,7 @@ impl LogRecord {
             exception_type: None,
             exception_message: None,
             stream,
-            source: source.to_string(),
+            source: source.into(),
             parsed_by: None,
             offset: None,
         }

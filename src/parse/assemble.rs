@@ -53,7 +53,7 @@ pub struct RecordAssembler {
     progress: Arc<ProgressParser>,
     timing: AssemblerTiming,
     stream: StreamKind,
-    source: String,
+    source: Arc<str>,
     tracebacks: TracebackCollector,
     /// The last log record, held while a traceback may still follow it.
     pending: Option<LogRecord>,
@@ -77,7 +77,7 @@ impl RecordAssembler {
             progress,
             timing,
             stream,
-            source: source.to_string(),
+            source: Arc::from(source),
             tracebacks: TracebackCollector::new(),
             pending: None,
             traceback_started: Utc::now(),
@@ -112,8 +112,8 @@ impl RecordAssembler {
 
     /// Records from now on name this source (a file renamed by rotation).
     pub fn set_source(&mut self, source: &str) {
-        if self.source != source {
-            self.source = source.to_string();
+        if &*self.source != source {
+            self.source = Arc::from(source);
         }
     }
 
@@ -186,7 +186,7 @@ impl RecordAssembler {
             out.push(Output::Record(LogRecord::plain(
                 line,
                 self.stream,
-                &self.source,
+                self.source.clone(),
             )));
             return;
         };
@@ -238,7 +238,8 @@ impl RecordAssembler {
     }
 
     fn standalone(&self, tb: Traceback) -> LogRecord {
-        let mut record = LogRecord::plain(tb.exception_line.clone(), self.stream, &self.source);
+        let mut record =
+            LogRecord::plain(tb.exception_line.clone(), self.stream, self.source.clone());
         record.level = Level::Error;
         record.timestamp = self.traceback_started;
         record.offset = Some(self.traceback_offset);

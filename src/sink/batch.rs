@@ -11,6 +11,7 @@ use super::{Batch, Checkpoint, SeqRecord};
 use crate::record::{Event, Level, LogRecord, ProgressUpdate};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +37,15 @@ pub struct Batcher {
     flush_wanted: bool,
     /// Records sent to the sink (after the level filter).
     pub records_sent: u64,
+    /// `stdout`, `stderr`…: the origin of program output, made once.
+    stream_origins: Vec<(crate::record::StreamKind, Arc<str>)>,
 }
 
 impl Batcher {
     pub fn new(settings: BatcherSettings, first_seq: u64, tx: Sender<Batch>) -> Batcher {
         Batcher {
             settings,
+            stream_origins: Vec::new(),
             current: Batch::default(),
             oldest: None,
             next_seq: first_seq,
@@ -56,19 +60,28 @@ impl Batcher {
         }
     }
 
+    fn stream_origin(&mut self, stream: crate::record::StreamKind) -> Arc<str> {
+        if let Some((_, origin)) = self.stream_origins.iter().find(|(s, _)| *s == stream) {
+            return origin.clone();
+        }
+        let origin: Arc<str> = Arc::from(stream.as_str());
+        self.stream_origins.push((stream, origin.clone()));
+        origin
+    }
+
     /// Adds a record. A file record (`file_origin` given) is keyed by its byte
     /// offset in that file, so re-reading the file reproduces the same keys;
     /// program output is keyed by a counter per run.
-    pub fn record(&mut self, record: LogRecord, file_origin: Option<&str>, now: Instant) {
+    pub fn record(&mut self, record: LogRecord, file_origin: Option<&Arc<str>>, now: Instant) {
         if record.level < self.settings.min_level {
             return;
         }
         let urgent = record.is_urgent();
         let (origin, seq) = match (file_origin, record.offset) {
-            (Some(origin), Some(offset)) => (origin.to_string(), offset),
+            (Some(origin), Some(offset)) => (origin.clone(), offset),
             _ => {
                 self.next_seq += 1;
-                (record.stream.as_str().to_string(), self.next_seq - 1)
+                (self.stream_origin(record.stream), self.next_seq - 1)
             }
         };
         self.current.logs.push(SeqRecord {

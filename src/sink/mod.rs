@@ -19,6 +19,7 @@ pub use worker::{SinkStats, SinkWorker};
 
 use crate::record::{Event, LogRecord, ProgressUpdate};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Which run the records of a batch belong to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +33,7 @@ pub struct RunContext {
 pub struct SeqRecord {
     /// With `seq`, the record's idempotency key within its run: the stream
     /// name for program output, the file identity for tailed files.
-    pub origin: String,
+    pub origin: Arc<str>,
     pub seq: u64,
     pub record: LogRecord,
 }
