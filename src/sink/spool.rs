@@ -39,7 +39,8 @@ impl Spool {
     }
 
     /// Spools a batch and, in the same transaction, its file checkpoints.
-    pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<u64, SinkError> {
+    /// Returns the spool row's id.
+    pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<i64, SinkError> {
         let payload = serde_json::to_vec(batch).unwrap_or_default();
         let bytes = payload.len() as u64;
         let tx = self.store.conn().unchecked_transaction()?;
@@ -47,9 +48,18 @@ impl Spool {
             "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), batch.logs.len() as i64, bytes as i64, payload],
         )?;
+        let id = tx.last_insert_rowid();
         super::sqlite::write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         tx.commit()?;
-        Ok(bytes)
+        Ok(id)
+    }
+
+    /// The id of the oldest waiting batch, if any.
+    fn oldest_id(&self) -> Result<Option<i64>, SinkError> {
+        Ok(self
+            .store
+            .conn()
+            .query_row("SELECT min(id) FROM pmon_spool", [], |r| r.get(0))?)
     }
 
     /// The oldest waiting batch, if any.
@@ -172,14 +182,32 @@ impl SpoolingSink {
     }
 
     /// Replays the spool, oldest first. Stops at the first failure.
-    fn drain(&mut self) -> Result<u64, PgError> {
+    /// `in_hand` is a batch just spooled as row `id` and still in memory:
+    /// when its turn comes it is shipped as it is, not read back and decoded.
+    fn drain(&mut self, in_hand: Option<(i64, &RunContext, &Batch)>) -> Result<u64, PgError> {
         let mut replayed = 0;
-        while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
-            if let Err(e) = self.pg.write(&ctx, &batch) {
-                self.mark_down(&e);
-                return Err(e);
+        while let Ok(Some(mut id)) = self.spool.oldest_id() {
+            let shipped = match in_hand {
+                Some((hand_id, ctx, batch)) if hand_id == id => {
+                    self.pg.write(ctx, batch).map(|()| batch.logs.len())
+                }
+                // Another agent sharing the data dir may have shipped `id`
+                // meanwhile: delete what was shipped, by its own id.
+                _ => match self.spool.oldest() {
+                    Ok(Some((oldest, ctx, batch))) => {
+                        id = oldest;
+                        self.pg.write(&ctx, &batch).map(|()| batch.logs.len())
+                    }
+                    _ => break,
+                },
+            };
+            match shipped {
+                Ok(records) => replayed += records as u64,
+                Err(e) => {
+                    self.mark_down(&e);
+                    return Err(e);
+                }
             }
-            replayed += batch.logs.len() as u64;
             let _ = self.spool.delete(id);
         }
         if replayed > 0 || matches!(self.link, Link::Down { .. }) {
@@ -262,14 +290,14 @@ impl Sink for SpoolingSink {
             // databases cannot commit together. So tailed batches go through
             // the spool: records and position in one SQLite transaction, then
             // to PostgreSQL, deleted from the spool only after its commit.
-            self.spool.push(ctx, batch)?;
+            let id = self.spool.push(ctx, batch)?;
             self.known_pending += batch.logs.len() as u64;
             if self.ready() {
-                let _ = self.drain();
+                let _ = self.drain(Some((id, ctx, batch)));
             }
             return Ok(());
         }
-        if self.ready() && self.drain().is_ok() {
+        if self.ready() && self.drain(None).is_ok() {
             match self.pg.write(ctx, batch) {
                 Ok(()) => return Ok(()),
                 Err(e) => self.mark_down(&e),
@@ -288,7 +316,7 @@ impl Sink for SpoolingSink {
 
     fn idle(&mut self) {
         if self.ready() && self.spool.stats().is_ok_and(|s| s.batches > 0) {
-            let _ = self.drain();
+            let _ = self.drain(None);
         }
     }
 }
