@@ -38,6 +38,17 @@ impl SinkWorker {
     }
 }
 
+/// How many records a coalesced write may hold. Larger writes are faster
+/// (one COPY, one commit), but a tailed batch is also encoded whole for the
+/// spool, so batches with read positions stay smaller to bound memory.
+fn coalesce_limit(batch: &Batch) -> usize {
+    if batch.checkpoints.is_empty() {
+        20_000
+    } else {
+        4_000
+    }
+}
+
 fn run(
     sink: &mut dyn Sink,
     ctx: &RunContext,
@@ -55,7 +66,7 @@ fn run(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        while batch.logs.len() < 20_000 {
+        while batch.logs.len() < coalesce_limit(&batch) {
             match rx.try_recv() {
                 Ok(more) => batch.append(more),
                 Err(_) => break,
