@@ -136,6 +136,8 @@ pub struct SpoolingSink {
     spool_path: String,
     /// Records in the spool as last counted (counting costs a query).
     known_pending: u64,
+    /// Records replayed after an outage, not yet told in a `replay` event.
+    replayed: ReplayTally,
 }
 
 impl SpoolingSink {
@@ -154,6 +156,7 @@ impl SpoolingSink {
             warned_full: None,
             spool_path,
             known_pending: 1,
+            replayed: ReplayTally::default(),
         }
     }
 
@@ -186,17 +189,28 @@ impl SpoolingSink {
     /// when its turn comes it is shipped as it is, not read back and decoded.
     fn drain(&mut self, in_hand: Option<(i64, &RunContext, &Batch)>) -> Result<u64, PgError> {
         let mut replayed = 0;
+        // After an outage, each run whose records come back gets a `replay`
+        // event; a tailed batch passing through the spool in normal flow does not.
+        let counting = matches!(self.link, Link::Down { .. }) || !self.replayed.runs.is_empty();
         while let Ok(Some(mut id)) = self.spool.oldest_id() {
             let shipped = match in_hand {
                 Some((hand_id, ctx, batch)) if hand_id == id => {
-                    self.pg.write(ctx, batch).map(|()| batch.logs.len())
+                    let shipped = self.pg.write(ctx, batch).map(|()| batch.logs.len());
+                    if let (true, Ok(records)) = (counting, &shipped) {
+                        self.replayed.add(ctx, *records);
+                    }
+                    shipped
                 }
                 // Another agent sharing the data dir may have shipped `id`
                 // meanwhile: delete what was shipped, by its own id.
                 _ => match self.spool.oldest() {
                     Ok(Some((oldest, ctx, batch))) => {
                         id = oldest;
-                        self.pg.write(&ctx, &batch).map(|()| batch.logs.len())
+                        let shipped = self.pg.write(&ctx, &batch).map(|()| batch.logs.len());
+                        if let (true, Ok(records)) = (counting, &shipped) {
+                            self.replayed.add(&ctx, *records);
+                        }
+                        shipped
                     }
                     _ => break,
                 },
@@ -204,12 +218,14 @@ impl SpoolingSink {
             match shipped {
                 Ok(records) => replayed += records as u64,
                 Err(e) => {
+                    // Told once the database has taken the rest.
                     self.mark_down(&e);
                     return Err(e);
                 }
             }
             let _ = self.spool.delete(id);
         }
+        std::mem::take(&mut self.replayed).record(&mut self.pg, "automatic");
         if replayed > 0 || matches!(self.link, Link::Down { .. }) {
             if replayed > 0 && matches!(self.link, Link::Down { .. }) {
                 eprintln!(
@@ -272,13 +288,45 @@ impl SpoolingSink {
         self.pg.connect()?;
         let total = self.spool.stats().map(|s| s.pending).unwrap_or(0);
         let mut done = 0;
+        let mut tally = ReplayTally::default();
         while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
             self.pg.write(&ctx, &batch)?;
             done += batch.logs.len() as u64;
+            tally.add(&ctx, batch.logs.len());
             let _ = self.spool.delete(id);
             progress(done, total);
         }
+        tally.record(&mut self.pg, "spool replay");
         Ok(done)
+    }
+}
+
+/// Records replayed from the spool, per run, for the `replay` events.
+#[derive(Default)]
+struct ReplayTally {
+    runs: Vec<(RunContext, u64)>,
+}
+
+impl ReplayTally {
+    fn add(&mut self, ctx: &RunContext, records: usize) {
+        if records == 0 {
+            return;
+        }
+        match self.runs.iter_mut().find(|(c, _)| c == ctx) {
+            Some((_, n)) => *n += records as u64,
+            None => self.runs.push((ctx.clone(), records as u64)),
+        }
+    }
+
+    /// One `replay` event per run. Best effort: the records are in already,
+    /// and a database that fails again here is noticed by the next write.
+    fn record(self, pg: &mut PostgresStore, by: &str) {
+        for (ctx, records) in self.runs {
+            let mut note = Batch::default();
+            note.events
+                .push(Event::now("replay", json!({"records": records, "by": by})));
+            let _ = pg.write(&ctx, &note);
+        }
     }
 }
 

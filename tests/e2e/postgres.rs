@@ -172,9 +172,14 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
         "SELECT string_agg(event_type, ',' ORDER BY event_type) FROM pipeline_events",
     );
     assert_eq!(
-        events, "exit,spool,start",
-        "each event once, the spool included"
+        events, "exit,replay,spool,start",
+        "each event once, the spool and the replay included"
     );
+    let replay = server.psql(
+        "postgres",
+        "SELECT details->>'records', details->>'by' FROM pipeline_events WHERE event_type = 'replay'",
+    );
+    assert_eq!(replay, "20000|spool replay");
     // Replaying again changes nothing.
     assert!(with_db(&agent, &url, &["spool", "replay"])
         .output()
@@ -208,6 +213,11 @@ fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
         "the agent replayed its spool once the database was back"
     );
     assert_eq!(counts(&server, "postgres", "crash"), (200_000, 200_000));
+    let replayed = server.psql(
+        "postgres",
+        "SELECT count(*) > 0, sum((details->>'records')::bigint) > 0 FROM pipeline_events WHERE event_type = 'replay' AND details->>'by' = 'automatic'",
+    );
+    assert_eq!(replayed, "t|t", "replay events when the database came back");
 }
 
 #[test]
