@@ -5,7 +5,7 @@ use crate::cli::{DbCommand, Format, SpoolCommand};
 use crate::sink::postgres::PostgresStore;
 use crate::sink::spool::{Spool, SpoolStats, SpoolingSink};
 use anyhow::Context;
-use std::io::IsTerminal;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
     match cmd {
@@ -52,17 +52,21 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         app.config.logging.database.spool_max_bytes,
         app.data_dir.db_path().display().to_string(),
     );
-    let tty = std::io::stderr().is_terminal();
-    let shipped = sink
-        .replay_all(|done, total| {
-            if tty {
-                eprint!("\rreplaying: {done}/{total} records");
-            }
-        })
-        .context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
-    if tty {
-        eprintln!();
-    }
+    // Drawn on a terminal only (indicatif hides it otherwise), on stderr.
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "replaying [{bar:25}] {human_pos}/{human_len} records ({percent}%), {eta} left",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let shipped = sink.replay_all(|done, total| {
+        bar.set_length(total.max(done));
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let shipped = shipped.context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
     println!("replayed {shipped} records");
     Ok(0)
 }
