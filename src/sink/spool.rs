@@ -31,11 +31,18 @@ pub struct SpoolStats {
 
 pub struct Spool {
     store: SqliteStore,
+    /// Rows up to this id that are still in the spool could not be decoded
+    /// by this version: they are left in place (and counted as pending), and
+    /// passed over, never shipped as empty nor deleted.
+    passed_over: std::cell::Cell<i64>,
 }
 
 impl Spool {
     pub fn new(store: SqliteStore) -> Spool {
-        Spool { store }
+        Spool {
+            store,
+            passed_over: std::cell::Cell::new(0),
+        }
     }
 
     /// Spools a batch and, in the same transaction, its file checkpoints.
@@ -56,42 +63,52 @@ impl Spool {
 
     /// The id of the oldest waiting batch, if any.
     fn oldest_id(&self) -> Result<Option<i64>, SinkError> {
-        Ok(self
-            .store
-            .conn()
-            .query_row("SELECT min(id) FROM pmon_spool", [], |r| r.get(0))?)
+        Ok(self.store.conn().query_row(
+            "SELECT min(id) FROM pmon_spool WHERE id > ?1",
+            [self.passed_over.get()],
+            |r| r.get(0),
+        )?)
     }
 
-    /// The oldest waiting batch, if any.
+    /// The oldest waiting batch this version can read, if any. A row that
+    /// cannot be decoded is reported once and passed over.
     pub fn oldest(&self) -> Result<Option<(i64, RunContext, Batch)>, SinkError> {
-        let row = self
-            .store
-            .conn()
-            .query_row(
-                "SELECT id, experiment_id, run_id, payload FROM pmon_spool ORDER BY id LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        Ok(row.map(|(id, experiment_id, run_id, payload)| {
-            // A payload this version cannot read is kept out of the way, not retried forever.
-            let batch = serde_json::from_slice(&payload).unwrap_or_default();
-            (
-                id,
-                RunContext {
-                    experiment_id,
-                    run_id,
-                },
-                batch,
-            )
-        }))
+        loop {
+            let row = self
+                .store
+                .conn()
+                .query_row(
+                    "SELECT id, experiment_id, run_id, payload FROM pmon_spool WHERE id > ?1 ORDER BY id LIMIT 1",
+                    [self.passed_over.get()],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((id, experiment_id, run_id, payload)) = row else {
+                return Ok(None);
+            };
+            match serde_json::from_slice(&payload) {
+                Ok(batch) => {
+                    let ctx = RunContext {
+                        experiment_id,
+                        run_id,
+                    };
+                    return Ok(Some((id, ctx, batch)));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "pmon-agent: warning: spooled batch {id} (experiment '{experiment_id}') cannot be read by this version ({e}); it stays in the spool, untouched, for a newer pmon-agent or for inspection"
+                    );
+                    self.passed_over.set(id);
+                }
+            }
+        }
     }
 
     pub fn delete(&self, id: i64) -> Result<(), SinkError> {
@@ -366,5 +383,59 @@ impl Sink for SpoolingSink {
         if self.ready() && self.spool.stats().is_ok_and(|s| s.batches > 0) {
             let _ = self.drain(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LogRecord, StreamKind};
+    use crate::sink::SeqRecord;
+
+    fn batch(message: &str) -> Batch {
+        Batch {
+            logs: vec![SeqRecord {
+                origin: "stdout".into(),
+                seq: 0,
+                record: LogRecord::plain(message.into(), StreamKind::Stdout, "stdout"),
+            }],
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_this_version_cannot_read_is_passed_over_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+        let ctx = RunContext {
+            experiment_id: "e".into(),
+            run_id: "r".into(),
+        };
+        let first = spool.push(&ctx, &batch("first")).unwrap();
+        spool
+            .store
+            .conn()
+            .execute(
+                "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES ('e', 'r', '2026-11-27T10:00:00Z', 7, 9, X'7B6E6F74')",
+                [],
+            )
+            .unwrap();
+        let third = spool.push(&ctx, &batch("third")).unwrap();
+        let mut shipped = Vec::new();
+        while let Some((id, _, batch)) = spool.oldest().unwrap() {
+            shipped.push((id, batch.logs[0].record.message.clone()));
+            spool.delete(id).unwrap();
+        }
+        assert_eq!(
+            shipped,
+            vec![(first, "first".to_string()), (third, "third".to_string())]
+        );
+        let stats = spool.stats().unwrap();
+        assert_eq!(
+            (stats.batches, stats.pending),
+            (1, 7),
+            "the unreadable batch stays"
+        );
+        assert_eq!(spool.oldest_id().unwrap(), None);
     }
 }
