@@ -29,10 +29,6 @@ mod status;
 
 pub use logs::{logs_with, LogsOptions};
 
-/// The spool depth, for `spool status` and the SIGUSR1 report once the
-/// PostgreSQL spool exists; `query status` already reports it.
-#[allow(unused_imports)]
-pub use status::spool_pending;
 
 use crate::app::App;
 use crate::cli::QueryCommand;
