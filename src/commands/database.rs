@@ -65,7 +65,11 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         bar.set_length(total.max(done));
         bar.set_position(done);
     });
-    bar.finish_and_clear();
+    // The finished bar stays on screen; a failed or empty replay leaves none.
+    match &shipped {
+        Ok(_) if bar.length().is_some() => bar.finish(),
+        _ => bar.finish_and_clear(),
+    }
     let shipped = shipped.context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
     println!("replayed {shipped} records");
     Ok(0)

@@ -29,7 +29,6 @@ mod status;
 
 pub use logs::{logs_with, LogsOptions};
 
-
 use crate::app::App;
 use crate::cli::QueryCommand;
 use crate::run::RunState;

@@ -11,6 +11,23 @@ use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs `cmd` with its stderr on a pseudo-terminal; returns what the
+/// terminal showed (stdout is captured as usual).
+fn with_stderr_on_a_terminal(mut cmd: Command) -> (Output, String) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        // Ends with EIO once the last holder of the other side closes it.
+        let _ = std::io::Read::read_to_end(&mut master, &mut shown);
+        String::from_utf8_lossy(&shown).into_owned()
+    });
+    cmd.stderr(Stdio::from(pty.slave)).stdout(Stdio::piped());
+    let out = cmd.output().unwrap();
+    drop(cmd);
+    (out, reader.join().unwrap())
+}
+
 fn with_db(agent: &Agent, url: &str, args: &[&str]) -> Command {
     let mut cmd = agent.cmd(args);
     cmd.env("PMON_DATABASE_URL", url);
@@ -161,10 +178,17 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     );
     no_password(&failed);
     server.start_again();
-    let replay = with_db(&agent, &url, &["spool", "replay"])
-        .output()
-        .unwrap();
-    assert!(replay.status.success(), "{}", stderr_text(&replay));
+    // On a terminal, replay draws a progress bar on stderr.
+    let (replay, terminal) = with_stderr_on_a_terminal(with_db(&agent, &url, &["spool", "replay"]));
+    assert!(replay.status.success(), "{terminal}");
+    assert_eq!(
+        String::from_utf8_lossy(&replay.stdout),
+        "replayed 20000 records\n"
+    );
+    assert!(
+        terminal.contains("replaying [") && terminal.contains("20,000/20,000 records (100%)"),
+        "{terminal:?}"
+    );
     assert_eq!(counts(&server, "postgres", "down"), (20_000, 20_000));
     assert_eq!(agent.json_lines(&["spool", "status"])[0]["pending"], 0);
     let events = server.psql(
@@ -180,12 +204,16 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
         "SELECT details->>'records', details->>'by' FROM pipeline_events WHERE event_type = 'replay'",
     );
     assert_eq!(replay, "20000|spool replay");
-    // Replaying again changes nothing.
-    assert!(with_db(&agent, &url, &["spool", "replay"])
+    // Replaying again changes nothing; with stderr not a terminal, no bar.
+    let again = with_db(&agent, &url, &["spool", "replay"])
         .output()
-        .unwrap()
-        .status
-        .success());
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "replayed 0 records\n"
+    );
+    assert_eq!(stderr_text(&again), "");
     assert_eq!(counts(&server, "postgres", "down"), (20_000, 20_000));
 }
 
