@@ -29,6 +29,28 @@ pub struct SpoolStats {
     pub batches: u64,
 }
 
+/// Most records one spool row holds: a row is encoded (and replayed) whole,
+/// so this bounds the memory that spooling and replaying a large batch take.
+const ROW_RECORDS: usize = 4_000;
+
+/// The ids of the rows one pushed batch took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpoolRows {
+    pub first: i64,
+    pub last: i64,
+}
+
+/// One spool row's payload, borrowed from a batch: the same JSON shape as
+/// [`Batch`] (which reads it back), without copying the records. Checkpoints
+/// are not part of it: they are committed locally with the rows.
+#[derive(serde::Serialize)]
+struct BatchRow<'a> {
+    logs: &'a [super::SeqRecord],
+    events: &'a [Event],
+    progress: &'a [crate::record::ProgressUpdate],
+    runs: &'a [crate::run::Run],
+}
+
 pub struct Spool {
     store: SqliteStore,
     /// Rows up to this id that are still in the spool could not be decoded
@@ -46,19 +68,36 @@ impl Spool {
     }
 
     /// Spools a batch and, in the same transaction, its file checkpoints.
-    /// Returns the spool row's id.
-    pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<i64, SinkError> {
-        let payload = serde_json::to_vec(batch).unwrap_or_default();
-        let bytes = payload.len() as u64;
+    /// A large batch takes several rows of at most [`ROW_RECORDS`] records
+    /// (each row is encoded whole); events, progress and run states go in
+    /// the last. Returns the rows' ids.
+    pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<SpoolRows, SinkError> {
         let tx = self.store.conn().unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), batch.logs.len() as i64, bytes as i64, payload],
-        )?;
-        let id = tx.last_insert_rowid();
+        let pieces = batch.logs.len().div_ceil(ROW_RECORDS).max(1);
+        let mut rows = SpoolRows { first: 0, last: 0 };
+        for piece in 0..pieces {
+            let logs = &batch.logs[(piece * ROW_RECORDS).min(batch.logs.len())
+                ..((piece + 1) * ROW_RECORDS).min(batch.logs.len())];
+            let last = piece + 1 == pieces;
+            let row = BatchRow {
+                logs,
+                events: if last { &batch.events } else { &[] },
+                progress: if last { &batch.progress } else { &[] },
+                runs: if last { &batch.runs } else { &[] },
+            };
+            let payload = serde_json::to_vec(&row).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), logs.len() as i64, payload.len() as i64, payload],
+            )?;
+            rows.last = tx.last_insert_rowid();
+            if piece == 0 {
+                rows.first = rows.last;
+            }
+        }
         super::sqlite::write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         tx.commit()?;
-        Ok(id)
+        Ok(rows)
     }
 
     /// The id of the oldest waiting batch, if any.
@@ -112,9 +151,17 @@ impl Spool {
     }
 
     pub fn delete(&self, id: i64) -> Result<(), SinkError> {
-        self.store
-            .conn()
-            .execute("DELETE FROM pmon_spool WHERE id = ?1", [id])?;
+        self.delete_rows(SpoolRows {
+            first: id,
+            last: id,
+        })
+    }
+
+    pub fn delete_rows(&self, rows: SpoolRows) -> Result<(), SinkError> {
+        self.store.conn().execute(
+            "DELETE FROM pmon_spool WHERE id BETWEEN ?1 AND ?2",
+            [rows.first, rows.last],
+        )?;
         Ok(())
     }
 
@@ -202,27 +249,32 @@ impl SpoolingSink {
     }
 
     /// Replays the spool, oldest first. Stops at the first failure.
-    /// `in_hand` is a batch just spooled as row `id` and still in memory:
+    /// `in_hand` is a batch just spooled as `rows` and still in memory:
     /// when its turn comes it is shipped as it is, not read back and decoded.
-    fn drain(&mut self, in_hand: Option<(i64, &RunContext, &Batch)>) -> Result<u64, PgError> {
+    fn drain(&mut self, in_hand: Option<(SpoolRows, &RunContext, &Batch)>) -> Result<u64, PgError> {
         let mut replayed = 0;
         // After an outage, each run whose records come back gets a `replay`
         // event; a tailed batch passing through the spool in normal flow does not.
         let counting = matches!(self.link, Link::Down { .. }) || !self.replayed.runs.is_empty();
-        while let Ok(Some(mut id)) = self.spool.oldest_id() {
+        while let Ok(Some(oldest_id)) = self.spool.oldest_id() {
+            let rows;
             let shipped = match in_hand {
-                Some((hand_id, ctx, batch)) if hand_id == id => {
+                Some((hand_rows, ctx, batch)) if hand_rows.first == oldest_id => {
+                    rows = hand_rows;
                     let shipped = self.pg.write(ctx, batch).map(|()| batch.logs.len());
                     if let (true, Ok(records)) = (counting, &shipped) {
                         self.replayed.add(ctx, *records);
                     }
                     shipped
                 }
-                // Another agent sharing the data dir may have shipped `id`
-                // meanwhile: delete what was shipped, by its own id.
+                // Another agent sharing the data dir may have shipped
+                // `oldest_id` meanwhile: delete what was shipped, by its own id.
                 _ => match self.spool.oldest() {
                     Ok(Some((oldest, ctx, batch))) => {
-                        id = oldest;
+                        rows = SpoolRows {
+                            first: oldest,
+                            last: oldest,
+                        };
                         let shipped = self.pg.write(&ctx, &batch).map(|()| batch.logs.len());
                         if let (true, Ok(records)) = (counting, &shipped) {
                             self.replayed.add(&ctx, *records);
@@ -240,7 +292,7 @@ impl SpoolingSink {
                     return Err(e);
                 }
             }
-            let _ = self.spool.delete(id);
+            let _ = self.spool.delete_rows(rows);
         }
         std::mem::take(&mut self.replayed).record(&mut self.pg, "automatic");
         if replayed > 0 || matches!(self.link, Link::Down { .. }) {
@@ -288,15 +340,16 @@ impl SpoolingSink {
             }
             return Ok(());
         }
-        let mut spooled = batch.clone();
         if stats.batches == 0 {
-            spooled.events.push(Event::now(
+            let mut note = Batch::default();
+            note.events.push(Event::now(
                 "spool",
                 json!({"reason": "PostgreSQL unreachable", "database": self.pg.display_url()}),
             ));
+            self.spool.push(ctx, &note)?;
         }
-        self.spool.push(ctx, &spooled)?;
-        self.known_pending += spooled.logs.len() as u64;
+        self.spool.push(ctx, batch)?;
+        self.known_pending += batch.logs.len() as u64;
         Ok(())
     }
 
@@ -355,10 +408,10 @@ impl Sink for SpoolingSink {
             // databases cannot commit together. So tailed batches go through
             // the spool: records and position in one SQLite transaction, then
             // to PostgreSQL, deleted from the spool only after its commit.
-            let id = self.spool.push(ctx, batch)?;
+            let rows = self.spool.push(ctx, batch)?;
             self.known_pending += batch.logs.len() as u64;
             if self.ready() {
-                let _ = self.drain(Some((id, ctx, batch)));
+                let _ = self.drain(Some((rows, ctx, batch)));
             }
             return Ok(());
         }
@@ -411,7 +464,7 @@ mod tests {
             experiment_id: "e".into(),
             run_id: "r".into(),
         };
-        let first = spool.push(&ctx, &batch("first")).unwrap();
+        let first = spool.push(&ctx, &batch("first")).unwrap().first;
         spool
             .store
             .conn()
@@ -420,7 +473,7 @@ mod tests {
                 [],
             )
             .unwrap();
-        let third = spool.push(&ctx, &batch("third")).unwrap();
+        let third = spool.push(&ctx, &batch("third")).unwrap().first;
         let mut shipped = Vec::new();
         while let Some((id, _, batch)) = spool.oldest().unwrap() {
             shipped.push((id, batch.logs[0].record.message.clone()));
@@ -437,5 +490,33 @@ mod tests {
             "the unreadable batch stays"
         );
         assert_eq!(spool.oldest_id().unwrap(), None);
+    }
+
+    #[test]
+    fn a_large_batch_takes_several_rows_that_read_back_as_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+        let ctx = RunContext {
+            experiment_id: "e".into(),
+            run_id: "r".into(),
+        };
+        let mut big = Batch::default();
+        for seq in 0..(2 * ROW_RECORDS as u64 + 5) {
+            let mut one = batch(&format!("line {seq}")).logs.remove(0);
+            one.seq = seq;
+            big.logs.push(one);
+        }
+        big.events.push(Event::now("exit", json!({"exit_code": 0})));
+        let rows = spool.push(&ctx, &big).unwrap();
+        assert_eq!(rows.last - rows.first, 2, "three rows");
+        let mut back = Batch::default();
+        let mut sizes = Vec::new();
+        while let Some((id, _, part)) = spool.oldest().unwrap() {
+            sizes.push((part.logs.len(), part.events.len()));
+            back.append(part);
+            spool.delete(id).unwrap();
+        }
+        assert_eq!(sizes, vec![(ROW_RECORDS, 0), (ROW_RECORDS, 0), (5, 1)]);
+        assert_eq!(back, big);
     }
 }
