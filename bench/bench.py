@@ -452,6 +452,62 @@ def machine_facts(agent, repo):
     ]
 
 
+def generate_workload(gen, lines, tmp):
+    """Runs the shared generator into TMP/workload.log (untimed for the rates).
+    Returns the path, its summary (the .json beside it) and the seconds it took."""
+    log("generating %d lines into %s" % (lines, tmp))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, gen, "-n", str(lines), "-o", "workload.log"],
+                   cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+    t_gen = time.perf_counter() - t0
+    workload = os.path.join(tmp, "workload.log")
+    with open(workload + ".json") as f:
+        summary = json.load(f)
+    return workload, summary, t_gen
+
+
+def print_run_checks(all_checks):
+    """The checks of each run, one line each; returns True if any failed."""
+    failed = False
+    print("### Correctness checks (runs: %s)" % ", ".join(name for name, _ in all_checks))
+    for name, checks in all_checks:
+        for cname, ok, detail in checks:
+            failed = failed or not ok
+            print("- [%s] %s: %s" % ("x" if ok else " ", name, cname))
+            if not ok:
+                print("  - **FAILED**: %s" % detail)
+    return failed
+
+
+def print_result(t_start, t_gen, t_split, failed):
+    total = time.perf_counter() - t_start
+    print()
+    print("Bench wall time: %.0fs (workload generation %.0fs, pre-split %.0fs)." % (total, t_gen, t_split))
+    print("\nRESULT: " + ("FAILED (see unchecked items above)" if failed else "all checks passed"))
+
+
+def setup_error(prog, error, srv):
+    """Says what went wrong before anything could be measured; exit status 2."""
+    print("%s: setup error: %s" % (prog, error), file=sys.stderr)
+    if srv is not None and os.path.exists(srv.logfile):
+        print("server log tail:\n" + open(srv.logfile, errors="replace").read()[-2000:], file=sys.stderr)
+    return 2
+
+
+def clean_up(tmp, keep, srv=None):
+    """Stops (--keep) or removes the private server, then keeps or removes TMP."""
+    if srv is not None:
+        if keep:
+            srv.stop()
+            log("kept server dir %s (stopped)" % srv.root)
+        else:
+            srv.cleanup()
+    if keep:
+        log("kept %s" % tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def mib(kib):
     return "%.1f MiB" % (kib / 1024.0) if kib else "—"
 
@@ -485,14 +541,7 @@ def main():
             pass
 
         # 1. workload
-        log("generating %d lines into %s" % (a.lines, tmp))
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, a.gen, "-n", str(a.lines), "-o", "workload.log"],
-                       cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-        t_gen = time.perf_counter() - t0
-        workload = os.path.join(tmp, "workload.log")
-        with open(workload + ".json") as f:
-            summary = json.load(f)
+        workload, summary, t_gen = generate_workload(a.gen, a.lines, tmp)
         exp = summary["records"]
         log("workload: %d lines, %d records, %d tracebacks (%d chained), %.1f MB, %.1fs"
             % (summary["lines"], exp, summary["tracebacks"], summary["chained_tracebacks"],
@@ -608,18 +657,9 @@ def main():
                 print("  - **FAILED** in %s: %s" % (name, detail))
         seqs = sorted({r["seq"] for r in agent_runs + ([echo_run] if echo_run else []) if r.get("seq")})
         print("- (info, not checked) seq per run: %s" % "; ".join("%s..%s, %s distinct" % q for q in seqs))
-        total = time.perf_counter() - t_start
-        print()
-        print("Bench wall time: %.0fs (workload generation %.0fs, pre-split %.0fs)." % (total, t_gen, t_split))
-        if failed:
-            print("\nRESULT: FAILED (see unchecked items above)")
-        else:
-            print("\nRESULT: all checks passed")
+        print_result(t_start, t_gen, t_split, failed)
     finally:
-        if a.keep:
-            log("kept %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(tmp, a.keep)
     return 1 if failed else 0
 
 

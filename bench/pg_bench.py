@@ -315,14 +315,7 @@ def main():
             pass
 
         # 1. workload + pre-split (untimed)
-        log("generating %d lines into %s" % (a.lines, tmp))
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, a.gen, "-n", str(a.lines), "-o", "workload.log"],
-                       cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-        t_gen = time.perf_counter() - t0
-        workload = os.path.join(tmp, "workload.log")
-        with open(workload + ".json") as f:
-            summary = json.load(f)
+        workload, summary, t_gen = bench.generate_workload(a.gen, a.lines, tmp)
         exp = summary["records"]
         log("workload: %d lines, %d records, %d tracebacks, %.1f MB, %.1fs"
             % (summary["lines"], exp, summary["tracebacks"], summary["bytes"] / 1e6, t_gen))
@@ -450,34 +443,13 @@ def main():
               "schema creation and the final flush; baseline: the `psql \\copy` process only). Peak RSS: ru_maxrss "
               "of the client process; the PostgreSQL server's memory is in no row.")
         print()
-        print("### Correctness checks (runs: %s)" % ", ".join(name for name, _ in all_checks))
-        for name, checks in all_checks:
-            for cname, ok, detail in checks:
-                failed = failed or not ok
-                print("- [%s] %s: %s" % ("x" if ok else " ", name, cname))
-                if not ok:
-                    print("  - **FAILED**: %s" % detail)
+        failed = bench.print_run_checks(all_checks) or failed
         print("- (info, not checked) seq of the live run: %s..%s, %s distinct" % seq)
-        total = time.perf_counter() - t_start
-        print()
-        print("Bench wall time: %.0fs (workload generation %.0fs, pre-split %.0fs)." % (total, t_gen, t_split))
-        print("\nRESULT: " + ("FAILED (see unchecked items above)" if failed else "all checks passed"))
+        bench.print_result(t_start, t_gen, t_split, failed)
     except Failure as e:
-        print("pg_bench: setup error: %s" % e, file=sys.stderr)
-        if srv is not None and os.path.exists(srv.logfile):
-            print("server log tail:\n" + open(srv.logfile, errors="replace").read()[-2000:], file=sys.stderr)
-        return 2
+        return bench.setup_error("pg_bench", e, srv)
     finally:
-        if srv is not None:
-            if a.keep:
-                srv.stop()
-                log("kept server dir %s (stopped)" % srv.root)
-            else:
-                srv.cleanup()
-        if a.keep:
-            log("kept %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bench.clean_up(tmp, a.keep, srv)
     return 1 if failed else 0
 
 

@@ -32,7 +32,6 @@ Prints Markdown tables; exit 1 if a correctness check failed, 2 on a setup error
 """
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -465,14 +464,7 @@ def main():
 
         if not a.latency_only:
             # 1. workload
-            log("generating %d lines into %s" % (a.lines, tmp))
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, a.gen, "-n", str(a.lines), "-o", "workload.log"],
-                           cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-            t_gen = time.perf_counter() - t0
-            workload = os.path.join(tmp, "workload.log")
-            with open(workload + ".json") as f:
-                summary = json.load(f)
+            workload, summary, t_gen = bench.generate_workload(a.gen, a.lines, tmp)
             exp = summary["records"]
             os.mkdir(os.path.join(tmp, TAIL_DIR))
             os.link(workload, os.path.join(tmp, SOURCE))  # the directory holds only this file
@@ -696,33 +688,12 @@ def main():
             print("records/s = records / wall time of the whole command (agent: start to exit, incl. the final flush; "
                   "baselines: the `.import` / `\\copy` / `cat` process only). Peak RSS: ru_maxrss of that process.")
         print()
-        print("### Correctness checks (runs: %s)" % ", ".join(g for g, _ in all_checks))
-        for group, checks in all_checks:
-            for cname, ok, detail in checks:
-                failed = failed or not ok
-                print("- [%s] %s: %s" % ("x" if ok else " ", group, cname))
-                if not ok:
-                    print("  - **FAILED**: %s" % detail)
-        total = time.perf_counter() - t_start
-        print()
-        print("Bench wall time: %.0fs (workload generation %.0fs, pre-split %.0fs)." % (total, t_gen, t_split))
-        print("\nRESULT: " + ("FAILED (see unchecked items above)" if failed else "all checks passed"))
+        failed = bench.print_run_checks(all_checks) or failed
+        bench.print_result(t_start, t_gen, t_split, failed)
     except Failure as e:
-        print("tail_bench: setup error: %s" % e, file=sys.stderr)
-        if srv is not None and os.path.exists(srv.logfile):
-            print("server log tail:\n" + open(srv.logfile, errors="replace").read()[-2000:], file=sys.stderr)
-        return 2
+        return bench.setup_error("tail_bench", e, srv)
     finally:
-        if srv is not None:
-            if a.keep:
-                srv.stop()
-                log("kept server dir %s (stopped)" % srv.root)
-            else:
-                srv.cleanup()
-        if a.keep:
-            log("kept %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bench.clean_up(tmp, a.keep, srv)
     return 1 if failed else 0
 
 
