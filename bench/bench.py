@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -397,18 +398,22 @@ def verify(r, summary, tracebacks, ref_db, workload_sha, sample_n, plain_log=Tru
     con.close()
 
     # The plain log file is documented as the text exactly as printed.
-    if not plain_log:
-        return checks
-    plain = os.path.join(r["data_dir"], "logs", EXPERIMENT, run_id + ".log")
-    if os.path.exists(plain):
-        h = hashlib.sha256()
-        with open(plain, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        check("plain log file = workload bytes (sha256)", h.hexdigest() == workload_sha, plain)
-    else:
-        check("plain log file exists", False, plain)
+    if plain_log:
+        check_plain_log(check, r["data_dir"], run_id, workload_sha)
     return checks
+
+
+def check_plain_log(check, data_dir, run_id, workload_sha):
+    """The run's plain log file holds exactly the workload's bytes."""
+    plain = os.path.join(data_dir, "logs", EXPERIMENT, run_id + ".log")
+    if not os.path.exists(plain):
+        check("plain log file exists", False, plain)
+        return
+    h = hashlib.sha256()
+    with open(plain, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    check("plain log file = workload bytes (sha256)", h.hexdigest() == workload_sha, plain)
 
 
 # --------------------------------------------------------------------------
@@ -450,6 +455,23 @@ def machine_facts(agent, repo):
         ("python3", platform.python_version()),
         ("pmon-agent", "%s (git %s, %s)" % (out([agent, "--version"]), rev, state)),
     ]
+
+
+def begin():
+    """What every bench does first: notes the start, finds GNU time, turns
+    SIGTERM/SIGHUP into a clean exit (so the temp dir and server go away),
+    and makes the private temp dir. Returns (start time, temp dir)."""
+    t_start = time.perf_counter()
+    have_gnu_time.cached = have_gnu_time()
+    if not have_gnu_time.cached:
+        log("/usr/bin/time (GNU time) not found: peak RSS from wait4() ru_maxrss instead "
+            "(same number; `apt-get install time` to use it)")
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    return t_start, tempfile.mkdtemp(prefix="pmon-bench-", dir=os.environ.get("BENCH_TMPDIR"))
 
 
 def generate_workload(gen, lines, tmp):
@@ -527,12 +549,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
 
-    t_start = time.perf_counter()
-    have_gnu_time.cached = have_gnu_time()
-    if not have_gnu_time.cached:
-        log("/usr/bin/time (GNU time) not found: peak RSS from wait4() ru_maxrss instead "
-            "(same number; `apt-get install time` to use it)")
-    tmp = tempfile.mkdtemp(prefix="pmon-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+    t_start, tmp = begin()
     failed = False
     try:
         agent = os.path.join(tmp, "pmon-agent")

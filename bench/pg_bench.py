@@ -29,7 +29,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -261,15 +260,7 @@ def verify_pg(srv, db, r, summary, tracebacks, rows_file, tmp, workload_sha, sam
     srv.sql(db, "DROP TABLE bench_ref;")
 
     if plain_log and r is not None and runs:
-        plain = os.path.join(r["data_dir"], "logs", EXPERIMENT, runs[0][0] + ".log")
-        if os.path.exists(plain):
-            h = hashlib.sha256()
-            with open(plain, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            check("plain log file = workload bytes (sha256)", h.hexdigest() == workload_sha, plain)
-        else:
-            check("plain log file exists", False, plain)
+        bench.check_plain_log(check, r["data_dir"], runs[0][0], workload_sha)
     return checks, tuple(r_seq)
 
 
@@ -295,16 +286,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
 
-    t_start = time.perf_counter()
-    bench.have_gnu_time.cached = bench.have_gnu_time()
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
-    parent = os.environ.get("BENCH_TMPDIR")
-    tmp = tempfile.mkdtemp(prefix="pmon-bench-", dir=parent)
+    t_start, tmp = bench.begin()
     srv = None
     failed = False
     try:
@@ -330,7 +312,7 @@ def main():
         log("pre-split: %d rows in %.1fs" % (n, t_split))
 
         # 2. server
-        srv = PgServer(bindir, parent)
+        srv = PgServer(bindir, os.environ.get("BENCH_TMPDIR"))
         srv.initdb()
         srv.start()
         version = srv.one("postgres", "SHOW server_version")

@@ -434,16 +434,7 @@ def main():
         print("tail_bench: --no-latency and --latency-only exclude each other", file=sys.stderr)
         return 2
 
-    t_start = time.perf_counter()
-    bench.have_gnu_time.cached = bench.have_gnu_time()
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
-    parent = os.environ.get("BENCH_TMPDIR")
-    tmp = tempfile.mkdtemp(prefix="pmon-bench-", dir=parent)
+    t_start, tmp = bench.begin()
     srv = None
     failed = False
     all_checks = []  # (group, [(name, ok, detail)])
@@ -557,7 +548,7 @@ def main():
 
             # 5. PostgreSQL
             if a.postgres:
-                srv = pg_bench.PgServer(pg_bench.pg_bindir(), parent)
+                srv = pg_bench.PgServer(pg_bench.pg_bindir(), os.environ.get("BENCH_TMPDIR"))
                 srv.initdb()
                 srv.start()
                 version = srv.one("postgres", "SHOW server_version")
