@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A tailed file as the pipeline knows it: its identity and where reading starts.
 #[derive(Debug, Clone)]
@@ -395,7 +395,3 @@ fn finish_file(
     file.assembler.finish(outputs);
     deliver_file(file, outputs, batcher, now, counters);
 }
-
-/// How long `wrap` waits for pipes to close after the child exited (a
-/// grandchild may hold them open forever).
-pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);

@@ -49,6 +49,15 @@ fn coalesce_limit(batch: &Batch) -> usize {
     }
 }
 
+/// A pause before every write, from `PMON_TEST_SINK_DELAY` (`250ms`, `1s`):
+/// a test-only hook that makes the store slow on purpose, so the tests can
+/// widen the windows in which a slow store meets the end of a run. Never set
+/// it in production; it is not part of the documented configuration.
+fn test_delay() -> Option<std::time::Duration> {
+    let text = std::env::var("PMON_TEST_SINK_DELAY").ok()?;
+    crate::config::parse_duration(&text).ok()
+}
+
 fn run(
     sink: &mut dyn Sink,
     ctx: &RunContext,
@@ -56,6 +65,7 @@ fn run(
     pending: &std::sync::atomic::AtomicU64,
 ) -> SinkStats {
     let mut stats = SinkStats::default();
+    let delay = test_delay();
     loop {
         let mut batch = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
             Ok(batch) => batch,
@@ -71,6 +81,9 @@ fn run(
                 Ok(more) => batch.append(more),
                 Err(_) => break,
             }
+        }
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
         }
         match sink.write(ctx, &batch) {
             Ok(()) => stats.records_written += batch.logs.len() as u64,

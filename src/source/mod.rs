@@ -10,9 +10,13 @@ pub mod wrap;
 use crate::pipeline::Msg;
 use crate::record::StreamKind;
 use crossbeam_channel::Sender;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Where a reader copies what it reads, besides the pipeline.
 pub struct Tee {
@@ -24,10 +28,23 @@ pub struct Tee {
 
 /// Reads `input` until end of file, copying every chunk to the echo target,
 /// the plain log and the pipeline, in that order: the terminal never waits for
-/// parsing or storage.
-pub fn pump(mut input: impl Read, kind: StreamKind, mut tee: Tee, tx: &Sender<Msg>) {
+/// parsing or storage. With `exit`, the reader also stops once the program has
+/// exited and the pipe has been quiet for [`ProgramExit::QUIET`] (a background
+/// process may hold it open forever); time spent handing chunks to a slow
+/// pipeline never counts, so what the program wrote before it exited is
+/// always read to the end.
+pub fn pump<R: Read + AsFd>(
+    mut input: R,
+    kind: StreamKind,
+    mut tee: Tee,
+    tx: &Sender<Msg>,
+    exit: Option<&ProgramExit>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if exit.is_some_and(|exit| !exit.wait_for_input(&input)) {
+            break;
+        }
         let n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -51,6 +68,67 @@ pub fn pump(mut input: impl Read, kind: StreamKind, mut tee: Tee, tx: &Sender<Ms
         }
     }
     let _ = tx.send(Msg::Eof(kind));
+}
+
+/// Tells the readers of a program's output that the program has exited.
+///
+/// A pipe reaches end of file when every process holding its write end has
+/// closed it, and a background process the program started may hold it for
+/// ever. So once the program has exited, a reader stops at end of file *or*
+/// when the pipe has been quiet for [`ProgramExit::QUIET`]. Readers wait in
+/// `poll` on their input and on this self-pipe, which becomes readable (and
+/// stays so) when [`ProgramExit::exited`] is called.
+pub struct ProgramExit {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl ProgramExit {
+    /// How long a pipe may stay quiet after the program exited before its
+    /// reader stops.
+    pub const QUIET: Duration = Duration::from_secs(2);
+
+    pub fn new() -> std::io::Result<ProgramExit> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        Ok(ProgramExit { read, write })
+    }
+
+    /// The program has exited: readers drain what is left, then stop.
+    pub fn exited(&self) {
+        let _ = nix::unistd::write(&self.write, b"x");
+    }
+
+    /// Waits until `input` has something to read (or has reached its end).
+    /// False when the program has exited and `input` stayed quiet for `QUIET`.
+    fn wait_for_input(&self, input: &impl AsFd) -> bool {
+        let mut fds = [
+            PollFd::new(input.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.read.as_fd(), PollFlags::POLLIN),
+        ];
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                // A poll that fails says nothing: let read() decide.
+                Err(_) => return true,
+                Ok(_) => break,
+            }
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            return true;
+        }
+        // The program has exited and the pipe is quiet: give a background
+        // process that still holds it a moment to finish.
+        let quiet =
+            PollTimeout::try_from(Self::QUIET.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        let mut input_only = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut input_only, quiet) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return true,
+                Ok(n) => return n > 0,
+            }
+        }
+    }
 }
 
 /// The agent's stdout (1) or stderr (2) as an unbuffered file that is never closed.

@@ -14,5 +14,5 @@ pub fn run(tx: Sender<Msg>, plain_log: Option<File>) {
         echo: None,
         plain_log: plain_log.map(|f| Arc::new(Mutex::new(f))),
     };
-    pump(std::io::stdin().lock(), StreamKind::Stdin, tee, &tx);
+    pump(std::io::stdin().lock(), StreamKind::Stdin, tee, &tx, None);
 }

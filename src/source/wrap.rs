@@ -9,8 +9,8 @@
 //! middle of I/O.
 
 use super::child::{self, Spawned};
-use super::{pump, raw_fd_file, Tee};
-use crate::pipeline::{Msg, PipelineCounters, DRAIN_AFTER_EXIT};
+use super::{pump, raw_fd_file, ProgramExit, Tee};
+use crate::pipeline::{Msg, PipelineCounters};
 use crate::procinfo;
 use crate::record::{Event, StreamKind};
 use crossbeam_channel::Sender;
@@ -93,22 +93,19 @@ pub fn run(
     let pid = child.id();
     on_spawn(pid);
     let plain_log = opts.plain_log.map(|f| Arc::new(Mutex::new(f)));
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
-    let mut readers = 0;
+    let exit = Arc::new(ProgramExit::new()?);
+    let mut readers = Vec::new();
     let mut start_reader = |input: File, kind: StreamKind, fd: i32| {
         let tee = Tee {
             echo: opts.echo.then(|| raw_fd_file(fd)),
             plain_log: plain_log.clone(),
         };
         let tx = tx.clone();
-        let done = done_tx.clone();
-        readers += 1;
+        let exit = exit.clone();
         std::thread::Builder::new()
             .name(format!("pmon-read-{}", kind.as_str()))
-            .spawn(move || {
-                pump(input, kind, tee, &tx);
-                let _ = done.send(());
-            })
+            .spawn(move || pump(input, kind, tee, &tx, Some(&exit)))
+            .map(|reader| readers.push(reader))
     };
     start_reader(stdout, StreamKind::Stdout, 1)?;
     if let Some(stderr) = stderr {
@@ -121,12 +118,12 @@ pub fn run(
     let status = wait_for(pid);
     child::restore_terminal(foreground_before);
     drop(raw_terminal);
-    // Pipes may stay open in grandchildren: wait a little, then move on.
-    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
-    for _ in 0..readers {
-        if done_rx.recv_deadline(deadline).is_err() {
-            break;
-        }
+    // Everything the program wrote is read before the run is called
+    // finished, however long handing it on takes; only a pipe that a
+    // background process keeps open and quiet is given up (`ProgramExit`).
+    exit.exited();
+    for reader in readers {
+        let _ = reader.join();
     }
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (Some(code), None),

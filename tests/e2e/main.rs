@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod daemon;
+mod end_of_run;
 mod oom;
 mod pg_server;
 mod postgres;
