@@ -13,6 +13,16 @@ use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How long a statement waits for another process's lock on the store.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +64,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
         };
-        store.configure()?;
-        store.migrate()?;
+        store.prepare()?;
         Ok(store)
     }
 
@@ -74,8 +83,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
         };
-        store.configure()?;
-        store.migrate()?;
+        store.prepare()?;
         Ok(Some(store))
     }
 
@@ -87,8 +95,27 @@ impl SqliteStore {
         &mut self.conn
     }
 
+    /// Configures and migrates the store. Two processes opening a new store
+    /// at once (the first `wrap` creating it, a `query` or `spool status`
+    /// beside it) can meet where SQLite answers "busy" at once rather than
+    /// waiting — both switching it to WAL, or both upgrading a read to a
+    /// write — so a busy answer here is retried until the busy timeout.
+    fn prepare(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match self.configure().and_then(|()| self.migrate()) {
+                Err(StoreError::Sqlite(e))
+                    if is_busy(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn configure(&self) -> Result<(), StoreError> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -107,7 +134,12 @@ impl SqliteStore {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.unchecked_transaction()?;
+            // Immediate: take the write lock before reading the version, so
+            // that two migrating agents queue instead of deadlocking.
+            let tx = rusqlite::Transaction::new_unchecked(
+                &self.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
             // Another agent may have migrated between our read and our lock.
             let now: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if now > i {
@@ -257,6 +289,37 @@ mod tests {
     use super::*;
     use crate::record::{LogRecord, StreamKind};
     use crate::sink::SeqRecord;
+
+    /// A first `wrap` creating the store while a `query` opens it: each
+    /// opener must get the store, migrated once, never a "locked" error.
+    #[test]
+    fn many_openers_of_a_new_store_at_once_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("pmon.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SqliteStore::open(&path)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(opener.join().unwrap(), Ok(()));
+            }
+            let store = SqliteStore::open(&path).unwrap();
+            let version: usize = store
+                .conn()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len());
+        }
+    }
 
     #[test]
     fn store_is_private_wal_and_idempotent() {
