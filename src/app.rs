@@ -45,21 +45,32 @@ impl App {
     /// The sink records go to: PostgreSQL with the spool when a database is
     /// configured, else the embedded store.
     pub fn open_sink(&self) -> anyhow::Result<Box<dyn crate::sink::Sink>> {
-        use crate::sink::postgres::PostgresStore;
-        use crate::sink::spool::{Spool, SpoolingSink};
-        let store = self.open_store()?;
-        match &self.config.logging.database.url {
-            None => Ok(Box::new(store)),
-            Some(url) => {
-                let pg = PostgresStore::new(url)?;
-                Ok(Box::new(SpoolingSink::new(
-                    pg,
-                    Spool::new(store),
-                    self.config.logging.database.spool_max_bytes,
-                    self.data_dir.db_path().display().to_string(),
-                )))
-            }
+        match self.open_spooling_sink()? {
+            Some(sink) => Ok(Box::new(sink)),
+            None => Ok(Box::new(self.open_store()?)),
         }
+    }
+
+    /// PostgreSQL with the local spool, when a database is configured.
+    pub fn open_spooling_sink(&self) -> anyhow::Result<Option<crate::sink::spool::SpoolingSink>> {
+        use crate::sink::postgres::PostgresStore;
+        use crate::sink::spool::{RetryBackoff, Spool, SpoolingSink};
+        let Some(url) = &self.config.logging.database.url else {
+            return Ok(None);
+        };
+        let pg = PostgresStore::new(url)?;
+        let store = self.open_store()?;
+        let database = &self.config.logging.database;
+        Ok(Some(SpoolingSink::new(
+            pg,
+            Spool::new(store),
+            database.spool_max_bytes,
+            RetryBackoff {
+                first: database.retry_first_backoff,
+                max: database.retry_max_backoff,
+            },
+            self.data_dir.db_path().display().to_string(),
+        )))
     }
 
     /// The store if it exists (commands that only read).

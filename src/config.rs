@@ -69,6 +69,15 @@ pub struct DatabaseConfig {
     pub flush_interval: Duration,
     /// The spool stops growing at this size; further records are counted as dropped.
     pub spool_max_bytes: u64,
+    /// While PostgreSQL is unreachable it is tried again after this long,
+    /// then twice as long after each failure, up to `retry_max_backoff`.
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_first_backoff: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_max_backoff: Duration,
+    /// At exit, how long the agent may spend shipping what waits in the spool.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -105,6 +114,9 @@ impl Default for DatabaseConfig {
             batch_size: 100,
             flush_interval: Duration::from_secs(5),
             spool_max_bytes: 1 << 30,
+            retry_first_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +129,9 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
             .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("retry_first_backoff", &self.retry_first_backoff)
+            .field("retry_max_backoff", &self.retry_max_backoff)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }

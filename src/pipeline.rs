@@ -61,6 +61,8 @@ pub struct PipelineSettings {
     pub batcher: BatcherSettings,
     pub timing: AssemblerTiming,
     pub max_line_bytes: usize,
+    /// How long the sink may spend shipping its spool after the last batch.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// Counters readable while the run goes on (for the SIGUSR1 status report).
@@ -133,8 +135,12 @@ impl Pipeline {
         let handle = std::thread::Builder::new()
             .name("pmon-pipeline".into())
             .spawn(move || {
-                let (batch_tx, worker) =
-                    SinkWorker::spawn(sink, ctx, thread_counters.spool_pending.clone());
+                let (batch_tx, worker) = SinkWorker::spawn(
+                    sink,
+                    ctx,
+                    thread_counters.spool_pending.clone(),
+                    settings.shutdown_timeout,
+                );
                 let batcher = Batcher::new(settings.batcher, first_seq, batch_tx);
                 process(settings, rx, batcher, &thread_counters);
                 worker.join()

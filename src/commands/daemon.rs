@@ -379,6 +379,23 @@ fn who() -> String {
     )
 }
 
+/// The daemon has ended but its supervisor still ships the spool in the
+/// background: the stop file ends that (no signal: its program is gone).
+fn stop_background_replay(dir: &DaemonDir, name: &str, state: &DaemonState) -> anyhow::Result<i32> {
+    std::fs::write(dir.stop_path(name), who())?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
+        && Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "daemon {name} is not running ({}); its supervisor stopped shipping the spool in the background (`pmon-agent spool replay` ships what is left)",
+        state.state.as_str()
+    );
+    Ok(0)
+}
+
 /// SIGTERM to the daemon's process group (through its supervisor, which
 /// records it), SIGKILL to what is left after `timeout`, until no process of
 /// the group remains.
@@ -386,13 +403,16 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
     let mut state = existing(dir, name)?;
     let pgid = state.pid;
     let group_alive = pgid.is_some_and(|p| !group_members(p).is_empty());
+    let supervisor = Pid::from_raw(state.supervisor_pid as i32);
+    let supervisor_alive = crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start);
     if !state.state.is_live() && !group_alive {
+        if supervisor_alive {
+            return stop_background_replay(dir, name, &state);
+        }
         println!("daemon {name} is not running ({})", state.state.as_str());
         return Ok(0);
     }
     std::fs::write(dir.stop_path(name), who())?;
-    let supervisor = Pid::from_raw(state.supervisor_pid as i32);
-    let supervisor_alive = crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start);
     if let Some(p) = pgid {
         // A paused group must run again to act on SIGTERM.
         let _ = killpg(Pid::from_raw(p as i32), Signal::SIGCONT);

@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::cli::{DbCommand, Format, SpoolCommand};
 use crate::sink::postgres::PostgresStore;
-use crate::sink::spool::{Spool, SpoolStats, SpoolingSink};
+use crate::sink::spool::{RetryBackoff, Spool, SpoolStats, SpoolingSink};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -50,6 +50,7 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         pg,
         Spool::new(store),
         app.config.logging.database.spool_max_bytes,
+        RetryBackoff::default(),
         app.data_dir.db_path().display().to_string(),
     );
     // Drawn on a terminal only (indicatif hides it otherwise), on stderr.

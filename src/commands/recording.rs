@@ -176,5 +176,6 @@ fn pipeline_settings(app: &App) -> PipelineSettings {
         },
         timing: Default::default(),
         max_line_bytes: c.parsers.max_line_bytes,
+        shutdown_timeout: c.logging.database.shutdown_timeout,
     }
 }

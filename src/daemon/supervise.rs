@@ -3,6 +3,7 @@
 //! state file current. It runs detached (`daemon start` re-executes the agent
 //! in a new session), so it outlives the terminal that started it.
 
+use super::replay::BackgroundReplay;
 use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
 use crate::app::App;
 use crate::commands::wrap::{run_child, ChildSpec, Ran};
@@ -60,6 +61,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
     dir.write(&state)?;
     let limits = app.config.daemon.clone();
     let mut recent: VecDeque<Instant> = VecDeque::new();
+    let mut replay = BackgroundReplay::new(app);
     loop {
         let ran = run_once(app, args, &dir, &mut state);
         let stop_requested = dir.stop_path(args.name).exists()
@@ -114,7 +116,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
                 json!({"attempt": state.restarts + 1, "delay_s": delay.as_secs_f64(), "reason": restart_reason(&state)}),
             ),
         );
-        if wait_or_stop(&dir, args.name, delay) {
+        if wait_or_stop(&dir, args.name, delay, &mut replay) {
             state.state = RunState::Stopped;
             dir.write(&state)?;
             break;
@@ -122,7 +124,40 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
         recent.push_back(Instant::now());
         state.restarts += 1;
     }
+    // A new `daemon start` of this name need not wait for the replay below.
+    drop(_lock);
+    replay_after_the_end(&dir, args.name, &mut replay);
     Ok(0)
+}
+
+/// The daemon has ended for good: while records wait in the spool, keep
+/// shipping them, until they are all in or `daemon stop` asks to end. Not
+/// after a stop: whoever stopped the daemon asked for its supervisor to go.
+fn replay_after_the_end(dir: &DaemonDir, name: &str, replay: &mut BackgroundReplay) {
+    let waiting = replay.pending();
+    if waiting == 0 || dir.stop_path(name).exists() {
+        return;
+    }
+    eprintln!(
+        "pmon-agent: daemon {name} has ended; {waiting} records wait in the spool for PostgreSQL. \
+         This supervisor (pid {}) keeps shipping them in the background until they are in; \
+         `pmon-agent daemon stop {name}` ends that, `pmon-agent spool replay` ships them by hand.",
+        std::process::id()
+    );
+    loop {
+        if dir.stop_path(name).exists() {
+            eprintln!(
+                "pmon-agent: stopped shipping the spool of daemon {name}; {} records stay in it for `pmon-agent spool replay`",
+                replay.pending()
+            );
+            return;
+        }
+        if replay.step(super::replay::STEP) == 0 {
+            eprintln!("pmon-agent: the spool of daemon {name} is shipped");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn should_restart(policy: RestartPolicy, state: RunState) -> bool {
@@ -204,14 +239,22 @@ fn end_description(ran: &Ran) -> Option<String> {
     })
 }
 
-/// Sleeps `delay`, waking early if `daemon stop` asked; true if it did.
-fn wait_or_stop(dir: &DaemonDir, name: &str, delay: Duration) -> bool {
+/// Waits `delay` (shipping the spool meanwhile), waking early if `daemon
+/// stop` asked; true if it did.
+fn wait_or_stop(
+    dir: &DaemonDir,
+    name: &str,
+    delay: Duration,
+    replay: &mut BackgroundReplay,
+) -> bool {
     let until = Instant::now() + delay;
     while Instant::now() < until {
         if dir.stop_path(name).exists() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let left = until.saturating_duration_since(Instant::now());
+        replay.step(left.min(super::replay::STEP));
+        std::thread::sleep(Duration::from_millis(100).min(left));
     }
     dir.stop_path(name).exists()
 }

@@ -93,6 +93,12 @@ pub trait Sink: Send {
     fn pending(&mut self) -> u64 {
         0
     }
+    /// The run is over and every batch written: a last try, bounded by
+    /// `deadline`, to ship what waits in a spool. Returns the records still
+    /// waiting (and has told the user how they will be shipped).
+    fn finish(&mut self, _deadline: std::time::Instant) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
@@ -44,8 +44,8 @@ pub enum PgError {
     Migrate { url: String, reason: String },
     #[error("writing to PostgreSQL at {url} failed: {reason}")]
     Write { url: String, reason: String },
-    #[error("PostgreSQL at {url} did not answer within {0:?}", WRITE_TIMEOUT)]
-    Timeout { url: String },
+    #[error("PostgreSQL at {url} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout { url: String, after: Duration },
     #[error("reading from PostgreSQL at {url} failed: {reason}")]
     Read { url: String, reason: String },
 }
@@ -56,6 +56,8 @@ pub struct PostgresStore {
     /// The URL with its password masked: the only form that is ever shown.
     display_url: String,
     conn: Option<PgConnection>,
+    /// When set, no connect or write waits past this moment (shutdown).
+    deadline: Option<Instant>,
 }
 
 impl PostgresStore {
@@ -81,6 +83,20 @@ impl PostgresStore {
             options,
             display_url,
             conn: None,
+            deadline: None,
+        })
+    }
+
+    /// Bounds every later connect and write by `deadline` (`None`: only by
+    /// their own timeouts). Used at shutdown, which has a time limit.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// `wait`, cut short by the deadline if one is set.
+    fn limit(&self, wait: Duration) -> Duration {
+        self.deadline.map_or(wait, |d| {
+            wait.min(d.saturating_duration_since(Instant::now()))
         })
     }
 
@@ -96,13 +112,14 @@ impl PostgresStore {
         }
         let url = self.display_url.clone();
         let options = self.options.clone();
+        let wait = self.limit(CONNECT_TIMEOUT);
         let result = self.rt.block_on(async move {
             let connect = PgConnection::connect_with(&options);
-            let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            let mut conn = tokio::time::timeout(wait, connect)
                 .await
                 .map_err(|_| PgError::Connect {
                     url: url.clone(),
-                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    reason: format!("no answer within {}", humantime::format_duration(wait)),
                 })?
                 .map_err(|e| PgError::Connect {
                     url: url.clone(),
@@ -140,16 +157,18 @@ impl PostgresStore {
         })
     }
 
-    /// Runs one database operation on the private runtime, at most `WRITE_TIMEOUT`.
+    /// Runs one database operation on the private runtime, at most
+    /// `WRITE_TIMEOUT` (less when a deadline is set).
     fn bounded<T>(
         &self,
         op: impl std::future::Future<Output = sqlx::Result<T>>,
         error: impl FnOnce(String, String) -> PgError,
     ) -> Result<T, PgError> {
         let url = self.display_url.clone();
+        let after = self.limit(WRITE_TIMEOUT);
         self.rt.block_on(async {
-            match tokio::time::timeout(WRITE_TIMEOUT, op).await {
-                Err(_) => Err(PgError::Timeout { url }),
+            match tokio::time::timeout(after, op).await {
+                Err(_) => Err(PgError::Timeout { url, after }),
                 Ok(Err(e)) => Err(error(url, e.to_string())),
                 Ok(Ok(value)) => Ok(value),
             }

@@ -189,11 +189,29 @@ enum Link {
     },
 }
 
+/// How long to wait before trying an unreachable PostgreSQL again: `first`,
+/// doubling after each failure up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBackoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
 /// PostgreSQL when it answers, the spool when it does not.
 pub struct SpoolingSink {
     pg: PostgresStore,
     spool: Spool,
     max_bytes: u64,
+    retry: RetryBackoff,
     link: Link,
     dropped: u64,
     warned_full: Option<Instant>,
@@ -209,12 +227,14 @@ impl SpoolingSink {
         pg: PostgresStore,
         spool: Spool,
         max_bytes: u64,
+        retry: RetryBackoff,
         spool_path: String,
     ) -> SpoolingSink {
         SpoolingSink {
             pg,
             spool,
             max_bytes,
+            retry,
             link: Link::Up,
             dropped: 0,
             warned_full: None,
@@ -238,9 +258,9 @@ impl SpoolingSink {
                     "pmon-agent: warning: {err}; records are spooled to {} and replayed when PostgreSQL answers again",
                     self.spool_path
                 );
-                Duration::from_millis(500)
+                self.retry.first
             }
-            Link::Down { backoff, .. } => (backoff * 2).min(Duration::from_secs(10)),
+            Link::Down { backoff, .. } => (backoff * 2).min(self.retry.max),
         };
         self.link = Link::Down {
             retry_at: Instant::now() + backoff,
@@ -248,15 +268,25 @@ impl SpoolingSink {
         };
     }
 
-    /// Replays the spool, oldest first. Stops at the first failure.
+    /// Replays the spool, oldest first. Stops at the first failure, or
+    /// (with a deadline) once it has passed, leaving the rest for later.
     /// `in_hand` is a batch just spooled as `rows` and still in memory:
     /// when its turn comes it is shipped as it is, not read back and decoded.
-    fn drain(&mut self, in_hand: Option<(SpoolRows, &RunContext, &Batch)>) -> Result<u64, PgError> {
+    fn drain(
+        &mut self,
+        in_hand: Option<(SpoolRows, &RunContext, &Batch)>,
+        deadline: Option<Instant>,
+    ) -> Result<u64, PgError> {
         let mut replayed = 0;
         // After an outage, each run whose records come back gets a `replay`
         // event; a tailed batch passing through the spool in normal flow does not.
         let counting = matches!(self.link, Link::Down { .. }) || !self.replayed.runs.is_empty();
+        let mut out_of_time = false;
         while let Ok(Some(oldest_id)) = self.spool.oldest_id() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                out_of_time = true;
+                break;
+            }
             let rows;
             let shipped = match in_hand {
                 Some((hand_rows, ctx, batch)) if hand_rows.first == oldest_id => {
@@ -293,6 +323,10 @@ impl SpoolingSink {
                 }
             }
             let _ = self.spool.delete_rows(rows);
+        }
+        if out_of_time {
+            // PostgreSQL answers; the rest waits for the next try.
+            return Ok(replayed);
         }
         std::mem::take(&mut self.replayed).record(&mut self.pg, "automatic");
         if replayed > 0 || matches!(self.link, Link::Down { .. }) {
@@ -353,6 +387,32 @@ impl SpoolingSink {
         Ok(())
     }
 
+    /// Records waiting in the spool, counted now: other agents sharing the
+    /// data dir (a daemon's runs) may have spooled some since the last count.
+    pub fn recount(&mut self) -> u64 {
+        self.known_pending = self.spool.stats().map_or(self.known_pending, |s| s.pending);
+        self.known_pending
+    }
+
+    /// Like [`SpoolingSink::replay_until`], but an unreachable PostgreSQL is
+    /// only tried again once its retry backoff has run out.
+    pub fn replay_when_due(&mut self, deadline: Instant) -> u64 {
+        if !self.ready() {
+            return self.known_pending;
+        }
+        self.replay_until(deadline)
+    }
+
+    /// Ships the spool, oldest first, until it is empty or `deadline` has
+    /// passed; PostgreSQL is tried at once, whatever the retry backoff says.
+    /// Returns the records still waiting.
+    pub fn replay_until(&mut self, deadline: Instant) -> u64 {
+        self.pg.set_deadline(Some(deadline));
+        let _ = self.drain(None, Some(deadline));
+        self.pg.set_deadline(None);
+        self.pending()
+    }
+
     /// Ships everything spooled; for `spool replay`.
     pub fn replay_all(&mut self, progress: impl Fn(u64, u64)) -> Result<u64, PgError> {
         self.pg.connect()?;
@@ -411,11 +471,11 @@ impl Sink for SpoolingSink {
             let rows = self.spool.push(ctx, batch)?;
             self.known_pending += batch.logs.len() as u64;
             if self.ready() {
-                let _ = self.drain(Some((rows, ctx, batch)));
+                let _ = self.drain(Some((rows, ctx, batch)), None);
             }
             return Ok(());
         }
-        if self.ready() && self.drain(None).is_ok() {
+        if self.ready() && self.drain(None, None).is_ok() {
             match self.pg.write(ctx, batch) {
                 Ok(()) => return Ok(()),
                 Err(e) => self.mark_down(&e),
@@ -434,8 +494,42 @@ impl Sink for SpoolingSink {
 
     fn idle(&mut self) {
         if self.ready() && self.spool.stats().is_ok_and(|s| s.batches > 0) {
-            let _ = self.drain(None);
+            let _ = self.drain(None, None);
         }
+    }
+
+    /// One more try at PostgreSQL, whatever the retry backoff says, shipping
+    /// the spool until `deadline`; then the user is told what is left and
+    /// how it will be shipped.
+    fn finish(&mut self, deadline: Instant) -> u64 {
+        if self.pending() == 0 {
+            return 0;
+        }
+        // Whole seconds: that is how the setting is written.
+        let budget = Duration::from_secs(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+                .round() as u64,
+        );
+        let _ = self.replay_until(deadline);
+        let left = self.pending();
+        if left > 0 {
+            let why = match self.link {
+                Link::Down { .. } => "cannot be reached".to_string(),
+                Link::Up => format!(
+                    "did not take them all within logging.database.shutdown_timeout ({})",
+                    humantime::format_duration(budget)
+                ),
+            };
+            eprintln!(
+                "pmon-agent: {left} records wait in the spool ({}): PostgreSQL at {} {why}. \
+                 Ship them with `pmon-agent spool replay`; the next pmon-agent run with this data dir also ships them first.",
+                self.spool_path,
+                self.pg.display_url()
+            );
+        }
+        left
     }
 }
 

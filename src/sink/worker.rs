@@ -4,12 +4,15 @@
 use super::{Batch, RunContext, Sink};
 use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// What the worker did, reported when it ends.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SinkStats {
     pub records_written: u64,
     pub write_errors: u64,
+    /// Records still in the spool when the worker ended.
+    pub spool_left: u64,
 }
 
 pub struct SinkWorker {
@@ -18,16 +21,24 @@ pub struct SinkWorker {
 
 impl SinkWorker {
     /// Starts the worker; batches sent on the returned channel are written in order.
-    /// `pending` is kept up to date with the records waiting in a spool.
+    /// `pending` is kept up to date with the records waiting in a spool. When
+    /// the channel closes, the worker spends at most `shutdown_timeout`
+    /// shipping what waits in the spool.
     pub fn spawn(
         mut sink: Box<dyn Sink>,
         ctx: RunContext,
         pending: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        shutdown_timeout: Duration,
     ) -> (Sender<Batch>, SinkWorker) {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
-            .spawn(move || run(&mut *sink, &ctx, rx, &pending))
+            .spawn(move || {
+                let mut stats = run(&mut *sink, &ctx, rx, &pending);
+                stats.spool_left = sink.finish(Instant::now() + shutdown_timeout);
+                pending.store(stats.spool_left, std::sync::atomic::Ordering::Relaxed);
+                stats
+            })
             .expect("spawning the sink thread");
         (tx, SinkWorker { handle })
     }
@@ -53,7 +64,7 @@ fn coalesce_limit(batch: &Batch) -> usize {
 /// a test-only hook that makes the store slow on purpose, so the tests can
 /// widen the windows in which a slow store meets the end of a run. Never set
 /// it in production; it is not part of the documented configuration.
-fn test_delay() -> Option<std::time::Duration> {
+fn test_delay() -> Option<Duration> {
     let text = std::env::var("PMON_TEST_SINK_DELAY").ok()?;
     crate::config::parse_duration(&text).ok()
 }
@@ -94,7 +105,5 @@ fn run(
         }
         pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
     }
-    // A last chance to ship what an outage left in the spool.
-    sink.idle();
     stats
 }

@@ -166,6 +166,14 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
         "the user is told: {}",
         stderr_text(&out)
     );
+    // At exit the agent tried once more, and says what waits and what to do.
+    let told = stderr_text(&out);
+    assert!(
+        told.contains("20000 records wait in the spool")
+            && told.contains("cannot be reached")
+            && told.contains("pmon-agent spool replay"),
+        "the user is told what waits and how it is shipped: {told}"
+    );
     let spool = agent.json_lines(&["spool", "status"]);
     assert_eq!(spool[0]["pending"], 20_000);
     let failed = with_db(&agent, &url, &["spool", "replay"])
@@ -217,35 +225,148 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     assert_eq!(counts(&server, "postgres", "down"), (20_000, 20_000));
 }
 
+/// Waits until `done` holds, polling; fails loudly after a generous deadline
+/// (a slow machine waits longer, it never fails sooner).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spool_pending(agent: &Agent) -> u64 {
+    agent.json_lines(&["spool", "status"])[0]["pending"]
+        .as_u64()
+        .unwrap()
+}
+
+fn count_lines(server: &PgServer, db: &str, exp: &str) -> i64 {
+    server
+        .try_psql(
+            db,
+            &format!("SELECT count(*) FROM pipeline_logs WHERE experiment_id = '{exp}'"),
+        )
+        .map_or(0, |n| n.parse().unwrap_or(0))
+}
+
+/// Prints `line N` in bursts of 2,000 every 40 ms until the file `$PMON_GO`
+/// exists, then 10,000 more lines, writes how many it printed to
+/// `$PMON_GO.count` and exits: the test, not the clock, decides when the
+/// outage overlaps the program and when the program ends.
+const UNTIL_GO: &str = r#"
+import os, time
+go = os.environ['PMON_GO']
+i = 0
+while not os.path.exists(go):
+    for _ in range(2000):
+        print(f'INFO:load:line {i}')
+        i += 1
+    time.sleep(0.04)
+    assert i < 5_000_000, 'the test never said go'
+for _ in range(10000):
+    print(f'INFO:load:line {i}')
+    i += 1
+with open(go + '.count', 'w') as f:
+    f.write(str(i))
+"#;
+
 #[test]
 fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
     let server = PgServer::start();
     let url = server.url("postgres");
     let agent = Agent::new();
-    // 200,000 lines over about four seconds.
-    let program = lines_program(200_000, 2_000, 0.04);
-    let child = wrap_lines(&agent, &url, "crash", &program)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
-    server.stop_immediate();
-    std::thread::sleep(Duration::from_millis(1500));
-    server.start_again();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    no_password(&out);
-    assert_eq!(
-        agent.json_lines(&["spool", "status"])[0]["pending"],
-        0,
-        "the agent replayed its spool once the database was back"
+    // This test is about what arrives, not how fast: however slow the
+    // machine, the agent may take what it needs to ship the spool at exit.
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "logging:\n  database:\n    shutdown_timeout: 10m\n",
+    )
+    .unwrap();
+    let go = agent.dir.path().join("go");
+    let child = Running::new(
+        wrap_lines(&agent, &url, "crash", UNTIL_GO)
+            .env("PMON_GO", &go)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
-    assert_eq!(counts(&server, "postgres", "crash"), (200_000, 200_000));
+    // Killed while records stream in (mid-batch, connections cut)...
+    wait_until("records reach PostgreSQL", || {
+        count_lines(&server, "postgres", "crash") >= 20_000
+    });
+    server.stop_immediate();
+    // ...down while the program goes on printing...
+    wait_until("records are spooled", || spool_pending(&agent) >= 20_000);
+    // ...and back while it still prints; it ends right after.
+    server.start_again();
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    no_password(&out);
+    let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        spool_pending(&agent),
+        0,
+        "the agent shipped its spool before it exited: {}",
+        stderr_text(&out)
+    );
+    assert_eq!(counts(&server, "postgres", "crash"), (printed, printed));
     let replayed = server.psql(
         "postgres",
-        "SELECT count(*) > 0, sum((details->>'records')::bigint) > 0 FROM pipeline_events WHERE event_type = 'replay' AND details->>'by' = 'automatic'",
+        "SELECT count(*) > 0, sum((details->>'records')::bigint) >= 20000 FROM pipeline_events WHERE event_type = 'replay' AND details->>'by' = 'automatic'",
     );
     assert_eq!(replayed, "t|t", "replay events when the database came back");
+    let run = server.psql(
+        "postgres",
+        "SELECT state, exit_code FROM pipeline_runs WHERE experiment_id = 'crash'",
+    );
+    assert_eq!(run, "succeeded|0", "the run's end reached PostgreSQL too");
+}
+
+/// PostgreSQL comes back only after the program has ended, while the
+/// agent's retry backoff still waits: the agent tries once more at exit and
+/// ships the spool then, instead of leaving it for someone to notice.
+#[test]
+fn database_back_just_as_the_program_ends_is_tried_once_more_at_exit() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let agent = Agent::new();
+    // Once PostgreSQL has failed, the agent would not retry for an hour.
+    std::fs::write(
+        agent.dir.path().join("config.yml"),
+        "logging:\n  database:\n    shutdown_timeout: 10m\n    retry_first_backoff: 1h\n    retry_max_backoff: 1h\n",
+    )
+    .unwrap();
+    server.stop_immediate();
+    // The program waits for the test, which starts the server and only then
+    // lets it end: the agent's last retry failed while it waited.
+    let program = r#"
+import os, time
+for i in range(30000):
+    print(f'INFO:load:line {i}')
+go = os.environ['PMON_GO']
+while not os.path.exists(go):
+    time.sleep(0.01)
+"#;
+    let go = agent.dir.path().join("go");
+    let child = Running::new(
+        wrap_lines(&agent, &url, "late", program)
+            .env("PMON_GO", &go)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("records are spooled", || spool_pending(&agent) >= 30_000);
+    server.start_again();
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    assert_eq!(spool_pending(&agent), 0, "{}", stderr_text(&out));
+    assert_eq!(counts(&server, "postgres", "late"), (30_000, 30_000));
 }
 
 #[test]
@@ -991,4 +1112,102 @@ fn a_full_spool_drops_and_counts_but_the_program_and_plain_log_are_unharmed() {
         std::fs::read_to_string(file).unwrap().lines().count(),
         5_000
     );
+}
+
+fn daemon_state(agent: &Agent, url: &str, name: &str) -> Value {
+    pg_json(agent, url, &["daemon", "status", name]).remove(0)
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Starts a daemon that prints 5,000 lines and ends while the database is
+/// down; returns its supervisor's pid once the daemon has ended.
+fn daemon_ended_during_an_outage(agent: &Agent, url: &str) -> u64 {
+    let program = lines_program(5_000, 1_000, 0.0);
+    let out = pg_run(
+        agent,
+        url,
+        &[
+            "daemon",
+            "start",
+            "--name",
+            "etl",
+            "--restart",
+            "never",
+            "--",
+            "python3",
+            "-c",
+            &program,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    wait_until("the daemon's program has ended", || {
+        daemon_state(agent, url, "etl")["state"] == "succeeded"
+    });
+    assert_eq!(spool_pending(agent), 5_000);
+    daemon_state(agent, url, "etl")["supervisor_pid"]
+        .as_u64()
+        .unwrap()
+}
+
+fn supervisor_log(agent: &Agent) -> String {
+    std::fs::read_to_string(agent.data_dir().join("daemons/etl.supervisor.log")).unwrap()
+}
+
+/// Nobody sits at a daemon's terminal to be told that records wait in the
+/// spool: its supervisor stays and ships them once PostgreSQL is back.
+#[test]
+fn a_daemon_that_ended_during_an_outage_ships_its_spool_in_the_background() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let agent = Agent::new();
+    server.stop_immediate();
+    let supervisor = daemon_ended_during_an_outage(&agent, &url);
+    assert!(alive(supervisor), "the supervisor stays while records wait");
+    server.start_again();
+    wait_until("the supervisor has shipped the spool and gone", || {
+        !alive(supervisor)
+    });
+    assert_eq!(counts(&server, "postgres", "etl"), (5_000, 5_000));
+    assert_eq!(spool_pending(&agent), 0);
+    let log = supervisor_log(&agent);
+    assert!(
+        log.contains("5000 records wait in the spool")
+            && log.contains("keeps shipping them in the background")
+            && log.contains("the spool of daemon etl is shipped"),
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD), "{log}");
+}
+
+/// `daemon stop` ends the background shipping; the records stay spooled.
+#[test]
+fn daemon_stop_ends_the_background_shipping_of_an_ended_daemon() {
+    let agent = Agent::new();
+    // Nothing listens there: the database stays down for the whole test.
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/db");
+    let supervisor = daemon_ended_during_an_outage(&agent, &url);
+    let out = pg_run(&agent, &url, &["daemon", "stop", "etl"]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stopped shipping the spool"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!alive(supervisor));
+    assert_eq!(
+        spool_pending(&agent),
+        5_000,
+        "the records stay for spool replay"
+    );
+    assert!(supervisor_log(&agent).contains("5000 records stay in it"));
 }

@@ -170,3 +170,40 @@ pub fn fold_digits(bytes: &[u8]) -> String {
 pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A spawned process that is killed if the test ends (a failed assertion)
+/// before it waited for it, so a failing test never leaves an agent and its
+/// program running (they would hold the test runner's output open).
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    pub fn new(child: std::process::Child) -> Running {
+        Running(Some(child))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn wait_with_output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("waited once")
+            .wait_with_output()
+            .expect("waiting for the agent")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // The program runs in its own process group, led by its pid;
+            // the agent's SIGTERM would forward to it, a SIGKILL does not.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
