@@ -32,6 +32,9 @@ pub struct FileMeta {
     pub offset: u64,
     /// What the inode held before its last truncation, and how far it was read.
     pub earlier: Option<(Vec<u8>, u64)>,
+    /// The origin of the live file this one is a copy of (copytruncate),
+    /// read from `offset` on because that file was read that far.
+    pub copy_of: Option<String>,
 }
 
 /// A message from a source to the pipeline thread.
@@ -96,6 +99,11 @@ struct FileState {
     assembler: RecordAssembler,
     /// The last checkpoint offset handed to the batcher.
     checkpointed: u64,
+    /// For a copy (copytruncate): the live file it copies, while that file
+    /// has not yet handed over its records up to where the copy starts.
+    /// Until then the copy's position is not stored: were it stored, a crash
+    /// before those records are would leave them in neither file's future.
+    owed_by: Option<String>,
 }
 
 impl FileState {
@@ -108,6 +116,15 @@ impl FileState {
             path: self.meta.path.clone(),
             offset,
             earlier: self.meta.earlier.clone(),
+        }
+    }
+
+    /// How far this file's records have been handed to the batcher.
+    fn handed_over(&self) -> u64 {
+        if self.checkpointed == u64::MAX {
+            self.meta.offset
+        } else {
+            self.checkpointed
         }
     }
 
@@ -241,6 +258,7 @@ fn process(
                     meta.origin.clone(),
                     FileState {
                         origin: Arc::from(meta.origin.as_str()),
+                        owed_by: meta.copy_of.clone(),
                         meta,
                         framer,
                         assembler,
@@ -286,14 +304,29 @@ fn process(
             state.assembler.on_idle(now, &mut outputs);
         }
         deliver(&mut outputs, &mut batcher, now, counters);
+        settle_copies(&mut files);
         for file in files.values_mut() {
             file.assembler.on_idle(now, &mut outputs);
             deliver_file(file, &mut outputs, &mut batcher, now, counters);
         }
         batcher.tick(now);
     }
-    for mut file in std::mem::take(&mut files).into_values() {
-        finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
+    // Sources before their copies, so that every copy's position is stored.
+    while !files.is_empty() {
+        settle_copies(&mut files);
+        let mut ready: Vec<String> = files
+            .iter()
+            .filter(|(_, f)| f.owed_by.is_none())
+            .map(|(origin, _)| origin.clone())
+            .collect();
+        if ready.is_empty() {
+            ready = files.keys().cloned().collect();
+        }
+        for origin in ready {
+            if let Some(mut file) = files.remove(&origin) {
+                finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
+            }
+        }
     }
     for state in streams.values_mut() {
         state.framer.finish(&mut frames);
@@ -350,6 +383,27 @@ fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
     }
 }
 
+/// Lets a copy's position be stored once its source has handed over its
+/// records up to where the copy starts (or is finished and gone).
+fn settle_copies(files: &mut HashMap<String, FileState>) {
+    let settled: Vec<String> = files
+        .iter()
+        .filter(|(_, file)| {
+            file.owed_by.as_ref().is_some_and(|source| {
+                files
+                    .get(source)
+                    .is_none_or(|s| s.handed_over() >= file.meta.offset)
+            })
+        })
+        .map(|(origin, _)| origin.clone())
+        .collect();
+    for origin in settled {
+        if let Some(file) = files.get_mut(&origin) {
+            file.owed_by = None;
+        }
+    }
+}
+
 /// Hands a file's records to the batcher in groups of at most a batch, each
 /// followed by the checkpoint it makes safe: the start of the next record (or,
 /// after the last, the first byte still inside the pipeline). A batch is never
@@ -374,7 +428,7 @@ fn deliver_file(
         batcher.hold();
         deliver_from(Some(&file.origin), &mut group, batcher, now, counters);
         let offset = next_offset.unwrap_or_else(|| file.safe_offset());
-        if offset != file.checkpointed {
+        if offset != file.checkpointed && file.owed_by.is_none() {
             file.checkpointed = offset;
             batcher.checkpoint(file.checkpoint(offset), now);
         }
@@ -400,4 +454,95 @@ fn finish_file(
     }
     file.assembler.finish(outputs);
     deliver_file(file, outputs, batcher, now, counters);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Level;
+    use crate::sink::Batch;
+    use std::time::Duration;
+
+    fn meta(origin: &str, ino: u64, offset: u64, copy_of: Option<&str>) -> FileMeta {
+        FileMeta {
+            origin: origin.into(),
+            path: format!("/logs/{origin}"),
+            dev: 1,
+            ino,
+            head: b"INFO:app:line 0".to_vec(),
+            generation: 0,
+            offset,
+            earlier: None,
+            copy_of: copy_of.map(str::to_string),
+        }
+    }
+
+    /// copytruncate, seen between copy and truncate: `app.log` (ino 1) has
+    /// been read to its end, its last record still held in the pipeline (a
+    /// log line waits for a traceback), when its copy (ino 2) opens there.
+    /// After every batch — wherever a crash could strike — a stored position
+    /// of the copy implies the live file's records before it are stored too.
+    #[test]
+    fn a_copys_position_is_never_stored_ahead_of_its_sources_records() {
+        let settings = PipelineSettings {
+            batcher: BatcherSettings {
+                batch_size: 2,
+                flush_interval: Duration::from_secs(3600),
+                progress_interval: Duration::from_secs(3600),
+                min_level: Level::Debug,
+            },
+            timing: AssemblerTiming {
+                // The last log line of app.log stays held until the end.
+                log_attach: Duration::from_secs(3600),
+                ..AssemblerTiming::default()
+            },
+            max_line_bytes: 1 << 20,
+            shutdown_timeout: Duration::ZERO,
+        };
+        // The batches as the batcher cuts them (the sink thread may merge
+        // some into one write, never split them).
+        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let text = "INFO:app:line 0\nINFO:app:line 1\nERROR:app:line 2\n";
+        let end = text.len() as u64;
+        tx.send(Msg::FileOpen(meta("a", 1, 0, None))).unwrap();
+        tx.send(Msg::FileData("a".into(), text.as_bytes().to_vec()))
+            .unwrap();
+        tx.send(Msg::FileOpen(meta("c", 2, end, Some("a"))))
+            .unwrap();
+        tx.send(Msg::FileData(
+            "c".into(),
+            b"INFO:app:line 3\nINFO:app:line 4\nINFO:app:line 5\n".to_vec(),
+        ))
+        .unwrap();
+        tx.send(Msg::Close).unwrap();
+        let batcher = Batcher::new(settings.batcher, 0, batch_tx);
+        process(settings, rx, batcher, &PipelineCounters::default());
+
+        let batches: Vec<Batch> = batch_rx.try_iter().collect();
+        let mut stored_a = Vec::new();
+        let mut copy_position = None;
+        for (i, batch) in batches.iter().enumerate() {
+            for r in &batch.logs {
+                if &*r.origin == "a" {
+                    stored_a.push(r.seq);
+                }
+            }
+            for cp in batch.checkpoints.iter().filter(|cp| cp.ino == 2) {
+                copy_position = Some(cp.offset);
+            }
+            if let Some(at) = copy_position {
+                let line_2 = (text.len() - "ERROR:app:line 2\n".len()) as u64;
+                assert!(
+                    at < line_2 || stored_a.contains(&line_2),
+                    "batch {i}: the copy's position {at} is stored, app.log's line 2 is not"
+                );
+            }
+        }
+        assert!(stored_a.contains(&((text.len() - "ERROR:app:line 2\n".len()) as u64)));
+        assert!(
+            copy_position.is_some_and(|at| at > end),
+            "the copy's position is stored in the end"
+        );
+    }
 }

@@ -91,6 +91,42 @@ fn rotation_by_rename_and_by_copytruncate_loses_and_doubles_nothing() {
     assert_eq!(counts(&agent, "rot"), (1350, 1350));
 }
 
+/// copytruncate copies, then truncates; an agent that reads between the two
+/// sees the live file and its copy holding the same lines, the newest of
+/// them read by nobody yet. They are read once: from the live file, which
+/// comes first, and the copy only past that.
+#[test]
+fn a_copy_seen_before_its_truncate_is_not_read_again() {
+    let agent = Agent::new();
+    let logs = agent.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let app = logs.join("app.log");
+    append_lines(&app, 0..1000);
+    tail_once(&agent, "copy", &logs);
+    // The boundary lines: read in the same pass as the copy is discovered,
+    // checkpointed only after it.
+    append_lines(&app, 1000..1100);
+    std::fs::copy(&app, logs.join("app.log.1")).unwrap();
+    tail_once(&agent, "copy", &logs);
+    assert_eq!(counts(&agent, "copy"), (1100, 1100));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&app)
+        .unwrap();
+    append_lines(&app, 1100..1150);
+    tail_once(&agent, "copy", &logs);
+    assert_eq!(counts(&agent, "copy"), (1150, 1150));
+    // Two files with the same content and no checkpoint yet: read once too.
+    let fresh = Agent::new();
+    let logs = fresh.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    append_lines(&logs.join("app.log"), 0..300);
+    std::fs::copy(logs.join("app.log"), logs.join("app.log.1")).unwrap();
+    tail_once(&fresh, "copy", &logs);
+    assert_eq!(counts(&fresh, "copy"), (300, 300));
+}
+
 #[test]
 fn a_file_rotated_while_the_agent_was_away_is_finished_first() {
     let agent = Agent::new();

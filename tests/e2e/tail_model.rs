@@ -1,5 +1,6 @@
 //! `tail` against a model: random sequences of appends, rotations by rename and
-//! by copytruncate, truncations, deletions and agent runs (`--once`, so every
+//! by copytruncate (whole, or its copy and truncate apart with agent runs
+//! between), truncations, deletions and agent runs (`--once`, so every
 //! run is also a restart continuing from the checkpoints), checked against a
 //! perfect reader that reads at every run. A line is expected if, at some run,
 //! it was in a file in `logs/`; lines appended and truncated or deleted before
@@ -31,6 +32,10 @@ enum Op {
     RotateRename,
     /// Copies `app.log` to `app.log.K`, then truncates `app.log`.
     CopyTruncate,
+    /// Only the first half of a copytruncate: copies `app.log` to
+    /// `app.log.K`. An agent run before the `Truncate` that completes it
+    /// sees both, the newest lines of `app.log` read by nobody yet.
+    Copy,
     /// Truncates `app.log` to 0.
     Truncate,
     /// Deletes the oldest rotated file.
@@ -46,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::AgentRun),
         1 => Just(Op::RotateRename),
         2 => Just(Op::CopyTruncate),
+        1 => Just(Op::Copy),
         1 => Just(Op::Truncate),
         1 => Just(Op::Delete),
     ]
@@ -130,7 +136,7 @@ impl World {
                 self.files.entry(APP.to_string()).or_default().extend(ids);
                 format!("Append({n}): now {}", self.describe(APP))
             }
-            Op::RotateRename | Op::CopyTruncate if !self.files.contains_key(APP) => {
+            Op::RotateRename | Op::CopyTruncate | Op::Copy if !self.files.contains_key(APP) => {
                 format!("{op:?}: no {APP}, skipped")
             }
             Op::RotateRename => {
@@ -162,6 +168,19 @@ impl World {
                 self.rotated.push(copy.clone());
                 format!(
                     "CopyTruncate: copy {}; truncated {}",
+                    self.describe(&copy),
+                    self.describe(APP)
+                )
+            }
+            Op::Copy => {
+                let copy = format!("{APP}.{}", self.next_k);
+                self.next_k += 1;
+                std::fs::copy(self.path(APP), self.path(&copy)).unwrap();
+                let lines = self.files[APP].clone();
+                self.files.insert(copy.clone(), lines);
+                self.rotated.push(copy.clone());
+                format!(
+                    "Copy: copy {}; kept {}",
                     self.describe(&copy),
                     self.describe(APP)
                 )

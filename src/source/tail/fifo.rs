@@ -60,6 +60,7 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
             generation: 0,
             offset,
             earlier: None,
+            copy_of: None,
         }));
         offset += pump(&mut fifo, origin, tx);
         let _ = tx.send(Msg::FileClosed(origin.to_string()));

@@ -127,6 +127,7 @@ impl Tracked {
             generation: self.generation,
             offset: self.offset,
             earlier: self.earlier.last().cloned(),
+            copy_of: None,
         }
     }
 }
@@ -265,32 +266,48 @@ impl<'a> Tailer<'a> {
     /// watched path first, so a rotated file is finished before its successor.
     fn read_all(&mut self) -> u64 {
         self.tracked.sort_by_key(|t| t.watched);
-        let known = self.known_contents();
         let mut total = 0;
-        for t in &mut self.tracked {
-            if t.undecided && !decide(t, &known, self.opts.once, &self.tx) {
-                continue;
+        for i in 0..self.tracked.len() {
+            if self.tracked[i].undecided {
+                // Known now, not at the start of the pass: a file read just
+                // before may have gone past what its copy is compared with.
+                let known = self.known_contents();
+                if !decide(&mut self.tracked[i], &known, self.opts.once, &self.tx) {
+                    continue;
+                }
             }
-            total += read_file(t, &self.tx);
+            total += read_file(&mut self.tracked[i], &self.tx);
         }
         total
     }
 
-    /// Heads of content already read, with how far: tracked files, what they
-    /// held before a truncation, and the stored checkpoints.
-    fn known_contents(&self) -> Vec<(Vec<u8>, u64)> {
+    /// Content already read, and how far: tracked files (live: their records
+    /// may still be on their way to the store), what they held before a
+    /// truncation, and the stored checkpoints.
+    fn known_contents(&self) -> Vec<Known> {
         let tracked = self.tracked.iter().filter(|t| !t.undecided);
-        tracked
-            .clone()
-            .map(|t| (t.head.clone(), t.offset))
-            .chain(tracked.flat_map(|t| t.earlier.iter().cloned()))
+        let live = tracked.clone().map(|t| Known {
+            head: t.head.clone(),
+            offset: t.offset,
+            live: Some(t.origin()),
+        });
+        let stored = |(head, offset): (Vec<u8>, u64)| Known {
+            head,
+            offset,
+            live: None,
+        };
+        live.chain(tracked.flat_map(|t| t.earlier.iter().cloned().map(stored)))
             .chain(
                 self.checkpoints
                     .values()
-                    .map(|c| (c.head.clone(), c.offset)),
+                    .map(|c| stored((c.head.clone(), c.offset))),
             )
-            .chain(self.checkpoints.values().filter_map(|c| c.earlier.clone()))
-            .filter(|(head, _)| head.len() >= MIN_IDENTITY)
+            .chain(
+                self.checkpoints
+                    .values()
+                    .filter_map(|c| c.earlier.clone().map(stored)),
+            )
+            .filter(|k| k.head.len() >= MIN_IDENTITY)
             .collect()
     }
 
@@ -307,10 +324,22 @@ impl<'a> Tailer<'a> {
     }
 }
 
+/// Content read before, as a copy of it is compared with.
+struct Known {
+    head: Vec<u8>,
+    /// How far it has been read.
+    offset: u64,
+    /// The origin of the tracked file that holds it now, when it is that
+    /// file's current content: its records up to `offset` may not be stored
+    /// yet. `None` for what is stored (checkpoints, content finished before
+    /// a truncation).
+    live: Option<String>,
+}
+
 /// Decides whether an unidentified file is new or a `copytruncate` copy of
 /// content already read (a copy starts with the same bytes; only what lies
 /// beyond the read position is new). Returns false to wait for more bytes.
-fn decide(t: &mut Tracked, known: &[(Vec<u8>, u64)], once: bool, tx: &Sender<Msg>) -> bool {
+fn decide(t: &mut Tracked, known: &[Known], once: bool, tx: &Sender<Msg>) -> bool {
     let head = read_head(&t.file);
     if head.len() < MIN_IDENTITY && !once && t.last_data.elapsed() < SMALL_FILE_WAIT {
         if head.len() != t.head.len() {
@@ -320,18 +349,24 @@ fn decide(t: &mut Tracked, known: &[(Vec<u8>, u64)], once: bool, tx: &Sender<Msg
         return false;
     }
     t.undecided = false;
+    // The furthest read of this content; at equal offsets a stored one, as
+    // nothing is then owed by a live file.
     let copied = known
         .iter()
-        .filter(|(seen, _)| {
-            head.len() >= MIN_IDENTITY && (seen.starts_with(&head) || head.starts_with(seen))
+        .filter(|k| {
+            head.len() >= MIN_IDENTITY && (k.head.starts_with(&head) || head.starts_with(&k.head))
         })
-        .map(|(_, offset)| *offset)
-        .max();
+        .max_by_key(|k| (k.offset, k.live.is_none()));
     t.head = head;
-    if let Some(offset) = copied {
-        t.offset = offset;
+    let mut meta = None;
+    if let Some(known) = copied {
+        t.offset = known.offset;
+        meta = Some(FileMeta {
+            copy_of: known.live.clone(),
+            ..t.meta()
+        });
     }
-    let _ = tx.send(Msg::FileOpen(t.meta()));
+    let _ = tx.send(Msg::FileOpen(meta.unwrap_or_else(|| t.meta())));
     true
 }
 
