@@ -202,6 +202,76 @@ fn demo_pipeline() {
     check_fixture("demo_pipeline");
 }
 
+/// The README's first command works on a machine without tqdm: the demo
+/// draws the same bars itself, and the agent makes the same of them.
+#[test]
+fn the_demo_runs_without_tqdm_and_its_bars_are_progress() {
+    let agent = Agent::new();
+    // A `tqdm` that cannot be imported, ahead of any installed one.
+    let hide = agent.dir.path().join("no-tqdm/tqdm");
+    std::fs::create_dir_all(&hide).unwrap();
+    std::fs::write(
+        hide.join("__init__.py"),
+        "raise ImportError('hidden by the test')\n",
+    )
+    .unwrap();
+    let program = fixture_program("demo_pipeline");
+    let out = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "demo",
+            "--",
+            "python3",
+            program.to_str().unwrap(),
+        ])
+        .env("PYTHONPATH", hide.parent().unwrap())
+        .output()
+        .unwrap();
+    let stderr = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("ModuleNotFoundError") && !stderr.contains("hidden by the test"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("loading shards: 100%|██████████| 6/6"),
+        "{stderr}"
+    );
+    let status = agent.status("demo");
+    let tasks: Vec<(String, f64, f64)> = status["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["task"].as_str().unwrap().to_string(),
+                t["current"].as_f64().unwrap(),
+                t["total"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("loading shards".to_string(), 6.0, 6.0),
+            ("transform".to_string(), 7.0, 8.0)
+        ]
+    );
+    let errors = agent.json_lines(&["query", "errors", "demo", "--traceback"]);
+    let types: Vec<&str> = errors
+        .iter()
+        .map(|e| e["exception_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["PipelineError", "json.decoder.JSONDecodeError"]);
+    let logs = agent.json_lines(&["query", "logs", "demo"]);
+    assert!(
+        logs.iter()
+            .all(|r| !r["message"].as_str().unwrap().contains("%|")),
+        "no bar was stored as a log record: {logs:#?}"
+    );
+}
+
 #[test]
 fn every_log_format_is_parsed_into_level_logger_and_message() {
     let agent = Agent::new();
