@@ -33,7 +33,7 @@ enum Op {
     /// Copies `app.log` to `app.log.K`, then truncates `app.log`.
     CopyTruncate,
     /// Only the first half of a copytruncate: copies `app.log` to
-    /// `app.log.K`. An agent run before the `Truncate` that completes it
+    /// `app-K.log`. An agent run before the `Truncate` that completes it
     /// sees both, the newest lines of `app.log` read by nobody yet.
     Copy,
     /// Truncates `app.log` to 0.
@@ -81,6 +81,8 @@ struct World {
     rotated: Vec<String>,
     next_line: u64,
     next_k: u32,
+    /// A `Copy` whose truncate has not come yet.
+    copy_pending: bool,
     /// Lines a perfect reader has seen at some run.
     expected: BTreeSet<u64>,
     /// What each step did, with inode numbers (inode reuse matters here).
@@ -99,6 +101,7 @@ impl World {
             rotated: Vec::new(),
             next_line: 0,
             next_k: 1,
+            copy_pending: false,
             expected: BTreeSet::new(),
             trace: Vec::new(),
         }
@@ -122,6 +125,19 @@ impl World {
     }
 
     fn apply(&mut self, op: Op) -> Result<(), String> {
+        // logrotate finishes a copytruncate before it rotates again: the
+        // truncate of a pending copy comes before any other rotation. (Two
+        // copies of one file that was never truncated between them could
+        // take the same inode with the same first bytes: indistinguishable.)
+        let rotates = !matches!(op, Op::Append(_) | Op::AgentRun | Op::Truncate);
+        if self.copy_pending && rotates {
+            self.apply(Op::Truncate)?;
+        }
+        self.copy_pending = match op {
+            Op::Copy => self.files.contains_key(APP),
+            Op::Truncate => false,
+            _ => self.copy_pending,
+        };
         let note = match op {
             Op::Append(n) => {
                 let mut f = std::fs::OpenOptions::new()
@@ -173,7 +189,9 @@ impl World {
                 )
             }
             Op::Copy => {
-                let copy = format!("{APP}.{}", self.next_k);
+                // Named as logrotate's `dateext` names it (`app-20261130.log`),
+                // which sorts before `app.log`.
+                let copy = format!("app-{}.log", self.next_k);
                 self.next_k += 1;
                 std::fs::copy(self.path(APP), self.path(&copy)).unwrap();
                 let lines = self.files[APP].clone();

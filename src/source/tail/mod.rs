@@ -229,6 +229,14 @@ impl<'a> Tailer<'a> {
         let mut undecided = false;
         let mut earlier = Vec::new();
         let (offset, generation) = match self.checkpoints.get(&(dev, ino)) {
+            // Nothing was read at that position, so it says nothing about
+            // whose content this is (an empty file's inode may have been
+            // reused, by a copy of a file already read): decide as for a
+            // new file, in the same generation.
+            Some(cp) if cp.offset == 0 => {
+                undecided = true;
+                (0, cp.generation)
+            }
             Some(cp) if head.starts_with(&cp.head) && size >= cp.offset => {
                 earlier.extend(cp.earlier.clone());
                 (cp.offset, cp.generation)
@@ -262,53 +270,30 @@ impl<'a> Tailer<'a> {
         })
     }
 
-    /// Reads what every file has beyond its offset; files that left their
-    /// watched path first, so a rotated file is finished before its successor.
+    /// Reads what every file has beyond its offset. Files already identified
+    /// come first — among them those that left their watched path, so a
+    /// rotated file is finished before its successor — then new ones, each
+    /// compared with what has been read by then: a live file read further in
+    /// this same pass than its copy reaches leaves the copy nothing to read.
     fn read_all(&mut self) -> u64 {
-        self.tracked.sort_by_key(|t| t.watched);
+        self.tracked.sort_by_key(|t| (t.undecided, t.watched));
         let mut total = 0;
         for i in 0..self.tracked.len() {
             if self.tracked[i].undecided {
-                // Known now, not at the start of the pass: a file read just
-                // before may have gone past what its copy is compared with.
-                let known = self.known_contents();
-                if !decide(&mut self.tracked[i], &known, self.opts.once, &self.tx) {
+                // Compared with what is known now, not at the start of the
+                // pass: a file read just before may have gone past the point
+                // its copy starts from, or found itself truncated.
+                let (before, rest) = self.tracked.split_at_mut(i);
+                let (t, after) = rest.split_first_mut().expect("i is in range");
+                let others = before.iter().chain(after.iter());
+                let known = known_contents(others, &self.checkpoints);
+                if !decide(t, known, self.opts.once, &self.tx) {
                     continue;
                 }
             }
             total += read_file(&mut self.tracked[i], &self.tx);
         }
         total
-    }
-
-    /// Content already read, and how far: tracked files (live: their records
-    /// may still be on their way to the store), what they held before a
-    /// truncation, and the stored checkpoints.
-    fn known_contents(&self) -> Vec<Known> {
-        let tracked = self.tracked.iter().filter(|t| !t.undecided);
-        let live = tracked.clone().map(|t| Known {
-            head: t.head.clone(),
-            offset: t.offset,
-            live: Some(t.origin()),
-        });
-        let stored = |(head, offset): (Vec<u8>, u64)| Known {
-            head,
-            offset,
-            live: None,
-        };
-        live.chain(tracked.flat_map(|t| t.earlier.iter().cloned().map(stored)))
-            .chain(
-                self.checkpoints
-                    .values()
-                    .map(|c| stored((c.head.clone(), c.offset))),
-            )
-            .chain(
-                self.checkpoints
-                    .values()
-                    .filter_map(|c| c.earlier.clone().map(stored)),
-            )
-            .filter(|k| k.head.len() >= MIN_IDENTITY)
-            .collect()
     }
 
     fn close_finished(&mut self) {
@@ -325,21 +310,57 @@ impl<'a> Tailer<'a> {
 }
 
 /// Content read before, as a copy of it is compared with.
-struct Known {
-    head: Vec<u8>,
+struct Known<'a> {
+    head: &'a [u8],
     /// How far it has been read.
     offset: u64,
-    /// The origin of the tracked file that holds it now, when it is that
-    /// file's current content: its records up to `offset` may not be stored
-    /// yet. `None` for what is stored (checkpoints, content finished before
-    /// a truncation).
-    live: Option<String>,
+    /// The tracked file that holds it now, when it is that file's current
+    /// content: its records up to `offset` may not be stored yet. `None` for
+    /// what is stored (checkpoints, content finished before a truncation).
+    live: Option<&'a Tracked>,
+}
+
+/// Content already read, and how far: the tracked files, what they held
+/// before a truncation, and the stored checkpoints.
+fn known_contents<'a>(
+    tracked: impl Iterator<Item = &'a Tracked> + Clone + 'a,
+    checkpoints: &'a HashMap<(u64, u64), StoredCheckpoint>,
+) -> impl Iterator<Item = Known<'a>> + 'a {
+    let tracked = tracked.filter(|t| !t.undecided);
+    let stored = |(head, offset): &'a (Vec<u8>, u64)| Known {
+        head,
+        offset: *offset,
+        live: None,
+    };
+    let live = tracked.clone().map(|t| Known {
+        head: &t.head,
+        offset: t.offset,
+        live: Some(t),
+    });
+    let checkpointed = checkpoints.values().map(|c| Known {
+        head: &c.head,
+        offset: c.offset,
+        live: None,
+    });
+    live.chain(tracked.flat_map(move |t| t.earlier.iter().map(stored)))
+        .chain(checkpointed)
+        .chain(
+            checkpoints
+                .values()
+                .filter_map(move |c| c.earlier.as_ref().map(stored)),
+        )
+        .filter(|k| k.head.len() >= MIN_IDENTITY)
 }
 
 /// Decides whether an unidentified file is new or a `copytruncate` copy of
 /// content already read (a copy starts with the same bytes; only what lies
 /// beyond the read position is new). Returns false to wait for more bytes.
-fn decide(t: &mut Tracked, known: &[Known], once: bool, tx: &Sender<Msg>) -> bool {
+fn decide<'a>(
+    t: &mut Tracked,
+    known: impl Iterator<Item = Known<'a>>,
+    once: bool,
+    tx: &Sender<Msg>,
+) -> bool {
     let head = read_head(&t.file);
     if head.len() < MIN_IDENTITY && !once && t.last_data.elapsed() < SMALL_FILE_WAIT {
         if head.len() != t.head.len() {
@@ -348,25 +369,35 @@ fn decide(t: &mut Tracked, known: &[Known], once: bool, tx: &Sender<Msg>) -> boo
         }
         return false;
     }
-    t.undecided = false;
     // The furthest read of this content; at equal offsets a stored one, as
     // nothing is then owed by a live file.
     let copied = known
-        .iter()
         .filter(|k| {
-            head.len() >= MIN_IDENTITY && (k.head.starts_with(&head) || head.starts_with(&k.head))
+            head.len() >= MIN_IDENTITY && (k.head.starts_with(&head) || head.starts_with(k.head))
         })
         .max_by_key(|k| (k.offset, k.live.is_none()));
-    t.head = head;
-    let mut meta = None;
-    if let Some(known) = copied {
-        t.offset = known.offset;
-        meta = Some(FileMeta {
-            copy_of: known.live.clone(),
-            ..t.meta()
-        });
+    // A copy of a live file that still has bytes to read (one pass reads at
+    // most MAX_PER_PASS of it) waits until that file is read to its end:
+    // whatever the copy holds is then behind the file's read position.
+    if copied
+        .as_ref()
+        .is_some_and(|k| k.live.is_some_and(|live| live.offset < live.last_size))
+    {
+        return false;
     }
-    let _ = tx.send(Msg::FileOpen(meta.unwrap_or_else(|| t.meta())));
+    let copied = copied.map(|k| (k.offset, k.live.map(Tracked::origin)));
+    t.undecided = false;
+    t.head = head;
+    let mut meta = t.meta();
+    if let Some((offset, copy_of)) = copied {
+        t.offset = offset;
+        meta = FileMeta {
+            offset,
+            copy_of,
+            ..meta
+        };
+    }
+    let _ = tx.send(Msg::FileOpen(meta));
     true
 }
 
