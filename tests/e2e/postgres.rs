@@ -386,7 +386,7 @@ fn agent_killed_during_replay_and_run_again_stores_everything_once() {
         .spawn()
         .unwrap();
     // Kill it once some, but not all, batches are shipped.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let shipped: i64 = server
             .try_psql("postgres", "SELECT count(*) FROM pipeline_logs")
@@ -1008,7 +1008,7 @@ fn follow_prints_each_new_postgresql_record_once() {
     )
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while server
         .try_psql(
             &db,
@@ -1022,7 +1022,7 @@ fn follow_prints_each_new_postgresql_record_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let follower = with_db(
+    let mut follower = with_db(
         &agent,
         &url,
         &["query", "logs", "follow", "-f", "--format", "json"],
@@ -1032,16 +1032,46 @@ fn follow_prints_each_new_postgresql_record_once() {
     .spawn()
     .unwrap();
     assert!(wait_for(wrap).success());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Read what the follower prints until the program's last line has come,
+    // however long that takes; then one more run's record: a record printed
+    // twice would come before it.
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let mut records: Vec<Value> = Vec::new();
+    let mut read_until = |message: &str, records: &mut Vec<Value>| {
+        for line in lines.by_ref() {
+            let record: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let done = record["message"] == message;
+            records.push(record);
+            if done {
+                return;
+            }
+        }
+        panic!("the follower ended before printing {message:?}: {records:#?}");
+    };
+    read_until("line 39", &mut records);
+    let after = "print('INFO:f:after', flush=True)";
+    let out = pg_run(
+        &agent,
+        &url,
+        &[
+            "wrap",
+            "-e",
+            "follow",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            after,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    read_until("after", &mut records);
     let out = stop(follower);
     no_password(&out);
-    let records: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let mut expected = vec!["started".to_string()];
     expected.extend((0..40).map(|i| format!("line {i}")));
+    expected.push("after".into());
     assert_eq!(messages(&records), expected);
 }
 

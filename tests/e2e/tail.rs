@@ -149,7 +149,7 @@ fn spawn_tail(agent: &Agent, exp: &str, path: &Path) -> Child {
 }
 
 fn wait_for_count(agent: &Agent, exp: &str, want: i64) -> (i64, i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let got = if agent.db_path().exists() {
             counts(agent, exp)

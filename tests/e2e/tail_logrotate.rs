@@ -118,7 +118,7 @@ fn run_scenario(agent: &Agent, url: Option<&str>, count: impl Fn() -> (i64, i64)
         }
     }
     write.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = count();
     while got.1 < LINES as i64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));

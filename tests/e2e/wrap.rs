@@ -158,7 +158,7 @@ fn a_second_live_run_is_refused_with_a_clear_error() {
         .spawn()
         .unwrap();
     // Wait until the first run is registered.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if agent.db_path().exists() && agent.run(&["query", "status", "busy"]).status.success() {
             break;
@@ -293,16 +293,14 @@ fn the_store_is_private() {
 #[test]
 fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
     let agent = Agent::new();
+    // The program lives until the test has seen the report, however slow.
+    let done = agent.dir.path().join("done");
+    let program = format!(
+        "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n",
+        done.to_str().unwrap()
+    );
     let mut child = agent
-        .cmd(&[
-            "wrap",
-            "-e",
-            "usr1",
-            "--",
-            "python3",
-            "-c",
-            "import time; print('ready', flush=True); time.sleep(3)",
-        ])
+        .cmd(&["wrap", "-e", "usr1", "--", "python3", "-c", &program])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -315,6 +313,24 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
+    let reported = || {
+        agent.db_path().exists()
+            && agent
+                .sql()
+                .query_row(
+                    "SELECT count(*) FROM pipeline_events WHERE event_type = 'status_report'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                > 0
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reported() {
+        assert!(Instant::now() < deadline, "no status_report event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&done, "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
