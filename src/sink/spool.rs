@@ -51,6 +51,15 @@ struct BatchRow<'a> {
     runs: &'a [crate::run::Run],
 }
 
+impl BatchRow<'_> {
+    fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+            && self.events.is_empty()
+            && self.progress.is_empty()
+            && self.runs.is_empty()
+    }
+}
+
 pub struct Spool {
     store: SqliteStore,
     /// Rows up to this id that are still in the spool could not be decoded
@@ -72,12 +81,40 @@ impl Spool {
     /// (each row is encoded whole); events, progress and run states go in
     /// the last. Returns the rows' ids.
     pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<SpoolRows, SinkError> {
+        Ok(self.push_rows(ctx, batch, None)?.0)
+    }
+
+    /// Like [`Spool::push`], but the records' rows take at most about `room`
+    /// bytes (a row is written while the rows before it left room): the
+    /// records of the rows that do not fit are not spooled. Events, progress
+    /// and run states are always kept: they say how the run ended. Returns
+    /// how many records were left out.
+    pub fn push_within(
+        &self,
+        ctx: &RunContext,
+        batch: &Batch,
+        room: u64,
+    ) -> Result<u64, SinkError> {
+        Ok(self.push_rows(ctx, batch, Some(room))?.1)
+    }
+
+    fn push_rows(
+        &self,
+        ctx: &RunContext,
+        batch: &Batch,
+        room: Option<u64>,
+    ) -> Result<(SpoolRows, u64), SinkError> {
         let tx = self.store.conn().unchecked_transaction()?;
         let pieces = batch.logs.len().div_ceil(ROW_RECORDS).max(1);
         let mut rows = SpoolRows { first: 0, last: 0 };
+        let (mut written, mut left_out) = (0u64, 0u64);
         for piece in 0..pieces {
-            let logs = &batch.logs[(piece * ROW_RECORDS).min(batch.logs.len())
+            let mut logs = &batch.logs[(piece * ROW_RECORDS).min(batch.logs.len())
                 ..((piece + 1) * ROW_RECORDS).min(batch.logs.len())];
+            if room.is_some_and(|room| written >= room) {
+                left_out += logs.len() as u64;
+                logs = &[];
+            }
             let last = piece + 1 == pieces;
             let row = BatchRow {
                 logs,
@@ -85,19 +122,23 @@ impl Spool {
                 progress: if last { &batch.progress } else { &[] },
                 runs: if last { &batch.runs } else { &[] },
             };
+            if room.is_some() && row.is_empty() {
+                continue;
+            }
             let payload = serde_json::to_vec(&row).unwrap_or_default();
+            written += payload.len() as u64;
             tx.execute(
                 "INSERT INTO pmon_spool (experiment_id, run_id, created_at, records, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![ctx.experiment_id, ctx.run_id, format_ts(&Utc::now()), logs.len() as i64, payload.len() as i64, payload],
             )?;
             rows.last = tx.last_insert_rowid();
-            if piece == 0 {
+            if rows.first == 0 {
                 rows.first = rows.last;
             }
         }
         super::sqlite::write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         tx.commit()?;
-        Ok(rows)
+        Ok((rows, left_out))
     }
 
     /// The id of the oldest waiting batch, if any.
@@ -341,39 +382,11 @@ impl SpoolingSink {
         Ok(replayed)
     }
 
+    /// Spools a batch while PostgreSQL is down, within
+    /// `logging.database.spool_max_bytes`: records past it are dropped and
+    /// counted (the plain log file still has them), never events or run states.
     fn spool_batch(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
         let stats = self.spool.stats()?;
-        if stats.bytes >= self.max_bytes {
-            self.dropped += batch.logs.len() as u64;
-            // Once, then at most every ten seconds: the terminal is the program's.
-            if self
-                .warned_full
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-            {
-                self.warned_full = Some(Instant::now());
-                eprintln!(
-                    "pmon-agent: warning: the spool is full ({} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
-                    stats.bytes, self.dropped
-                );
-                let mut note = Batch::default();
-                note.events.push(Event::now(
-                    "spool_full",
-                    json!({"dropped_records": self.dropped, "spool_bytes": stats.bytes}),
-                ));
-                self.spool.push(ctx, &note)?;
-            }
-            // Run states and events are small and say how the run ended: keep them.
-            if !batch.runs.is_empty() || !batch.events.is_empty() {
-                let kept = Batch {
-                    events: batch.events.clone(),
-                    runs: batch.runs.clone(),
-                    checkpoints: batch.checkpoints.clone(),
-                    ..Batch::default()
-                };
-                self.spool.push(ctx, &kept)?;
-            }
-            return Ok(());
-        }
         if stats.batches == 0 {
             let mut note = Batch::default();
             note.events.push(Event::now(
@@ -382,8 +395,36 @@ impl SpoolingSink {
             ));
             self.spool.push(ctx, &note)?;
         }
-        self.spool.push(ctx, batch)?;
-        self.known_pending += batch.logs.len() as u64;
+        let room = self.max_bytes.saturating_sub(stats.bytes);
+        let left_out = self.spool.push_within(ctx, batch, room)?;
+        self.known_pending += batch.logs.len() as u64 - left_out;
+        if left_out > 0 {
+            self.spool_full(ctx, left_out, stats.bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Counts records dropped for want of room; says so once, then at most
+    /// every ten seconds (the terminal is the program's), with an event.
+    fn spool_full(&mut self, ctx: &RunContext, dropped: u64, bytes: u64) -> Result<(), SinkError> {
+        self.dropped += dropped;
+        if self
+            .warned_full
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return Ok(());
+        }
+        self.warned_full = Some(Instant::now());
+        eprintln!(
+            "pmon-agent: warning: the spool is full ({bytes} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
+            self.dropped
+        );
+        let mut note = Batch::default();
+        note.events.push(Event::now(
+            "spool_full",
+            json!({"dropped_records": self.dropped, "spool_bytes": bytes}),
+        ));
+        self.spool.push(ctx, &note)?;
         Ok(())
     }
 
@@ -553,11 +594,7 @@ mod tests {
     #[test]
     fn a_batch_this_version_cannot_read_is_passed_over_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
-        let ctx = RunContext {
-            experiment_id: "e".into(),
-            run_id: "r".into(),
-        };
+        let (spool, ctx) = spool_in(&dir);
         let first = spool.push(&ctx, &batch("first")).unwrap().first;
         spool
             .store
@@ -586,14 +623,18 @@ mod tests {
         assert_eq!(spool.oldest_id().unwrap(), None);
     }
 
-    #[test]
-    fn a_large_batch_takes_several_rows_that_read_back_as_the_batch() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A spool in `dir`, and the run its batches belong to.
+    fn spool_in(dir: &tempfile::TempDir) -> (Spool, RunContext) {
         let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
         let ctx = RunContext {
             experiment_id: "e".into(),
             run_id: "r".into(),
         };
+        (spool, ctx)
+    }
+
+    /// Two full rows and five records, and the run's exit event.
+    fn three_rows() -> Batch {
         let mut big = Batch::default();
         for seq in 0..(2 * ROW_RECORDS as u64 + 5) {
             let mut one = batch(&format!("line {seq}")).logs.remove(0);
@@ -601,6 +642,40 @@ mod tests {
             big.logs.push(one);
         }
         big.events.push(Event::now("exit", json!({"exit_code": 0})));
+        big
+    }
+
+    /// However the batches were coalesced, the spool stops within one row
+    /// of its cap, and what says how the run ended is kept.
+    #[test]
+    fn a_batch_past_the_spools_room_keeps_what_fits_and_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, ctx) = spool_in(&dir);
+        let big = three_rows();
+        assert_eq!(
+            spool.push_within(&ctx, &big, 1).unwrap(),
+            ROW_RECORDS as u64 + 5
+        );
+        let stats = spool.stats().unwrap();
+        assert_eq!((stats.batches, stats.pending), (2, ROW_RECORDS as u64));
+        let mut events = Vec::new();
+        while let Some((id, _, part)) = spool.oldest().unwrap() {
+            events.extend(part.events);
+            spool.delete(id).unwrap();
+        }
+        assert_eq!(events.len(), 1, "the exit event is kept");
+        assert_eq!(
+            spool.push_within(&ctx, &big, 0).unwrap(),
+            big.logs.len() as u64
+        );
+        assert_eq!(spool.stats().unwrap().pending, 0);
+    }
+
+    #[test]
+    fn a_large_batch_takes_several_rows_that_read_back_as_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, ctx) = spool_in(&dir);
+        let big = three_rows();
         let rows = spool.push(&ctx, &big).unwrap();
         assert_eq!(rows.last - rows.first, 2, "three rows");
         let mut back = Batch::default();
