@@ -18,17 +18,6 @@ fn burst_program(n: usize) -> String {
     )
 }
 
-fn counts(agent: &Agent, exp: &str) -> (i64, i64) {
-    agent
-        .sql()
-        .query_row(
-            "SELECT count(*), count(DISTINCT message) FROM pipeline_logs WHERE experiment_id = ?1 AND message LIKE 'line %'",
-            [exp],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
-}
-
 #[test]
 fn a_store_that_lags_far_behind_at_exit_still_gets_every_line() {
     let agent = Agent::new();
@@ -49,7 +38,7 @@ fn a_store_that_lags_far_behind_at_exit_still_gets_every_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(
-        counts(&agent, "lag"),
+        agent.line_counts("lag"),
         (n as i64, n as i64),
         "{}",
         stderr_text(&out)

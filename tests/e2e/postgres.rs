@@ -8,6 +8,7 @@ use crate::pg_server::{shared_database, PgServer, PASSWORD};
 use crate::util::*;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -250,6 +251,17 @@ fn count_lines(server: &PgServer, db: &str, exp: &str) -> i64 {
         .map_or(0, |n| n.parse().unwrap_or(0))
 }
 
+/// Starts `wrap` of a program that waits for the file `go` (`$PMON_GO`).
+fn wrap_until_go(agent: &Agent, url: &str, exp: &str, program: &str, go: &Path) -> Running {
+    Running::new(
+        wrap_lines(agent, url, exp, program)
+            .env("PMON_GO", go)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Prints `line N` in bursts of 2,000 every 40 ms until the file `$PMON_GO`
 /// exists, then 10,000 more lines, writes how many it printed to
 /// `$PMON_GO.count` and exits: the test, not the clock, decides when the
@@ -275,22 +287,11 @@ with open(go + '.count', 'w') as f:
 fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
     let server = PgServer::start();
     let url = server.url("postgres");
-    let agent = Agent::new();
     // This test is about what arrives, not how fast: however slow the
     // machine, the agent may take what it needs to ship the spool at exit.
-    std::fs::write(
-        agent.dir.path().join("config.yml"),
-        "logging:\n  database:\n    shutdown_timeout: 10m\n",
-    )
-    .unwrap();
+    let agent = Agent::new().with_config("logging:\n  database:\n    shutdown_timeout: 10m\n");
     let go = agent.dir.path().join("go");
-    let child = Running::new(
-        wrap_lines(&agent, &url, "crash", UNTIL_GO)
-            .env("PMON_GO", &go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let child = wrap_until_go(&agent, &url, "crash", UNTIL_GO, &go);
     // Killed while records stream in (mid-batch, connections cut)...
     wait_until("records reach PostgreSQL", || {
         count_lines(&server, "postgres", "crash") >= 20_000
@@ -334,13 +335,10 @@ fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
 fn database_back_just_as_the_program_ends_is_tried_once_more_at_exit() {
     let server = PgServer::start();
     let url = server.url("postgres");
-    let agent = Agent::new();
     // Once PostgreSQL has failed, the agent would not retry for an hour.
-    std::fs::write(
-        agent.dir.path().join("config.yml"),
+    let agent = Agent::new().with_config(
         "logging:\n  database:\n    shutdown_timeout: 10m\n    retry_first_backoff: 1h\n    retry_max_backoff: 1h\n",
-    )
-    .unwrap();
+    );
     server.stop_immediate();
     // The program waits for the test, which starts the server and only then
     // lets it end: the agent's last retry failed while it waited.
@@ -353,13 +351,7 @@ while not os.path.exists(go):
     time.sleep(0.01)
 "#;
     let go = agent.dir.path().join("go");
-    let child = Running::new(
-        wrap_lines(&agent, &url, "late", program)
-            .env("PMON_GO", &go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let child = wrap_until_go(&agent, &url, "late", program, &go);
     wait_until("records are spooled", || spool_pending(&agent) >= 30_000);
     server.start_again();
     std::fs::write(&go, "").unwrap();
@@ -992,22 +984,7 @@ fn follow_prints_each_new_postgresql_record_once() {
     )
     .unwrap();
     let program = "import time\nprint('INFO:f:started', flush=True)\ntime.sleep(1.0)\nfor i in range(40):\n    print(f'INFO:f:line {i}', flush=True)\n    time.sleep(0.05)\n";
-    let wrap = with_db(
-        &agent,
-        &url,
-        &[
-            "wrap",
-            "-e",
-            "follow",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            program,
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let wrap = wrap_lines(&agent, &url, "follow", program).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while server
         .try_psql(
@@ -1051,21 +1028,9 @@ fn follow_prints_each_new_postgresql_record_once() {
     };
     read_until("line 39", &mut records);
     let after = "print('INFO:f:after', flush=True)";
-    let out = pg_run(
-        &agent,
-        &url,
-        &[
-            "wrap",
-            "-e",
-            "follow",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            after,
-        ],
-    );
+    let out = wrap_lines(&agent, &url, "follow", after).output().unwrap();
     assert!(out.status.success(), "{}", stderr_text(&out));
+    no_password(&out);
     read_until("after", &mut records);
     let out = stop(follower);
     no_password(&out);

@@ -21,17 +21,6 @@ fn append_lines(path: &Path, range: std::ops::Range<usize>) {
     }
 }
 
-fn counts(agent: &Agent, exp: &str) -> (i64, i64) {
-    agent
-        .sql()
-        .query_row(
-            "SELECT count(*), count(DISTINCT message) FROM pipeline_logs WHERE experiment_id = ?1 AND message LIKE 'line %'",
-            [exp],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
-}
-
 fn tail_once(agent: &Agent, exp: &str, path: &Path) {
     let out = agent.run(&["tail", "-e", exp, "--once", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr_text(&out));
@@ -46,7 +35,7 @@ fn a_directory_is_read_file_by_file_and_compressed_rotations_are_skipped() {
     std::fs::write(logs.join("b.log"), "ERROR:app:boom\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: bad\n").unwrap();
     std::fs::write(logs.join("a.log.1.gz"), b"\x1f\x8b binary").unwrap();
     tail_once(&agent, "dir", &logs);
-    assert_eq!(counts(&agent, "dir"), (100, 100));
+    assert_eq!(agent.line_counts("dir"), (100, 100));
     let errors = agent.json_lines(&["query", "errors", "dir", "--run", "all"]);
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["traceback"], "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: bad\n");
@@ -61,7 +50,7 @@ fn a_directory_is_read_file_by_file_and_compressed_rotations_are_skipped() {
         .all(|r| !r["source"].as_str().unwrap().ends_with(".gz")));
     // Nothing new: a second pass stores nothing again.
     tail_once(&agent, "dir", &logs);
-    assert_eq!(counts(&agent, "dir"), (100, 100));
+    assert_eq!(agent.line_counts("dir"), (100, 100));
 }
 
 #[test]
@@ -77,7 +66,7 @@ fn rotation_by_rename_and_by_copytruncate_loses_and_doubles_nothing() {
     std::fs::rename(&app, logs.join("app.log.1")).unwrap();
     append_lines(&app, 1100..1200);
     tail_once(&agent, "rot", &logs);
-    assert_eq!(counts(&agent, "rot"), (1200, 1200));
+    assert_eq!(agent.line_counts("rot"), (1200, 1200));
     // copytruncate: lines written after the last read exist only in the copy.
     append_lines(&app, 1200..1300);
     std::fs::copy(&app, logs.join("app.log.2")).unwrap();
@@ -88,7 +77,7 @@ fn rotation_by_rename_and_by_copytruncate_loses_and_doubles_nothing() {
         .unwrap();
     append_lines(&app, 1300..1350);
     tail_once(&agent, "rot", &logs);
-    assert_eq!(counts(&agent, "rot"), (1350, 1350));
+    assert_eq!(agent.line_counts("rot"), (1350, 1350));
 }
 
 /// copytruncate copies, then truncates; an agent that reads between the two
@@ -108,7 +97,7 @@ fn a_copy_seen_before_its_truncate_is_not_read_again() {
     append_lines(&app, 1000..1100);
     std::fs::copy(&app, logs.join("app.log.1")).unwrap();
     tail_once(&agent, "copy", &logs);
-    assert_eq!(counts(&agent, "copy"), (1100, 1100));
+    assert_eq!(agent.line_counts("copy"), (1100, 1100));
     std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -116,7 +105,7 @@ fn a_copy_seen_before_its_truncate_is_not_read_again() {
         .unwrap();
     append_lines(&app, 1100..1150);
     tail_once(&agent, "copy", &logs);
-    assert_eq!(counts(&agent, "copy"), (1150, 1150));
+    assert_eq!(agent.line_counts("copy"), (1150, 1150));
     // Two files with the same content and no checkpoint yet: read once too.
     let fresh = Agent::new();
     let logs = fresh.dir.path().join("logs");
@@ -124,7 +113,7 @@ fn a_copy_seen_before_its_truncate_is_not_read_again() {
     append_lines(&logs.join("app.log"), 0..300);
     std::fs::copy(logs.join("app.log"), logs.join("app.log.1")).unwrap();
     tail_once(&fresh, "copy", &logs);
-    assert_eq!(counts(&fresh, "copy"), (300, 300));
+    assert_eq!(fresh.line_counts("copy"), (300, 300));
 }
 
 #[test]
@@ -137,7 +126,7 @@ fn a_file_rotated_while_the_agent_was_away_is_finished_first() {
     std::fs::rename(&app, agent.dir.path().join("app.log.1")).unwrap();
     append_lines(&app, 600..700);
     tail_once(&agent, "away", &app);
-    assert_eq!(counts(&agent, "away"), (700, 700));
+    assert_eq!(agent.line_counts("away"), (700, 700));
 }
 
 fn spawn_tail(agent: &Agent, exp: &str, path: &Path) -> Child {
@@ -152,7 +141,7 @@ fn wait_for_count(agent: &Agent, exp: &str, want: i64) -> (i64, i64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let got = if agent.db_path().exists() {
-            counts(agent, exp)
+            agent.line_counts(exp)
         } else {
             (0, 0)
         };
@@ -198,7 +187,7 @@ fn following_through_rotation_and_a_sigkill_stores_every_line_once() {
     let status = tail.wait().unwrap();
     assert!(status.success());
     assert_eq!(got, (20_000, 20_000));
-    assert_eq!(counts(&agent, "follow"), (20_000, 20_000));
+    assert_eq!(agent.line_counts("follow"), (20_000, 20_000));
 }
 
 #[test]

@@ -78,6 +78,24 @@ impl Agent {
         lines.remove(0)
     }
 
+    /// `count(*)` and `count(DISTINCT message)` of the experiment's `line …`
+    /// records: both equal to the lines written means none lost or doubled.
+    pub fn line_counts(&self, experiment: &str) -> (i64, i64) {
+        self.sql()
+            .query_row(
+                "SELECT count(*), count(DISTINCT message) FROM pipeline_logs WHERE experiment_id = ?1 AND message LIKE 'line %'",
+                [experiment],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
+    /// Writes `./config.yml` in the agent's working dir (where it looks first).
+    pub fn with_config(self, yaml: &str) -> Agent {
+        std::fs::write(self.dir.path().join("config.yml"), yaml).unwrap();
+        self
+    }
+
     /// Opens the store directly, as a user with `sqlite3` would.
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_path()).expect("opening the store")
