@@ -150,17 +150,19 @@ fn sample(shared: &Shared) {
     if pid == 0 {
         return;
     }
+    // The cgroup first, then the memory: a sample taken as the kernel kills
+    // the program (on a busy machine perhaps the only late one) then names
+    // the cgroup it was killed in along with its last size.
+    if let Some(now) = MemoryCgroup::of(pid) {
+        if let Ok(mut seen) = shared.cgroup.lock() {
+            if seen.as_ref().is_none_or(|(group, _)| *group != now) {
+                let first = now.oom_kills();
+                *seen = Some((now, first));
+            }
+        }
+    }
     if let Some(rss) = super::rss_bytes(pid) {
         shared.last_rss.store(rss, Ordering::SeqCst);
-    }
-    let Some(now) = MemoryCgroup::of(pid) else {
-        return;
-    };
-    if let Ok(mut seen) = shared.cgroup.lock() {
-        if seen.as_ref().is_none_or(|(group, _)| *group != now) {
-            let first = now.oom_kills();
-            *seen = Some((now, first));
-        }
     }
 }
 
