@@ -84,7 +84,6 @@ fn wrap_reports_an_oom_kill_with_the_last_memory_sample() {
     args.extend(command.iter().map(String::as_str));
     let out = agent.run(&args);
     assert_eq!(out.status.code(), Some(137), "{}", stderr_text(&out));
-    assert_oom_text(&stderr_text(&out), "");
     let details: String = agent
         .sql()
         .query_row(
@@ -93,6 +92,7 @@ fn wrap_reports_an_oom_kill_with_the_last_memory_sample() {
             |r| r.get(0),
         )
         .unwrap();
+    assert_oom_text(&stderr_text(&out), &format!("exit event: {details}"));
     let details: serde_json::Value = serde_json::from_str(&details).unwrap();
     assert_eq!(details["signal_name"], "SIGKILL");
     assert_oom_text(details["likely_out_of_memory"].as_str().unwrap(), "");
