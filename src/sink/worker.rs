@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 pub struct SinkStats {
     pub records_written: u64,
     pub write_errors: u64,
-    /// Records still in the spool when the worker ended.
-    pub spool_left: u64,
 }
 
 pub struct SinkWorker {
@@ -34,9 +32,9 @@ impl SinkWorker {
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || {
-                let mut stats = run(&mut *sink, &ctx, rx, &pending);
-                stats.spool_left = sink.finish(Instant::now() + shutdown_timeout);
-                pending.store(stats.spool_left, std::sync::atomic::Ordering::Relaxed);
+                let stats = run(&mut *sink, &ctx, rx, &pending);
+                let left = sink.finish(Instant::now() + shutdown_timeout);
+                pending.store(left, std::sync::atomic::Ordering::Relaxed);
                 stats
             })
             .expect("spawning the sink thread");
