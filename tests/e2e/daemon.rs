@@ -68,20 +68,6 @@ fn proc_state(pid: u64) -> Option<char> {
     stat[stat.rfind(')')? + 2..].chars().next()
 }
 
-/// Polls the process's state until `want` holds; fails loudly after a
-/// generous deadline.
-fn wait_for_proc_state(pid: u64, want: impl Fn(Option<char>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !want(proc_state(pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} stays in state {:?}",
-            proc_state(pid)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn sigkill(pid: u64) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -160,10 +146,12 @@ fn pause_stops_the_process_and_resume_runs_it_again() {
         .unwrap();
     assert!(agent.run(&["daemon", "pause", "napper"]).status.success());
     // A stop takes effect once the kernel gets to the process: wait for it.
-    wait_for_proc_state(pid, |state| state == Some('T'));
+    wait_until("the process is stopped", || proc_state(pid) == Some('T'));
     assert_eq!(status(&agent, "napper")["state"], "paused");
     assert!(agent.run(&["daemon", "resume", "napper"]).status.success());
-    wait_for_proc_state(pid, |state| matches!(state, Some('S') | Some('R')));
+    wait_until("the process runs again", || {
+        matches!(proc_state(pid), Some('S') | Some('R'))
+    });
     assert_eq!(status(&agent, "napper")["state"], "running");
     let events: i64 = agent
         .sql()

@@ -226,16 +226,6 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     assert_eq!(counts(&server, "postgres", "down"), (20_000, 20_000));
 }
 
-/// Waits until `done` holds, polling; fails loudly after a generous deadline
-/// (a slow machine waits longer, it never fails sooner).
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn spool_pending(agent: &Agent) -> u64 {
     agent.json_lines(&["spool", "status"])[0]["pending"]
         .as_u64()

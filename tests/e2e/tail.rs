@@ -70,11 +70,7 @@ fn rotation_by_rename_and_by_copytruncate_loses_and_doubles_nothing() {
     // copytruncate: lines written after the last read exist only in the copy.
     append_lines(&app, 1200..1300);
     std::fs::copy(&app, logs.join("app.log.2")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&app)
-        .unwrap();
+    truncate(&app);
     append_lines(&app, 1300..1350);
     tail_once(&agent, "rot", &logs);
     assert_eq!(agent.line_counts("rot"), (1350, 1350));
@@ -98,11 +94,7 @@ fn a_copy_seen_before_its_truncate_is_not_read_again() {
     std::fs::copy(&app, logs.join("app.log.1")).unwrap();
     tail_once(&agent, "copy", &logs);
     assert_eq!(agent.line_counts("copy"), (1100, 1100));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&app)
-        .unwrap();
+    truncate(&app);
     append_lines(&app, 1100..1150);
     tail_once(&agent, "copy", &logs);
     assert_eq!(agent.line_counts("copy"), (1150, 1150));

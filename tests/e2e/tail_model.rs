@@ -174,11 +174,7 @@ impl World {
                 let copy = format!("{APP}.{}", self.next_k);
                 self.next_k += 1;
                 std::fs::copy(self.path(APP), self.path(&copy)).unwrap();
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(self.path(APP))
-                    .unwrap();
+                truncate(&self.path(APP));
                 let lines = std::mem::take(self.files.get_mut(APP).unwrap());
                 self.files.insert(copy.clone(), lines);
                 self.rotated.push(copy.clone());
@@ -207,11 +203,7 @@ impl World {
                 None => format!("Truncate: no {APP}, skipped"),
                 Some(lines) => {
                     lines.clear();
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .truncate(true)
-                        .open(self.path(APP))
-                        .unwrap();
+                    truncate(&self.path(APP));
                     format!("Truncate: {}", self.describe(APP))
                 }
             },

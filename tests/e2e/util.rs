@@ -189,6 +189,28 @@ pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Truncates a file in place to nothing, as logrotate's copytruncate does.
+pub fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+}
+
+/// Waits until `done` holds, polling; fails loudly after a generous deadline
+/// (a slow, busy machine waits longer, it never fails sooner).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A spawned process that is killed if the test ends (a failed assertion)
 /// before it waited for it, so a failing test never leaves an agent and its
 /// program running (they would hold the test runner's output open).
