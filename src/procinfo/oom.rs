@@ -150,19 +150,25 @@ fn sample(shared: &Shared) {
     if pid == 0 {
         return;
     }
-    // The cgroup first, then the memory: a sample taken as the kernel kills
-    // the program (on a busy machine perhaps the only late one) then names
-    // the cgroup it was killed in along with its last size.
     if let Some(now) = MemoryCgroup::of(pid) {
         if let Ok(mut seen) = shared.cgroup.lock() {
-            if seen.as_ref().is_none_or(|(group, _)| *group != now) {
-                let first = now.oom_kills();
-                *seen = Some((now, first));
-            }
+            remember(&mut seen, now);
         }
     }
     if let Some(rss) = super::rss_bytes(pid) {
         shared.last_rss.store(rss, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the cgroup a sample found, with its OOM-kill count when first seen.
+/// A process being killed already shows the root cgroup: a "move" from a
+/// cgroup to the root is the end of the process, and the cgroup it died in
+/// is the one that counts.
+fn remember(seen: &mut Option<(MemoryCgroup, Option<u64>)>, now: MemoryCgroup) {
+    let exiting = now.root && seen.as_ref().is_some_and(|(group, _)| !group.root);
+    if !exiting && seen.as_ref().is_none_or(|(group, _)| *group != now) {
+        let first = now.oom_kills();
+        *seen = Some((now, first));
     }
 }
 
@@ -186,6 +192,8 @@ fn field(text: &str, name: &str) -> Option<u64> {
 struct MemoryCgroup {
     dir: PathBuf,
     v2: bool,
+    /// The root of the hierarchy (as this namespace sees it).
+    root: bool,
 }
 
 impl MemoryCgroup {
@@ -210,12 +218,14 @@ impl MemoryCgroup {
                 return Some(MemoryCgroup {
                     dir: root.join("memory").join(relative),
                     v2: false,
+                    root: relative.is_empty(),
                 });
             }
             if controllers.is_empty() {
                 v2 = Some(MemoryCgroup {
                     dir: root.join(relative),
                     v2: true,
+                    root: relative.is_empty(),
                 });
             }
         }
@@ -292,6 +302,17 @@ mod tests {
         assert_eq!(v1.dir, Path::new("/sys/fs/cgroup/memory/jobs/a"));
         assert!(!v1.v2);
         assert_eq!(MemoryCgroup::from_proc("3:cpu:/\n", root), None);
+    }
+
+    #[test]
+    fn a_process_shown_in_the_root_as_it_dies_keeps_the_cgroup_it_died_in() {
+        let root = Path::new("/sys/fs/cgroup");
+        let group = |line: &str| MemoryCgroup::from_proc(line, root).unwrap();
+        let mut seen = None;
+        remember(&mut seen, group("4:memory:/\n"));
+        remember(&mut seen, group("4:memory:/jobs/a\n"));
+        remember(&mut seen, group("4:memory:/\n"));
+        assert_eq!(seen.map(|(g, _)| g), Some(group("4:memory:/jobs/a\n")));
     }
 
     #[test]
