@@ -90,8 +90,15 @@ fn spawn_pipes(mut cmd: Command) -> io::Result<Spawned> {
 }
 
 fn spawn_pty(mut cmd: Command) -> io::Result<Spawned> {
-    let size = window_size();
-    let pty = openpty(size.as_ref(), None).map_err(io::Error::from)?;
+    // Off a terminal (a script, CI), a pty of 0x0 would make programs that
+    // size their output to it (tqdm) print nothing: give it the classic 80x24.
+    let size = window_size().unwrap_or(Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let pty = openpty(Some(&size), None).map_err(io::Error::from)?;
     let slave = File::from(pty.slave);
     cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
