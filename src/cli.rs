@@ -146,6 +146,28 @@ pub enum QueryCommand {
     Logs(LogsArgs),
     /// ERROR and CRITICAL records, newest first
     Errors(ErrorsArgs),
+    /// Sampled metrics: last/min/avg/max per series, a sparkline on a terminal
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Experiment name
+    pub experiment: String,
+    /// Only this type: memory, cpu, io, host, throughput or user
+    #[arg(long = "type", value_name = "T")]
+    pub metric_type: Option<crate::record::MetricType>,
+    /// Only the series of this name (rss_bytes, loss…)
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Only samples newer than this (1h, 30m, or an RFC 3339 time)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Run ordinal or run id [default: latest]
+    #[arg(long, value_name = "N")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod daemon;
 mod framing;
+mod metrics;
 mod parse;
 mod paths;
 mod pipeline;

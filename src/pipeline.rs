@@ -8,8 +8,9 @@
 //! [`Batcher`], and keeps the clock: it wakes when a traceback or batch is due.
 
 use crate::framing::LineFramer;
+use crate::metrics::{ProgressPace, Throughput};
 use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
-use crate::record::{Event, StreamKind};
+use crate::record::{Event, Metric, MetricType, ProgressUpdate, StreamKind};
 use crate::sink::{Batcher, BatcherSettings, Checkpoint, RunContext, Sink, SinkStats, SinkWorker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
@@ -52,6 +53,9 @@ pub enum Msg {
     /// No more bytes will come for this origin: finish what is pending.
     FileClosed(String),
     Event(Event),
+    /// A metrics sample of the program and the host (the `throughput/*`
+    /// series are added on the pipeline thread, which counts lines).
+    Sample(Vec<Metric>),
     /// The run's registry row changed (start, end): stores that keep their own copy need it.
     Run(crate::run::Run),
     /// No more input: finish everything and stop. (Senders may outlive the run,
@@ -78,6 +82,121 @@ pub struct PipelineCounters {
     pub last_error: std::sync::Mutex<Option<String>>,
     /// Records waiting in the spool for PostgreSQL.
     pub spool_pending: Arc<AtomicU64>,
+    /// ERROR and CRITICAL records seen.
+    pub errors: AtomicU64,
+    /// The newest memory and CPU sample of the program's process tree.
+    pub resources: std::sync::Mutex<Resources>,
+    /// The latest state of each top-level progress task, by name.
+    pub top_progress: std::sync::Mutex<Vec<ProgressUpdate>>,
+}
+
+/// The program's memory and CPU at the newest sample, for status reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    pub rss_bytes: Option<u64>,
+    pub cpu_percent: Option<f64>,
+}
+
+impl Resources {
+    /// `rss 812.4 MiB, cpu 97%`, or `None` before the first sample.
+    pub fn describe(&self) -> Option<String> {
+        let rss = self
+            .rss_bytes
+            .map(|b| format!("rss {:.1} MiB", b as f64 / 1048576.0));
+        let cpu = self.cpu_percent.map(|c| format!("cpu {c:.0}%"));
+        let parts: Vec<String> = [rss, cpu].into_iter().flatten().collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// The batcher and what the pipeline keeps beside it about the run's pace.
+struct Outlet {
+    batcher: Batcher,
+    pace: ProgressPace,
+    throughput: Throughput,
+    /// The latest state of every task, for the status report.
+    tasks: std::collections::BTreeMap<String, ProgressUpdate>,
+    parse_errors: u32,
+}
+
+/// A program that gets the directive protocol wrong on every line is told
+/// about it this many times, not once a line.
+const MAX_PARSE_ERROR_EVENTS: u32 = 20;
+
+impl Outlet {
+    fn new(batcher: Batcher) -> Outlet {
+        Outlet {
+            batcher,
+            pace: ProgressPace::default(),
+            throughput: Throughput::new(Instant::now()),
+            tasks: Default::default(),
+            parse_errors: 0,
+        }
+    }
+
+    fn progress(&mut self, mut update: ProgressUpdate, now: Instant) {
+        self.pace.pace(&mut update, now);
+        self.throughput.progress(&update);
+        self.tasks.insert(update.task.clone(), update.clone());
+        self.batcher.progress(update, now);
+    }
+
+    /// A sample from the sampler, completed with the throughput series.
+    fn sample(&mut self, mut metrics: Vec<Metric>, now: Instant, counters: &PipelineCounters) {
+        let timestamp = metrics
+            .first()
+            .map_or_else(chrono::Utc::now, |m| m.timestamp);
+        metrics.extend(self.throughput.sample(
+            now,
+            timestamp,
+            counters.lines.load(Ordering::Relaxed),
+            counters.errors.load(Ordering::Relaxed),
+        ));
+        let value = |metric_type, name: &str| {
+            metrics
+                .iter()
+                .find(|m| m.metric_type == metric_type && m.name == name)
+                .map(|m| m.value)
+        };
+        let now_resources = Resources {
+            rss_bytes: value(MetricType::Memory, "rss_bytes").map(|v| v as u64),
+            cpu_percent: value(MetricType::Cpu, "cpu_percent"),
+        };
+        if let Ok(mut resources) = counters.resources.lock() {
+            resources.rss_bytes = now_resources.rss_bytes.or(resources.rss_bytes);
+            resources.cpu_percent = now_resources.cpu_percent.or(resources.cpu_percent);
+        }
+        if let Ok(mut top) = counters.top_progress.lock() {
+            *top = self
+                .tasks
+                .values()
+                .filter(|t| !t.task.contains('/'))
+                .cloned()
+                .collect();
+        }
+        self.batcher.metrics(metrics, now);
+    }
+
+    fn parse_error(&mut self, line: String, reason: String, source: &str) {
+        self.parse_errors += 1;
+        if self.parse_errors > MAX_PARSE_ERROR_EVENTS {
+            return;
+        }
+        let mut line = line;
+        if line.len() > 500 {
+            let mut cut = 500;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        let last = self.parse_errors == MAX_PARSE_ERROR_EVENTS;
+        self.batcher.event(Event::now(
+            "parse_error",
+            serde_json::json!({"source": source, "line": line, "reason": reason,
+                "further_errors_not_reported": last}),
+        ));
+    }
 }
 
 pub struct Pipeline {
@@ -142,7 +261,7 @@ impl Pipeline {
         settings: PipelineSettings,
         sink: Box<dyn Sink>,
         ctx: RunContext,
-        first_seq: u64,
+        first_seq: crate::run::SeqStart,
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
         // agent's memory growing without limit.
@@ -159,7 +278,7 @@ impl Pipeline {
                     settings.shutdown_timeout,
                 );
                 let batcher = Batcher::new(settings.batcher, first_seq, batch_tx);
-                process(settings, rx, batcher, &thread_counters);
+                process(settings, rx, Outlet::new(batcher), &thread_counters);
                 worker.join()
             })
             .expect("spawning the pipeline thread");
@@ -188,7 +307,7 @@ impl Pipeline {
 fn process(
     settings: PipelineSettings,
     rx: Receiver<Msg>,
-    mut batcher: Batcher,
+    mut outlet: Outlet,
     counters: &PipelineCounters,
 ) {
     let chain = Arc::new(ParserChain::builtin());
@@ -203,7 +322,7 @@ fn process(
             .map(|s| &s.assembler)
             .chain(files.values().map(|f| &f.assembler))
             .filter_map(|a| a.deadline())
-            .chain(batcher.deadline())
+            .chain(outlet.batcher.deadline())
             .min();
         let msg = match deadline {
             Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
@@ -241,7 +360,7 @@ fn process(
             }
             Ok(Msg::FileOpen(meta)) => {
                 if let Some(mut old) = files.remove(&meta.origin) {
-                    finish_file(&mut old, &mut frames, &mut outputs, &mut batcher, counters);
+                    finish_file(&mut old, &mut frames, &mut outputs, &mut outlet, counters);
                 }
                 let assembler = RecordAssembler::new(
                     chain.clone(),
@@ -275,7 +394,7 @@ fn process(
                     for frame in frames.drain(..) {
                         file.assembler.frame(frame, now, &mut outputs);
                     }
-                    deliver_file(file, &mut outputs, &mut batcher, now, counters);
+                    deliver_file(file, &mut outputs, &mut outlet, now, counters);
                 }
             }
             Ok(Msg::FileHead(origin, head)) => {
@@ -292,24 +411,25 @@ fn process(
             }
             Ok(Msg::FileClosed(origin)) => {
                 if let Some(mut file) = files.remove(&origin) {
-                    finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
+                    finish_file(&mut file, &mut frames, &mut outputs, &mut outlet, counters);
                 }
             }
-            Ok(Msg::Event(event)) => batcher.event(event),
-            Ok(Msg::Run(run)) => batcher.run(run),
+            Ok(Msg::Event(event)) => outlet.batcher.event(event),
+            Ok(Msg::Sample(metrics)) => outlet.sample(metrics, now, counters),
+            Ok(Msg::Run(run)) => outlet.batcher.run(run),
             Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
         for state in streams.values_mut() {
             state.assembler.on_idle(now, &mut outputs);
         }
-        deliver(&mut outputs, &mut batcher, now, counters);
+        deliver(&mut outputs, &mut outlet, now, counters);
         settle_copies(&mut files);
         for file in files.values_mut() {
             file.assembler.on_idle(now, &mut outputs);
-            deliver_file(file, &mut outputs, &mut batcher, now, counters);
+            deliver_file(file, &mut outputs, &mut outlet, now, counters);
         }
-        batcher.tick(now);
+        outlet.batcher.tick(now);
     }
     // Sources before their copies, so that every copy's position is stored.
     while !files.is_empty() {
@@ -324,7 +444,7 @@ fn process(
         }
         for origin in ready {
             if let Some(mut file) = files.remove(&origin) {
-                finish_file(&mut file, &mut frames, &mut outputs, &mut batcher, counters);
+                finish_file(&mut file, &mut frames, &mut outputs, &mut outlet, counters);
             }
         }
     }
@@ -336,23 +456,23 @@ fn process(
         }
         state.assembler.finish(&mut outputs);
     }
-    deliver(&mut outputs, &mut batcher, Instant::now(), counters);
-    batcher.close();
+    deliver(&mut outputs, &mut outlet, Instant::now(), counters);
+    outlet.batcher.close();
 }
 
 fn deliver(
     outputs: &mut Vec<Output>,
-    batcher: &mut Batcher,
+    outlet: &mut Outlet,
     now: Instant,
     counters: &PipelineCounters,
 ) {
-    deliver_from(None, outputs, batcher, now, counters);
+    deliver_from(None, outputs, outlet, now, counters);
 }
 
 fn deliver_from(
     origin: Option<&Arc<str>>,
     outputs: &mut Vec<Output>,
-    batcher: &mut Batcher,
+    outlet: &mut Outlet,
     now: Instant,
     counters: &PipelineCounters,
 ) {
@@ -362,17 +482,25 @@ fn deliver_from(
                 if record.is_urgent() {
                     note_error(&record, counters);
                 }
-                batcher.record(record, origin, now)
+                outlet.batcher.record(record, origin, now)
             }
-            Output::Progress(update) => batcher.progress(update, now),
+            Output::Progress(update) => outlet.progress(update, now),
+            Output::Metric(metric) => outlet.batcher.metrics(vec![metric], now),
+            Output::ParseError { line, reason } => {
+                let source = origin.map_or("program output", |o| o);
+                outlet.parse_error(line, reason, source)
+            }
         }
     }
     counters
         .records
-        .store(batcher.records_sent, Ordering::Relaxed);
+        .store(outlet.batcher.records_sent, Ordering::Relaxed);
 }
 
 fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
+    if record.level.is_error() {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
     let text = match (&record.exception_type, &record.exception_message) {
         (Some(t), Some(m)) if !m.is_empty() => format!("{t}: {}", m.lines().next().unwrap_or("")),
         (Some(t), _) => t.clone(),
@@ -412,27 +540,27 @@ fn settle_copies(files: &mut HashMap<String, FileState>) {
 fn deliver_file(
     file: &mut FileState,
     outputs: &mut Vec<Output>,
-    batcher: &mut Batcher,
+    outlet: &mut Outlet,
     now: Instant,
     counters: &PipelineCounters,
 ) {
-    let group_size = batcher.batch_size().max(1);
+    let group_size = outlet.batcher.batch_size().max(1);
     let mut rest = std::mem::take(outputs);
     loop {
         let take = group_size.min(rest.len());
         let mut group: Vec<Output> = rest.drain(..take).collect();
         let next_offset = rest.iter().find_map(|o| match o {
             Output::Record(r) => r.offset,
-            Output::Progress(_) => None,
+            _ => None,
         });
-        batcher.hold();
-        deliver_from(Some(&file.origin), &mut group, batcher, now, counters);
+        outlet.batcher.hold();
+        deliver_from(Some(&file.origin), &mut group, outlet, now, counters);
         let offset = next_offset.unwrap_or_else(|| file.safe_offset());
         if offset != file.checkpointed && file.owed_by.is_none() {
             file.checkpointed = offset;
-            batcher.checkpoint(file.checkpoint(offset), now);
+            outlet.batcher.checkpoint(file.checkpoint(offset), now);
         }
-        batcher.release();
+        outlet.batcher.release();
         if rest.is_empty() {
             break;
         }
@@ -444,7 +572,7 @@ fn finish_file(
     file: &mut FileState,
     frames: &mut Vec<crate::framing::Framed>,
     outputs: &mut Vec<Output>,
-    batcher: &mut Batcher,
+    outlet: &mut Outlet,
     counters: &PipelineCounters,
 ) {
     let now = Instant::now();
@@ -453,7 +581,7 @@ fn finish_file(
         file.assembler.frame(frame, now, outputs);
     }
     file.assembler.finish(outputs);
-    deliver_file(file, outputs, batcher, now, counters);
+    deliver_file(file, outputs, outlet, now, counters);
 }
 
 #[cfg(test)]
@@ -516,8 +644,17 @@ mod tests {
         ))
         .unwrap();
         tx.send(Msg::Close).unwrap();
-        let batcher = Batcher::new(settings.batcher, 0, batch_tx);
-        process(settings, rx, batcher, &PipelineCounters::default());
+        let first = crate::run::SeqStart {
+            logs: 0,
+            metrics: 0,
+        };
+        let batcher = Batcher::new(settings.batcher, first, batch_tx);
+        process(
+            settings,
+            rx,
+            Outlet::new(batcher),
+            &PipelineCounters::default(),
+        );
 
         let batches: Vec<Batch> = batch_rx.try_iter().collect();
         let mut stored_a = Vec::new();

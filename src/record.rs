@@ -159,6 +159,97 @@ pub struct ProgressUpdate {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a metric sample measures; the first half of its `type/name` series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    Memory,
+    Cpu,
+    Io,
+    Host,
+    Throughput,
+    User,
+}
+
+impl MetricType {
+    pub const ALL: [MetricType; 6] = [
+        MetricType::Memory,
+        MetricType::Cpu,
+        MetricType::Io,
+        MetricType::Host,
+        MetricType::Throughput,
+        MetricType::User,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Memory => "memory",
+            MetricType::Cpu => "cpu",
+            MetricType::Io => "io",
+            MetricType::Host => "host",
+            MetricType::Throughput => "throughput",
+            MetricType::User => "user",
+        }
+    }
+}
+
+impl FromStr for MetricType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MetricType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown metric type '{s}': use memory, cpu, io, host, throughput or user")
+            })
+    }
+}
+
+/// One sampled value of one series (`memory/rss_bytes`), in base units
+/// (bytes, not MiB), or a value the program reported itself (`user/loss`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    #[serde(serialize_with = "ser_ts")]
+    pub timestamp: DateTime<Utc>,
+    pub metric_type: MetricType,
+    pub name: String,
+    pub value: f64,
+    pub unit: Option<String>,
+    /// The program's own step counter (`##pmon[metric … step=300]`).
+    #[serde(default)]
+    pub step: Option<i64>,
+}
+
+impl ProgressUpdate {
+    /// `train 3/10 epochs (30%)`: one line for status reports.
+    pub fn summary(&self) -> String {
+        let mut text = format!("{} {}", self.task, short_number(self.current));
+        if let Some(total) = self.total {
+            text.push_str(&format!("/{}", short_number(total)));
+        }
+        if let Some(unit) = &self.unit {
+            text.push_str(&format!(" {unit}"));
+        }
+        if let Some(total) = self.total.filter(|t| *t > 0.0) {
+            text.push_str(&format!(
+                " ({:.0}%)",
+                (100.0 * self.current / total).floor()
+            ));
+        }
+        text
+    }
+}
+
+/// Whole numbers without a fraction (`3`), others with up to two decimals.
+pub fn short_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        let text = format!("{value:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// A lifecycle event of a run (`start`, `exit`, `signal`…).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

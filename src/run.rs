@@ -284,14 +284,40 @@ pub fn experiments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     names
 }
 
-/// The highest sequence number stored for a run, so a resumed run continues after it.
-pub fn next_seq(conn: &Connection, run_id: &str) -> rusqlite::Result<u64> {
-    let max: Option<i64> = conn.query_row(
-        "SELECT max(seq) FROM pipeline_logs WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    Ok(max.map_or(0, |m| m as u64 + 1))
+/// Where a session of a run starts numbering its program output and its
+/// metric samples: the keys `(run_id, origin, seq)` and `(run_id, seq)` that
+/// make a batch written twice land once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqStart {
+    pub logs: u64,
+    pub metrics: u64,
+}
+
+/// A run's first session numbers from 0. A later session of the same run
+/// (`wrap --resume`, a restarted `tail`) must never reuse a number of an
+/// earlier one, whose records may be in PostgreSQL or still in the spool,
+/// where the local store cannot count them: it starts at its start time in
+/// milliseconds times 65,536 (an earlier session would have had to write
+/// 65 million records a second to reach it), or after the highest number the
+/// local store holds if that is higher (a clock set back).
+pub fn first_seqs(conn: &Connection, run: &Run, continued: bool) -> rusqlite::Result<SeqStart> {
+    let base = if continued {
+        (Utc::now().timestamp_millis().max(0) as u64) << 16
+    } else {
+        0
+    };
+    let next = |table: &str| -> rusqlite::Result<u64> {
+        let max: Option<i64> = conn.query_row(
+            &format!("SELECT max(seq) FROM {table} WHERE run_id = ?1"),
+            [&run.run_id],
+            |r| r.get(0),
+        )?;
+        Ok(max.map_or(0, |m| m as u64 + 1).max(base))
+    };
+    Ok(SeqStart {
+        logs: next("pipeline_logs")?,
+        metrics: next("pipeline_metrics")?,
+    })
 }
 
 /// The default experiment name: the stem of the script or command.

@@ -4,7 +4,8 @@ use crate::app::App;
 use crate::cli::{DaemonCommand, DaemonStartArgs, Format, FormatArg, GlobalArgs, LogsArgs};
 use crate::daemon::supervise::{signal_name, supervise, Supervise};
 use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
-use crate::query::LogsOptions;
+use crate::pipeline::Resources;
+use crate::query::{escape_text, LogsOptions};
 use crate::record::{format_ts, parse_ts, Event};
 use crate::run::RunState;
 use crate::sink::{Batch, RunContext};
@@ -39,7 +40,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
             format,
         } => {
             let state = existing(&dir, &name)?;
-            print_states(&[state], &format, true)
+            print_states(&dir, &[state], &format, true)
         }
         DaemonCommand::Status { name: None, format } | DaemonCommand::List { format } => {
             let all: Vec<DaemonState> = dir
@@ -52,7 +53,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                     "no daemons yet; start one with pmon-agent daemon start --name NAME -- CMD"
                 );
             }
-            print_states(&all, &format, false)
+            print_states(&dir, &all, &format, false)
         }
         DaemonCommand::Logs {
             name,
@@ -199,10 +200,18 @@ fn restart_word(args: &DaemonStartArgs) -> &'static str {
     }
 }
 
-fn print_states(states: &[DaemonState], format: &FormatArg, detailed: bool) -> anyhow::Result<i32> {
+fn print_states(
+    dir: &DaemonDir,
+    states: &[DaemonState],
+    format: &FormatArg,
+    detailed: bool,
+) -> anyhow::Result<i32> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for s in states {
+        let live = dir
+            .read_live(&s.name, s.run_id.as_deref())
+            .unwrap_or_default();
         match format.format {
             Format::Json => writeln!(
                 out,
@@ -212,6 +221,7 @@ fn print_states(states: &[DaemonState], format: &FormatArg, detailed: bool) -> a
                     "supervisor_pid": s.supervisor_pid, "started_at": s.started_at, "restarts": s.restarts,
                     "exit_code": s.exit_code, "signal": s.signal, "last_error": s.last_error,
                     "run_id": s.run_id, "ended_at": s.ended_at, "command": s.command, "last_rss_bytes": s.last_rss_bytes,
+                    "rss_bytes": live.rss_bytes, "cpu_percent": live.cpu_percent, "progress": live.progress,
                 })
             )?,
             Format::Text if detailed => {
@@ -225,6 +235,16 @@ fn print_states(states: &[DaemonState], format: &FormatArg, detailed: bool) -> a
                     s.restarts
                 )?;
                 writeln!(out, "command: {}", s.command.join(" "))?;
+                let resources = Resources {
+                    rss_bytes: live.rss_bytes,
+                    cpu_percent: live.cpu_percent,
+                };
+                if let Some(text) = resources.describe() {
+                    writeln!(out, "last sample: {text}")?;
+                }
+                for task in &live.progress {
+                    writeln!(out, "progress: {}", escape_text(&task.summary()))?;
+                }
             }
             Format::Text => writeln!(
                 out,

@@ -70,6 +70,27 @@ fn print_output(
             p.current,
             p.total.map_or("?".into(), |t| t.to_string())
         ),
+        (Output::Metric(m), Format::Json) => {
+            writeln!(out, "{}", json!({"parser": "metric", "metric": m}))
+        }
+        (Output::Metric(m), Format::Text) => writeln!(
+            out,
+            "metric    {}/{} = {}{}",
+            m.metric_type.as_str(),
+            m.name.escape_debug(),
+            m.value,
+            m.step.map_or(String::new(), |s| format!(" (step {s})"))
+        ),
+        (Output::ParseError { reason, .. }, Format::Json) => {
+            writeln!(
+                out,
+                "{}",
+                json!({"parser": "directive", "parse_error": reason})
+            )
+        }
+        (Output::ParseError { reason, .. }, Format::Text) => {
+            writeln!(out, "error     not a valid ##pmon directive: {reason}")
+        }
         (Output::Record(r), _) => {
             let parser = match (r.parsed_by, &r.traceback) {
                 (Some(i), _) => chain.parsers()[i].name(),

@@ -43,12 +43,12 @@ impl Recording {
     ) -> anyhow::Result<Recording> {
         let settings = pipeline_settings(app);
         match Self::open(app, experiment, command, tags, mode) {
-            Ok((registry, run, sink)) => {
+            Ok((registry, run, sink, continued)) => {
                 let ctx = RunContext {
                     experiment_id: run.experiment_id.clone(),
                     run_id: run.run_id.clone(),
                 };
-                let first_seq = run::next_seq(registry.conn(), &run.run_id)?;
+                let first_seq = run::first_seqs(registry.conn(), &run, continued)?;
                 let pipeline = Pipeline::start(settings, sink, ctx, first_seq);
                 let _ = pipeline.sender().send(Msg::Run(run.clone()));
                 let plain_log_path = Some(app.data_dir.run_log_path(experiment, &run.run_id));
@@ -77,7 +77,15 @@ impl Recording {
                 };
                 Ok(Recording {
                     run: None,
-                    pipeline: Pipeline::start(settings, Box::new(DiscardSink), ctx, 0),
+                    pipeline: Pipeline::start(
+                        settings,
+                        Box::new(DiscardSink),
+                        ctx,
+                        run::SeqStart {
+                            logs: 0,
+                            metrics: 0,
+                        },
+                    ),
                     registry: None,
                     plain_log_path: None,
                 })
@@ -91,7 +99,7 @@ impl Recording {
         command: &[String],
         tags: &[(String, String)],
         mode: StartMode,
-    ) -> anyhow::Result<(SqliteStore, Run, Box<dyn Sink>)> {
+    ) -> anyhow::Result<(SqliteStore, Run, Box<dyn Sink>, bool)> {
         let sink = app.open_sink()?;
         let mut registry = app.open_store()?;
         let new = NewRun {
@@ -99,8 +107,12 @@ impl Recording {
             command,
             tags,
         };
+        // As stored: to the microsecond.
+        let session_start = crate::record::format_ts(&chrono::Utc::now());
         let run = run::begin(registry.conn_mut(), &new, mode)?;
-        Ok((registry, run, sink))
+        // A new run starts now; a continued one started in an earlier session.
+        let continued = run.started_at < session_start;
+        Ok((registry, run, sink, continued))
     }
 
     /// The run's plain log file, opened for appending (mode 0600).

@@ -3,12 +3,15 @@
 use super::recording::Recording;
 use crate::app::App;
 use crate::cli::WrapArgs;
+use crate::metrics::MetricsSampler;
+use crate::pipeline::PipelineCounters;
 use crate::procinfo::oom::{MemoryWatch, OomVerdict};
 use crate::record::Event;
 use crate::run::{self, RunState, StartMode};
 use crate::source::wrap::{self, ChildOutcome, WrapOptions};
 use anyhow::Context;
 use serde_json::json;
+use std::sync::Arc;
 
 pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
     let experiment = args
@@ -28,7 +31,7 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         pty: args.pty,
         echo: !args.no_echo,
     };
-    let ran = run_child(app, &child, |_, _| {})?;
+    let ran = run_child(app, &child, |_, _, _| {})?;
     if let Some(oom) = &ran.oom {
         eprintln!("pmon-agent: the program was {}", oom.describe());
     }
@@ -59,11 +62,12 @@ pub struct Ran {
     pub oom: Option<OomVerdict>,
 }
 
-/// Runs the command once; `on_spawn` is told its pid and the run id.
+/// Runs the command once; `on_spawn` is told its pid, the run id and the
+/// pipeline's live counters.
 pub fn run_child(
     app: &App,
     spec: &ChildSpec<'_>,
-    on_spawn: impl FnOnce(u32, Option<&str>),
+    on_spawn: impl FnOnce(u32, Option<&str>, &Arc<PipelineCounters>),
 ) -> anyhow::Result<Ran> {
     let recording = Recording::start(app, spec.experiment, spec.command, spec.tags, spec.mode)?;
     let run_id = recording.run.as_ref().map(|r| r.run_id.clone());
@@ -76,16 +80,27 @@ pub fn run_child(
     let tx = recording.pipeline.sender();
     let counters = recording.pipeline.counters();
     let errors = counters.clone();
+    let live = counters.clone();
     let memory = MemoryWatch::start();
-    let outcome = wrap::run(opts, tx, counters, |pid| {
-        memory.watch(pid);
-        recording.set_child_pid(pid);
-        recording.event(Event::now(
+    let interval = Some(app.config.monitoring.metrics_interval).filter(|i| !i.is_zero());
+    let sampler = MetricsSampler::start(interval, app.data_dir.root().to_path_buf(), tx.clone());
+    let on_exit = || sampler.exited();
+    let outcome = wrap::run(
+        opts,
+        tx,
+        counters,
+        |pid| {
+            memory.watch(pid);
+            sampler.watch(pid);
+            recording.set_child_pid(pid);
+            recording.event(Event::now(
             "start",
             json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(spec.tags), "agent_pid": std::process::id()}),
         ));
-        on_spawn(pid, run_id.as_deref());
-    });
+            on_spawn(pid, run_id.as_deref(), &live);
+        },
+        on_exit,
+    );
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {

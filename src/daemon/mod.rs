@@ -13,6 +13,7 @@
 //! `supervise.rs` is the supervisor loop; the commands live in
 //! `commands/daemon.rs`.
 
+pub mod live;
 pub mod replay;
 pub mod supervise;
 

@@ -3,6 +3,7 @@
 //! state file current. It runs detached (`daemon start` re-executes the agent
 //! in a new session), so it outlives the terminal that started it.
 
+use super::live::LiveRefresher;
 use super::replay::BackgroundReplay;
 use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
 use crate::app::App;
@@ -198,7 +199,8 @@ fn run_once(
         pty: false,
         echo: false,
     };
-    let result = run_child(app, &spec, |pid, run_id| {
+    let mut live = None;
+    let result = run_child(app, &spec, |pid, run_id, counters| {
         state.pid = Some(pid);
         state.run_id = run_id.map(str::to_string);
         state.state = RunState::Running;
@@ -206,7 +208,14 @@ fn run_once(
         state.signal = None;
         state.ended_at = None;
         let _ = dir.write(state);
+        live = Some(LiveRefresher::start(
+            DaemonDir::new(&app.data_dir),
+            args.name.to_string(),
+            state.run_id.clone(),
+            counters.clone(),
+        ));
     });
+    drop(live);
     state.ended_at = Some(format_ts(&Utc::now()));
     match result {
         Ok(ran) => {

@@ -7,6 +7,10 @@
 //! * a bare `\r` ends a [`Frame::Overwrite`]: the terminal would overwrite that
 //!   text, as tqdm does many times a second. Overwrites go to the progress parser
 //!   only, so they never become a flood of log records;
+//! * text after which the program moves the cursor back up (`ESC [ A`) is a
+//!   [`Frame::Drawn`] row: tqdm draws a nested bar (`position=N`) N rows
+//!   below the cursor and returns. Like an overwrite it is display, not output;
+//!   how far up the cursor went says which bar it is;
 //! * a line longer than `max_line_bytes` is capped with a visible marker, and the
 //!   framer's memory stays bounded however long the line gets;
 //! * the text is decoded lossily (invalid UTF-8 becomes U+FFFD), ANSI/terminal
@@ -27,6 +31,9 @@ pub enum Frame {
     Line(String),
     /// Text ended by a bare carriage return (to be overwritten on a terminal).
     Overwrite(String),
+    /// Text drawn on a row below the cursor's, which then moved `rows_up`
+    /// rows back up: a nested progress bar's row.
+    Drawn { text: String, rows_up: u16 },
 }
 
 /// A frame and the byte offset in its stream where it starts.
@@ -126,8 +133,18 @@ impl LineFramer {
 
     fn emit_line(&mut self, out: &mut Vec<Framed>) {
         let start = self.line_start;
-        out.push((start, Frame::Line(self.take())));
+        let rows_up = self.rows_up();
+        let text = self.take();
+        out.push((start, drawn_or(text, rows_up, Frame::Line)));
         self.line_start = self.consumed;
+    }
+
+    /// How many rows the current text moves the cursor up (`ESC [ N A`).
+    fn rows_up(&self) -> u16 {
+        if !self.buf.contains(&0x1b) {
+            return 0;
+        }
+        cursor_rows_up(&self.buf)
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -140,10 +157,11 @@ impl LineFramer {
 
     fn emit_overwrite(&mut self, out: &mut Vec<Framed>) {
         let start = self.line_start;
+        let rows_up = self.rows_up();
         let text = self.take();
         self.line_start = self.consumed;
         if !text.is_empty() {
-            out.push((start, Frame::Overwrite(text)));
+            out.push((start, drawn_or(text, rows_up, Frame::Overwrite)));
         }
     }
 
@@ -167,6 +185,33 @@ impl LineFramer {
         self.dropped = 0;
         text
     }
+}
+
+fn drawn_or(text: String, rows_up: u16, frame: fn(String) -> Frame) -> Frame {
+    if rows_up > 0 {
+        Frame::Drawn { text, rows_up }
+    } else {
+        frame(text)
+    }
+}
+
+/// The rows moved up by the cursor-up sequences (`ESC [ A`, `ESC [ 3 A`) in `bytes`.
+fn cursor_rows_up(bytes: &[u8]) -> u16 {
+    let mut rows: u16 = 0;
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(2).position(|w| w == b"\x1b[") {
+        let params = &rest[at + 2..];
+        let digits = params.iter().take_while(|b| b.is_ascii_digit()).count();
+        if params.get(digits) == Some(&b'A') {
+            let n = std::str::from_utf8(&params[..digits])
+                .ok()
+                .and_then(|d| d.parse::<u16>().ok())
+                .unwrap_or(1);
+            rows = rows.saturating_add(n.max(1));
+        }
+        rest = &params[digits..];
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -263,6 +308,27 @@ mod tests {
         f.push(b"y\n", &mut out);
         assert_eq!(out[2], (107, line("xy")));
         assert_eq!(f.unframed_offset(), 110);
+    }
+
+    /// tqdm's nested bar (`position=1`) as a pipe receives it: a newline to
+    /// reach its row, the bar, a cursor-up, and the next bar's newline.
+    #[test]
+    fn rows_drawn_below_the_cursor_are_told_apart_by_how_far_it_goes_back() {
+        assert_eq!(
+            frames(&[b"\repoch:  0%| | 0/2\n\rbatch:  0%| | 0/3\x1b[A\n\r    \x1b[2A\rtext\n"]),
+            vec![
+                line("epoch:  0%| | 0/2"),
+                Frame::Drawn {
+                    text: "batch:  0%| | 0/3".into(),
+                    rows_up: 1
+                },
+                Frame::Drawn {
+                    text: "    ".into(),
+                    rows_up: 2
+                },
+                line("text"),
+            ]
+        );
     }
 
     #[test]

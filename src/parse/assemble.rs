@@ -1,4 +1,4 @@
-//! One stream's parsing state: frames in, records and progress out.
+//! One stream's parsing state: frames in, records, progress and metrics out.
 //!
 //! [`RecordAssembler`] runs each line through the progress parser, the
 //! traceback state machine and the parser chain, and decides which record a
@@ -11,11 +11,12 @@
 //! passed, which is how a traceback at the very end of a burst is finished
 //! without waiting for the next line.
 
-use super::progress::ProgressParser;
+use super::directive::{self, Directive};
+use super::progress::{ProgressMatch, ProgressParser};
 use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
 use super::ParserChain;
 use crate::framing::{Frame, Framed};
-use crate::record::{Level, LogRecord, ProgressUpdate, StreamKind};
+use crate::record::{Level, LogRecord, Metric, ProgressUpdate, StreamKind};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,13 @@ use std::time::{Duration, Instant};
 pub enum Output {
     Record(LogRecord),
     Progress(ProgressUpdate),
+    /// A value the program reported (`##pmon[metric …]`).
+    Metric(Metric),
+    /// A directive line that could not be read (it is also a record).
+    ParseError {
+        line: String,
+        reason: String,
+    },
 }
 
 /// How long a stream may be quiet before pending work is finished.
@@ -62,7 +70,14 @@ pub struct RecordAssembler {
     traceback_offset: u64,
     last_activity: Instant,
     events: Vec<TracebackEvent>,
+    /// The task name of the tqdm bar last drawn on each row (0: the
+    /// cursor's row, 1: the row below…): a bar's parent is the row above it.
+    bars: Vec<String>,
 }
+
+/// Rows below the cursor a nested bar may be drawn on; deeper ones (or a
+/// hostile cursor-up count) are taken as top-level bars.
+const MAX_BAR_ROWS: usize = 16;
 
 impl RecordAssembler {
     pub fn new(
@@ -84,6 +99,7 @@ impl RecordAssembler {
             traceback_offset: 0,
             last_activity: Instant::now(),
             events: Vec::new(),
+            bars: Vec::new(),
         }
     }
 
@@ -91,12 +107,36 @@ impl RecordAssembler {
         self.last_activity = now;
         match frame {
             Frame::Line(line) => self.line(line, start, out),
-            Frame::Overwrite(text) => {
-                if let Some(m) = self.progress.parse(&text) {
-                    out.push(Output::Progress(m.update));
-                }
+            Frame::Overwrite(text) => self.drawn(&text, 0, out),
+            Frame::Drawn { text, rows_up } => self.drawn(&text, rows_up.into(), out),
+        }
+    }
+
+    /// Text the terminal shows in place (a bar redrawn), not as output.
+    fn drawn(&mut self, text: &str, row: usize, out: &mut Vec<Output>) {
+        if let Some(m) = self.progress.parse(text) {
+            let update = self.place(m, row);
+            out.push(Output::Progress(update));
+        }
+    }
+
+    /// Names a tqdm bar after the bar drawn on the row above it
+    /// (`epoch/batch` for `batch` at `position=1` under `epoch`).
+    fn place(&mut self, m: ProgressMatch, row: usize) -> ProgressUpdate {
+        let mut update = m.update;
+        if !m.nests || row >= MAX_BAR_ROWS {
+            return update;
+        }
+        if let Some(parent) = row.checked_sub(1).and_then(|above| self.bars.get(above)) {
+            if !parent.is_empty() {
+                update.task = format!("{parent}/{}", update.task);
             }
         }
+        if self.bars.len() <= row {
+            self.bars.resize(row + 1, String::new());
+        }
+        self.bars[row].clone_from(&update.task);
+        update
     }
 
     /// The offset of the first line still held back (a log record waiting for
@@ -152,7 +192,11 @@ impl RecordAssembler {
             let (chain, progress) = (&self.chain, &self.progress);
             let taken = self.tracebacks.feed(
                 &line,
-                |l| chain.parse(l).is_some() || progress.parse(l).is_some(),
+                |l| {
+                    chain.parse(l).is_some()
+                        || progress.parse(l).is_some()
+                        || directive::is_directive(l)
+                },
                 &mut self.events,
             );
             self.drain_events(out);
@@ -174,10 +218,24 @@ impl RecordAssembler {
             // Blank lines carry nothing to search for; the plain log file keeps them.
             return;
         }
+        match directive::parse(&line) {
+            Some(Ok(Directive::Metric(metric))) => return out.push(Output::Metric(metric)),
+            Some(Ok(Directive::Progress(update))) => {
+                self.release_pending(out);
+                return out.push(Output::Progress(update));
+            }
+            Some(Err(reason)) => out.push(Output::ParseError {
+                line: line.clone(),
+                reason,
+            }),
+            None => {}
+        }
         if let Some(m) = self.progress.parse(&line) {
             self.release_pending(out);
-            out.push(Output::Progress(m.update));
-            if !m.also_log {
+            let also_log = m.also_log;
+            let update = self.place(m, 0);
+            out.push(Output::Progress(update));
+            if !also_log {
                 return;
             }
         }
@@ -340,6 +398,52 @@ mod tests {
             .filter(|o| matches!(o, Output::Progress(_)))
             .collect();
         assert_eq!(progress.len(), 3);
+    }
+
+    fn tasks(out: &[Output]) -> Vec<(String, f64)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Progress(p) => Some((p.task.clone(), p.current)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// tqdm 4.70's bytes in a pipe for `tqdm(desc="epoch")` around
+    /// `tqdm(desc="batch", leave=False)` (`position=1`).
+    #[test]
+    fn a_bar_drawn_below_another_is_its_child() {
+        let out = assemble("\repoch:   0%|          | 0/2 [00:00<?, ?it/s]\n\rbatch:   0%|          | 0/3 [00:00<?, ?it/s]\x1b[A\n\r                    \x1b[A\n\rbatch: 100%|##########| 3/3 [00:00<00:00, 9.9it/s]\x1b[A\n\r                    \x1b[A\repoch: 100%|##########| 2/2 [00:00<00:00,  3.2it/s]\n");
+        assert_eq!(
+            tasks(&out),
+            vec![
+                ("epoch".into(), 0.0),
+                ("epoch/batch".into(), 0.0),
+                ("epoch/batch".into(), 3.0),
+                ("epoch".into(), 2.0)
+            ]
+        );
+        assert!(records(&out).is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn metric_directives_are_samples_and_bad_ones_are_lines_with_a_reason() {
+        let out = assemble(
+            "##pmon[metric name=loss value=0.12 step=300]\n##pmon[metric name=loss value=nan]\n",
+        );
+        let Output::Metric(m) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (m.name.as_str(), m.value, m.step),
+            ("loss", 0.12, Some(300))
+        );
+        assert!(
+            matches!(&out[1], Output::ParseError { reason, .. } if reason.contains("not a finite number"))
+        );
+        let recs = records(&out);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].message, "##pmon[metric name=loss value=nan]");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! `parsers/*.yml` definitions will be one such implementation).
 
 mod assemble;
+pub mod directive;
 mod json;
 mod logline;
 mod progress;

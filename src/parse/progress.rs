@@ -1,7 +1,6 @@
 //! Progress lines: tqdm bars (also seen through carriage-return overwrites),
-//! Keras `12/100 [==>...]`, `Epoch 3/10`, `[3/10]`, `45%`, and pmon's own
-//! protocol for a task hierarchy:
-//! `##pmon[progress task=load/shard_3 current=3 total=10 unit=files]`.
+//! Keras `12/100 [==>...]`, `Epoch 3/10`, `[3/10]` and `45%`. pmon's own
+//! `##pmon[progress …]` protocol is read in [`super::directive`].
 //!
 //! Progress is state, not history: the caller keeps the latest update per task.
 //! Bars and the protocol line are progress only; `Epoch 3/10 loss=0.2` and
@@ -17,6 +16,8 @@ pub struct ProgressMatch {
     pub update: ProgressUpdate,
     /// The line carries text beyond the progress and should be stored as a log line too.
     pub also_log: bool,
+    /// A tqdm bar: drawn below another bar (`position=N`), it is that bar's child.
+    pub nests: bool,
 }
 
 pub struct ProgressParser {
@@ -48,15 +49,12 @@ impl ProgressParser {
     }
 
     pub fn parse(&self, line: &str) -> Option<ProgressMatch> {
-        if let Some(body) = line.trim_start().strip_prefix("##pmon[progress ") {
-            return directive(body);
-        }
         if line.contains("%|") {
-            return self.tqdm_bar(line);
+            return self.tqdm_bar(line).map(nesting);
         }
         if line.ends_with(']') && (line.contains("/s]") || line.contains("/it]")) {
             if let Some(m) = self.tqdm_unbounded(line) {
-                return Some(m);
+                return Some(nesting(m));
             }
         }
         let first = line.trim_start().bytes().next()?;
@@ -83,6 +81,7 @@ impl ProgressParser {
             return Some(ProgressMatch {
                 update: update(task, num(&c["n"])?, num(&c["total"]), None, None),
                 also_log: !rest.is_empty(),
+                nests: false,
             });
         }
         None
@@ -126,7 +125,12 @@ fn only(update: ProgressUpdate) -> ProgressMatch {
     ProgressMatch {
         update,
         also_log: false,
+        nests: false,
     }
+}
+
+fn nesting(m: ProgressMatch) -> ProgressMatch {
+    ProgressMatch { nests: true, ..m }
 }
 
 fn update(
@@ -190,28 +194,6 @@ fn percent(line: &str) -> Option<ProgressMatch> {
         .then(|| only(update("progress", v, Some(100.0), Some("%"), None)))
 }
 
-/// `task=load/shard_3 current=3 total=10 unit=files rate=1.5]`
-fn directive(body: &str) -> Option<ProgressMatch> {
-    let body = body.trim_end().strip_suffix(']')?;
-    let mut task = None;
-    let mut current = None;
-    let mut total = None;
-    let mut unit = None;
-    let mut rate = None;
-    for pair in body.split_whitespace() {
-        let (k, v) = pair.split_once('=')?;
-        match k {
-            "task" => task = Some(v),
-            "current" => current = num(v),
-            "total" => total = num(v),
-            "unit" => unit = Some(v),
-            "rate" => rate = num(v),
-            _ => {}
-        }
-    }
-    Some(only(update(task?, current?, total, unit, rate)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,17 +241,6 @@ mod tests {
 
     #[test]
     fn other_progress_forms() {
-        assert_eq!(
-            p("##pmon[progress task=load/shard_3 current=3 total=10 unit=files]"),
-            Some((
-                "load/shard_3".into(),
-                3.0,
-                Some(10.0),
-                Some("files".into()),
-                None,
-                false
-            ))
-        );
         assert_eq!(
             p(" 12/100 [==>...........................] - ETA: 3s - loss: 0.4").map(|t| (t.0, t.1)),
             Some(("keras".into(), 12.0))

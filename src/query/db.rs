@@ -451,7 +451,7 @@ fn each_log_paged(
 const PG_RUN_COLUMNS: &str = "run_id, experiment_id, ordinal, state, command::text AS command, tags::text AS tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal";
 
 /// A query with its values bound in order.
-fn pg_query(
+pub(super) fn pg_query(
     sql: &str,
     values: Vec<SqlValue>,
 ) -> sqlx::query::Query<'static, Postgres, PgArguments> {
@@ -477,7 +477,7 @@ fn pg_scalar(
 }
 
 /// Decodes every row; a value of an unexpected type is an error, not a panic.
-fn decode_all<T>(
+pub(super) fn decode_all<T>(
     rows: &[PgRow],
     decode: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
 ) -> anyhow::Result<Vec<T>> {
@@ -530,14 +530,14 @@ fn pg_run(row: &PgRow) -> Result<Run, sqlx::Error> {
 }
 
 fn pg_progress(row: &PgRow) -> Result<ProgressRow, sqlx::Error> {
-    Ok(ProgressRow {
-        task: row.try_get(0)?,
-        current: row.try_get(1)?,
-        total: row.try_get(2)?,
-        unit: row.try_get(3)?,
-        rate: row.try_get(4)?,
-        updated_at: format_ts(&row.try_get::<DateTime<Utc>, _>(5)?),
-    })
+    Ok(ProgressRow::new(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        format_ts(&row.try_get::<DateTime<Utc>, _>(5)?),
+    ))
 }
 
 /// A log row selected as [`super::logs::LOG_COLUMNS`] (in that order, as

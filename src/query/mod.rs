@@ -3,7 +3,7 @@
 //! These commands exist so nobody has to know the schema to find out whether
 //! a pipeline is alive, how far it got and why it failed: `list` gives every
 //! experiment at a glance, `status` one run in depth, `logs` and `errors` the
-//! records themselves. Text output is for terminals (local time, aligned,
+//! records themselves, `metrics` what the sampler measured. Text output is for terminals (local time, aligned,
 //! control characters escaped); `--format json` prints JSON Lines with the
 //! field names of the spec, for scripts.
 //!
@@ -23,11 +23,14 @@ mod db;
 mod filter;
 mod list;
 mod logs;
+mod metrics;
+mod metrics_read;
 mod output;
 mod select;
 mod status;
 
 pub use logs::{logs_with, LogsOptions};
+pub use output::escape_text;
 
 use crate::app::App;
 use crate::cli::QueryCommand;
@@ -42,6 +45,7 @@ pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<()> {
         QueryCommand::Status(args) => status::status(app, &args),
         QueryCommand::Logs(args) => logs::logs(app, &args),
         QueryCommand::Errors(args) => logs::errors(app, &args),
+        QueryCommand::Metrics(args) => metrics::metrics(app, &args),
     }
 }
 

@@ -30,8 +30,18 @@ pub struct StatusReport {
     pub ended_at: Option<String>,
     pub command: Vec<String>,
     pub progress: Vec<ProgressRow>,
+    /// The newest sample of each series, by `type/name`.
+    pub metrics: BTreeMap<String, LastMetric>,
     pub last_error: Option<LogRow>,
     pub spool_pending: u64,
+}
+
+/// The newest value of one metric series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastMetric {
+    pub value: f64,
+    pub unit: Option<String>,
+    pub timestamp: String,
 }
 
 /// One task's current progress, from `pipeline_progress`.
@@ -43,18 +53,57 @@ pub struct ProgressRow {
     pub unit: Option<String>,
     pub rate: Option<f64>,
     pub updated_at: String,
+    /// Seconds left at the current rate, while the run is live.
+    pub eta_s: Option<f64>,
+    /// The task this one is part of (`train` for `train/epoch`).
+    pub parent: Option<String>,
 }
 
 impl ProgressRow {
     pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<ProgressRow> {
-        Ok(ProgressRow {
-            task: row.get(0)?,
-            current: row.get(1)?,
-            total: row.get(2)?,
-            unit: row.get(3)?,
-            rate: row.get(4)?,
-            updated_at: row.get(5)?,
-        })
+        Ok(ProgressRow::new(
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+        ))
+    }
+
+    pub(super) fn new(
+        task: String,
+        current: f64,
+        total: Option<f64>,
+        unit: Option<String>,
+        rate: Option<f64>,
+        updated_at: String,
+    ) -> ProgressRow {
+        let parent = task
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map(|(parent, _)| parent.to_string())
+            .filter(|p| !p.is_empty());
+        ProgressRow {
+            task,
+            current,
+            total,
+            unit,
+            rate,
+            updated_at,
+            eta_s: None,
+            parent,
+        }
+    }
+
+    /// Seconds until `total` at `rate` (0 once there); `None` without both.
+    fn eta(&self) -> Option<f64> {
+        let total = self.total?;
+        if self.current >= total {
+            return Some(0.0);
+        }
+        let rate = self.rate.filter(|r| *r > 0.0)?;
+        Some((total - self.current) / rate)
     }
 }
 
@@ -98,10 +147,33 @@ pub fn build_report(
         started_at: run.started_at.clone(),
         ended_at: run.ended_at.clone(),
         command: run.command.clone(),
-        progress: db.progress(&run.run_id)?,
+        progress: progress_with_eta(db.progress(&run.run_id)?, run.state),
+        metrics: db
+            .last_metrics(&run.run_id)?
+            .into_iter()
+            .map(|m| {
+                let key = format!("{}/{}", m.metric_type, m.name);
+                let last = LastMetric {
+                    value: m.value,
+                    unit: m.unit,
+                    timestamp: m.timestamp,
+                };
+                (key, last)
+            })
+            .collect(),
         last_error: super::logs::last_error(db, run)?,
         spool_pending,
     })
+}
+
+/// An ETA only means something while the run goes on.
+fn progress_with_eta(mut progress: Vec<ProgressRow>, state: RunState) -> Vec<ProgressRow> {
+    if state.is_live() {
+        for task in &mut progress {
+            task.eta_s = task.eta();
+        }
+    }
+    progress
 }
 
 /// Prints the report as one JSON object or as a readable block.
@@ -139,6 +211,9 @@ pub fn status_text(report: &StatusReport, run_count: i64, now: DateTime<Utc>) ->
         escape_text(&shell_words(&report.command))
     ));
     lines.extend(progress_lines(&report.progress));
+    if let Some(text) = resources_text(&report.metrics) {
+        lines.push(text);
+    }
     lines.push(format!(
         "last error: {}",
         last_error_text(report.last_error.as_ref())
@@ -263,10 +338,15 @@ fn progress_lines(progress: &[ProgressRow]) -> Vec<String> {
     lines
 }
 
-/// `3/10 files (30%), 1.5 files/s`.
+/// `[######--------------]  3/10 files (30%), 1.5 files/s, ETA 4s`.
 fn progress_text(row: &ProgressRow) -> String {
     let unit = row.unit.as_deref().map(escape_text);
-    let mut text = number(row.current);
+    let mut text = String::new();
+    if let Some(total) = row.total.filter(|t| *t > 0.0) {
+        text.push_str(&bar(row.current / total));
+        text.push_str("  ");
+    }
+    text.push_str(&number(row.current));
     if let Some(total) = row.total {
         text.push('/');
         text.push_str(&number(total));
@@ -285,17 +365,49 @@ fn progress_text(row: &ProgressRow) -> String {
             unit.map_or(String::new(), |u| format!(" {u}"))
         ));
     }
+    if let Some(eta) = row.eta_s.filter(|e| *e > 0.0 && e.is_finite()) {
+        let eta = std::time::Duration::from_secs_f64(eta.min(1e9).ceil());
+        text.push_str(&format!(", ETA {}", humanize_duration(eta)));
+    }
     text
+}
+
+/// A fixed-width bar of `fraction` (clamped to 0..=1).
+fn bar(fraction: f64) -> String {
+    const WIDTH: usize = 20;
+    let filled = ((fraction.clamp(0.0, 1.0) * WIDTH as f64).round() as usize).min(WIDTH);
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(WIDTH - filled))
 }
 
 /// Whole numbers without a fraction (`3`), others with up to two decimals.
 fn number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{}", value as i64)
-    } else {
-        let text = format!("{value:.2}");
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    crate::record::short_number(value)
+}
+
+/// `resources: rss 812.4 MiB, cpu 97.0%, 3 processes (sampled 10:00:03)`.
+fn resources_text(metrics: &BTreeMap<String, LastMetric>) -> Option<String> {
+    let shown = [
+        ("memory/rss_bytes", "rss"),
+        ("cpu/cpu_percent", "cpu"),
+        ("cpu/processes", "processes"),
+    ];
+    let mut parts = Vec::new();
+    let mut newest: Option<&str> = None;
+    for (key, label) in shown {
+        if let Some(m) = metrics.get(key) {
+            parts.push(format!(
+                "{label} {}",
+                super::metrics::human(m.value, m.unit.as_deref())
+            ));
+            newest = newest.max(Some(&m.timestamp));
+        }
     }
+    let newest = newest?;
+    Some(format!(
+        "resources: {} (sampled {})",
+        parts.join(", "),
+        local_time(newest, false)
+    ))
 }
 
 /// `ValueError: bad shard (2026-11-27 10:00:03)` or `none`.
@@ -384,10 +496,13 @@ mod tests {
             "spool_pending",
             "run",
             "command",
+            "metrics",
         ] {
             assert!(value.get(key).is_some(), "missing {key} in {text}");
         }
-        assert_eq!(value.as_object().unwrap().len(), 12);
+        assert_eq!(value.as_object().unwrap().len(), 13);
+        assert_eq!(value["progress"][1]["parent"], "load");
+        assert_eq!(value["progress"][1]["eta_s"], serde_json::Value::Null);
         assert_eq!(value["state"], "failed");
         assert_eq!(value["exit_code"], 1);
         assert_eq!(value["run"], 2);
@@ -410,8 +525,8 @@ mod tests {
             "duration: 2m 13s",
             "command: python train.py --name 'my run'",
             "progress:",
-            "  load       3/10 files (30%)",
-            "    shard_3  5/10 (50%)",
+            "  load       [######--------------]  3/10 files (30%)",
+            "    shard_3  [##########----------]  5/10 (50%)",
             "  train",
             "    epoch    2 epochs",
             "spool: 0 records waiting",

@@ -4,11 +4,13 @@
 //! is `flush_interval` old, or at once when an ERROR/CRITICAL record or a
 //! traceback arrives (someone is waiting to read it). Progress is state, so
 //! only the latest update per task is kept and sent every
-//! `progress_update_interval`. Records below the configured level are dropped
+//! `progress_update_interval`, and at once when a task completes. Metric
+//! samples ride with the records (a sample's worth at a time). Records below the configured level are dropped
 //! here, after parsing, so a DEBUG line still ends a traceback.
 
-use super::{Batch, Checkpoint, SeqRecord};
-use crate::record::{Event, Level, LogRecord, ProgressUpdate};
+use super::{Batch, Checkpoint, SeqMetric, SeqRecord};
+use crate::record::{Event, Level, LogRecord, Metric, ProgressUpdate};
+use crate::run::SeqStart;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub struct Batcher {
     current: Batch,
     oldest: Option<Instant>,
     next_seq: u64,
+    next_metric_seq: u64,
     progress: BTreeMap<String, ProgressUpdate>,
     progress_due: Option<Instant>,
     /// The latest read position of each tailed file, sent with the next batch.
@@ -42,13 +45,14 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(settings: BatcherSettings, first_seq: u64, tx: Sender<Batch>) -> Batcher {
+    pub fn new(settings: BatcherSettings, first_seq: SeqStart, tx: Sender<Batch>) -> Batcher {
         Batcher {
             settings,
             stream_origins: Vec::new(),
             current: Batch::default(),
             oldest: None,
-            next_seq: first_seq,
+            next_seq: first_seq.logs,
+            next_metric_seq: first_seq.metrics,
             progress: BTreeMap::new(),
             progress_due: None,
             checkpoints: BTreeMap::new(),
@@ -118,9 +122,34 @@ impl Batcher {
     }
 
     pub fn progress(&mut self, update: ProgressUpdate, now: Instant) {
+        let completed = update.total.is_some_and(|total| update.current >= total);
         self.progress_due
             .get_or_insert(now + self.settings.progress_interval);
         self.progress.insert(update.task.clone(), update);
+        // A finished task is worth showing at once: it may be the last word.
+        if completed {
+            self.flush_progress();
+            if self.holding {
+                self.flush_wanted = true;
+            } else {
+                self.flush();
+            }
+        }
+    }
+
+    /// Adds metric samples; they go with the next batch of records (or
+    /// after `flush_interval`, like a record).
+    pub fn metrics(&mut self, samples: Vec<Metric>, now: Instant) {
+        for metric in samples {
+            self.current.metrics.push(SeqMetric {
+                seq: self.next_metric_seq,
+                metric,
+            });
+            self.next_metric_seq += 1;
+        }
+        if !self.current.metrics.is_empty() {
+            self.oldest.get_or_insert(now);
+        }
     }
 
     /// A file has been read (and its records handed over) up to `cp.offset`.
@@ -216,7 +245,14 @@ mod tests {
     #[test]
     fn batches_by_size_age_and_urgency_and_filters_by_level() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut b = Batcher::new(settings(), 0, tx);
+        let mut b = Batcher::new(
+            settings(),
+            SeqStart {
+                logs: 0,
+                metrics: 0,
+            },
+            tx,
+        );
         let t0 = Instant::now();
         b.record(rec(Level::Debug), None, t0);
         b.record(rec(Level::Info), None, t0);

@@ -17,7 +17,7 @@ pub use batch::{Batcher, BatcherSettings};
 pub use sqlite::SqliteStore;
 pub use worker::{SinkStats, SinkWorker};
 
-use crate::record::{Event, LogRecord, ProgressUpdate};
+use crate::record::{Event, LogRecord, Metric, ProgressUpdate};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -38,12 +38,22 @@ pub struct SeqRecord {
     pub record: LogRecord,
 }
 
-/// Records, events, progress states and run states delivered together.
+/// A metric sample with its idempotency key within its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeqMetric {
+    pub seq: u64,
+    pub metric: Metric,
+}
+
+/// Records, events, progress states, metrics and run states delivered together.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub logs: Vec<SeqRecord>,
     pub events: Vec<Event>,
     pub progress: Vec<ProgressUpdate>,
+    /// Metric samples (spool rows written before metrics existed have none).
+    #[serde(default)]
+    pub metrics: Vec<SeqMetric>,
     /// The run's registry row, for stores that do not share the local registry.
     #[serde(default)]
     pub runs: Vec<crate::run::Run>,
@@ -71,6 +81,7 @@ impl Batch {
         self.logs.is_empty()
             && self.events.is_empty()
             && self.progress.is_empty()
+            && self.metrics.is_empty()
             && self.runs.is_empty()
             && self.checkpoints.is_empty()
     }
@@ -79,6 +90,7 @@ impl Batch {
         self.logs.append(&mut other.logs);
         self.events.append(&mut other.events);
         self.progress.append(&mut other.progress);
+        self.metrics.append(&mut other.metrics);
         self.runs.append(&mut other.runs);
         self.checkpoints.append(&mut other.checkpoints);
     }

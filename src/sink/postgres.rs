@@ -18,11 +18,18 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "metrics",
+        include_str!("../../migrations/postgres/0002_metrics.sql"),
+    ),
+];
 
 /// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
 const MIN_SERVER_VERSION: i64 = 130000;
@@ -291,6 +298,9 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
             .execute(&mut *tx)
             .await?;
     }
+    if !batch.metrics.is_empty() {
+        insert_metrics(&mut tx, ctx, &batch.metrics).await?;
+    }
     for run in &batch.runs {
         upsert_run(&mut tx, run).await?;
     }
@@ -353,6 +363,44 @@ async fn copy_into(
         copy.send(chunk.as_bytes()).await?;
     }
     copy.finish().await?;
+    Ok(())
+}
+
+/// All of a batch's samples in one statement, each column bound as an
+/// array; the key (run_id, seq) makes a replayed sample land once.
+async fn insert_metrics(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+    metrics: &[super::SeqMetric],
+) -> sqlx::Result<()> {
+    let seqs: Vec<i64> = metrics.iter().map(|m| m.seq as i64).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        metrics.iter().map(|m| m.metric.timestamp).collect();
+    let types: Vec<&str> = metrics
+        .iter()
+        .map(|m| m.metric.metric_type.as_str())
+        .collect();
+    let names: Vec<String> = metrics.iter().map(|m| safe(&m.metric.name)).collect();
+    let values: Vec<f64> = metrics.iter().map(|m| m.metric.value).collect();
+    let units: Vec<Option<String>> = metrics
+        .iter()
+        .map(|m| m.metric.unit.as_deref().map(safe))
+        .collect();
+    let steps: Vec<Option<i64>> = metrics.iter().map(|m| m.metric.step).collect();
+    sqlx::query("INSERT INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step)
+        SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::bigint[])
+        ON CONFLICT (run_id, seq) DO NOTHING")
+        .bind(&ctx.experiment_id)
+        .bind(&ctx.run_id)
+        .bind(seqs)
+        .bind(times)
+        .bind(types)
+        .bind(names)
+        .bind(values)
+        .bind(units)
+        .bind(steps)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -48,6 +48,7 @@ struct BatchRow<'a> {
     logs: &'a [super::SeqRecord],
     events: &'a [Event],
     progress: &'a [crate::record::ProgressUpdate],
+    metrics: &'a [super::SeqMetric],
     runs: &'a [crate::run::Run],
 }
 
@@ -56,6 +57,7 @@ impl BatchRow<'_> {
         self.logs.is_empty()
             && self.events.is_empty()
             && self.progress.is_empty()
+            && self.metrics.is_empty()
             && self.runs.is_empty()
     }
 }
@@ -120,6 +122,7 @@ impl Spool {
                 logs,
                 events: if last { &batch.events } else { &[] },
                 progress: if last { &batch.progress } else { &[] },
+                metrics: if last { &batch.metrics } else { &[] },
                 runs: if last { &batch.runs } else { &[] },
             };
             if room.is_some() && row.is_empty() {

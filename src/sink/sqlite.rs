@@ -23,7 +23,10 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_metrics.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,11 +239,40 @@ impl Sink for SqliteStore {
                     format_ts(&p.updated_at),
                 ])?;
             }
+            write_metrics(&tx, ctx, &batch.metrics)?;
             write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+fn write_metrics(
+    conn: &Connection,
+    ctx: &RunContext,
+    metrics: &[super::SeqMetric],
+) -> rusqlite::Result<()> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for m in metrics {
+        let sample = &m.metric;
+        stmt.execute(params![
+            ctx.experiment_id,
+            ctx.run_id,
+            m.seq as i64,
+            format_ts(&sample.timestamp),
+            sample.metric_type.as_str(),
+            sample.name,
+            sample.value,
+            sample.unit,
+            sample.step,
+        ])?;
+    }
+    Ok(())
 }
 
 /// Records file read positions; called inside the transaction that stores

@@ -75,12 +75,15 @@ impl ChildOutcome {
     }
 }
 
-/// Runs the command to completion. `on_spawn` is told the child's pid.
+/// Runs the command to completion. `on_spawn` is told the child's pid;
+/// `on_exit` is called when it has exited but is not reaped yet (its
+/// `/proc` entry still says how much CPU it used).
 pub fn run(
     opts: WrapOptions<'_>,
     tx: Sender<Msg>,
     counters: Arc<PipelineCounters>,
     on_spawn: impl FnOnce(u32),
+    on_exit: impl FnOnce(),
 ) -> std::io::Result<ChildOutcome> {
     let spawned = child::spawn(opts.command, opts.pty)?;
     let Spawned {
@@ -115,6 +118,8 @@ pub fn run(
     let forwarded = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(pid, tx.clone(), counters, forwarded.clone())?;
 
+    wait_for_exit(pid);
+    on_exit();
     let status = wait_for(pid);
     child::restore_terminal(foreground_before);
     drop(raw_terminal);
@@ -137,6 +142,13 @@ pub fn run(
         signal,
         forwarded: (forwarded != 0).then_some(forwarded),
     })
+}
+
+/// Waits until the child has exited, leaving it to be reaped.
+fn wait_for_exit(pid: u32) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(Pid::from_raw(pid as i32)), flags) {}
 }
 
 fn wait_for(pid: u32) -> WaitStatus {
@@ -226,17 +238,28 @@ fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &S
     let uptime = started.elapsed().as_secs_f64();
     let lines = counters.lines.load(Ordering::Relaxed);
     let records = counters.records.load(Ordering::Relaxed);
-    let rss = procinfo::rss_bytes(pid);
     let spool = counters.spool_pending.load(Ordering::Relaxed);
-    let rss_text = rss.map_or("unknown".to_string(), |b| {
-        format!("{:.1} MiB", b as f64 / 1048576.0)
-    });
+    let mut resources = counters.resources.lock().map(|r| *r).unwrap_or_default();
+    // Before the first sample (or with sampling off): the program alone.
+    resources.rss_bytes = resources.rss_bytes.or_else(|| procinfo::rss_bytes(pid));
+    let progress = counters
+        .top_progress
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    let progress_text: Vec<String> = progress
+        .iter()
+        .map(crate::record::ProgressUpdate::summary)
+        .collect();
     eprintln!(
-        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth {spool}, child pid {pid} rss {rss_text}"
+        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth {spool}, child pid {pid} {}{}",
+        resources.describe().unwrap_or_else(|| "rss unknown".into()),
+        if progress_text.is_empty() { String::new() } else { format!(", progress: {}", progress_text.join("; ")) }
     );
     let _ = tx.send(Msg::Event(Event::now(
         "status_report",
-        json!({"uptime_s": uptime, "lines_read": lines, "records_shipped": records, "spool_pending": spool, "child_pid": pid, "child_rss_bytes": rss}),
+        json!({"uptime_s": uptime, "lines_read": lines, "records_shipped": records, "spool_pending": spool, "child_pid": pid,
+            "child_rss_bytes": resources.rss_bytes, "cpu_percent": resources.cpu_percent, "progress": progress}),
     )));
 }
 

@@ -522,7 +522,7 @@ fn sql_literal(value: rusqlite::types::Value) -> String {
     }
 }
 
-/// Copies the embedded store's runs, records and progress into PostgreSQL
+/// Copies the embedded store's runs, records, progress and metrics into PostgreSQL
 /// row for row, ids and times included, so that both stores hold the same
 /// data and every query must answer byte for byte alike.
 fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
@@ -531,6 +531,7 @@ fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
         ("pipeline_runs", "run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal"),
         ("pipeline_logs", "id, experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source"),
         ("pipeline_progress", "experiment_id, run_id, task, current, total, unit, rate, updated_at"),
+        ("pipeline_metrics", "experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step"),
     ];
     for (table, columns) in tables {
         let mut stmt = conn
@@ -595,6 +596,8 @@ fn queries_answer_from_postgresql_byte_for_byte_as_from_the_embedded_store() {
         &["query", "status", "plain_uncaught"],
         &["query", "status", "plain_uncaught", "--run", "1"],
         &["query", "status", "tqdm_progress"],
+        &["query", "metrics", "tqdm_progress"],
+        &["query", "metrics", "plain_uncaught", "--run", "1", "--type", "cpu"],
         &["query", "errors", "logging_exception", "--traceback"],
         &["query", "errors", "logging_exception", "--limit", "1"],
         &["query", "errors", "plain_uncaught", "--run", "all"],
