@@ -86,7 +86,7 @@ pub struct PipelineCounters {
     pub errors: AtomicU64,
     /// The newest memory and CPU sample of the program's process tree.
     pub resources: std::sync::Mutex<Resources>,
-    /// The latest state of each top-level progress task, by name.
+    /// The latest state of each top-level progress task, in order of appearance.
     pub top_progress: std::sync::Mutex<Vec<ProgressUpdate>>,
 }
 
@@ -114,8 +114,6 @@ struct Outlet {
     batcher: Batcher,
     pace: ProgressPace,
     throughput: Throughput,
-    /// The latest state of every task, for the status report.
-    tasks: std::collections::BTreeMap<String, ProgressUpdate>,
     parse_errors: u32,
 }
 
@@ -129,15 +127,21 @@ impl Outlet {
             batcher,
             pace: ProgressPace::default(),
             throughput: Throughput::new(Instant::now()),
-            tasks: Default::default(),
             parse_errors: 0,
         }
     }
 
-    fn progress(&mut self, mut update: ProgressUpdate, now: Instant) {
+    fn progress(&mut self, mut update: ProgressUpdate, now: Instant, counters: &PipelineCounters) {
         self.pace.pace(&mut update, now);
         self.throughput.progress(&update);
-        self.tasks.insert(update.task.clone(), update.clone());
+        if !update.task.contains('/') {
+            if let Ok(mut top) = counters.top_progress.lock() {
+                match top.iter_mut().find(|t| t.task == update.task) {
+                    Some(task) => task.clone_from(&update),
+                    None => top.push(update.clone()),
+                }
+            }
+        }
         self.batcher.progress(update, now);
     }
 
@@ -165,14 +169,6 @@ impl Outlet {
         if let Ok(mut resources) = counters.resources.lock() {
             resources.rss_bytes = now_resources.rss_bytes.or(resources.rss_bytes);
             resources.cpu_percent = now_resources.cpu_percent.or(resources.cpu_percent);
-        }
-        if let Ok(mut top) = counters.top_progress.lock() {
-            *top = self
-                .tasks
-                .values()
-                .filter(|t| !t.task.contains('/'))
-                .cloned()
-                .collect();
         }
         self.batcher.metrics(metrics, now);
     }
@@ -484,7 +480,7 @@ fn deliver_from(
                 }
                 outlet.batcher.record(record, origin, now)
             }
-            Output::Progress(update) => outlet.progress(update, now),
+            Output::Progress(update) => outlet.progress(update, now, counters),
             Output::Metric(metric) => outlet.batcher.metrics(vec![metric], now),
             Output::ParseError { line, reason } => {
                 let source = origin.map_or("program output", |o| o);

@@ -290,6 +290,41 @@ fn a_name_in_use_is_refused_and_bad_names_are_rejected() {
 }
 
 #[test]
+fn status_shows_the_running_programs_memory_cpu_and_top_level_progress() {
+    let agent = Agent::new().with_config("monitoring:\n  metrics_interval: 0.2\n");
+    let program = "import time\nprint('##pmon[progress task=train current=3 total=10 unit=epochs]', flush=True)\nprint('##pmon[progress task=train/batch current=5 total=9]', flush=True)\ntime.sleep(600)\n";
+    start(
+        &agent,
+        &["--name", "sampled", "--", "python3", "-c", program],
+    );
+    let s = wait_for(&agent, "sampled", |s| {
+        s["rss_bytes"].as_u64().is_some_and(|b| b > 0)
+            && s["cpu_percent"].is_number()
+            && s["progress"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    assert!(s["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
+    let tasks: Vec<&str> = s["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["train"], "top-level tasks only: {s}");
+    let text = status_text(&agent, "sampled");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("last sample: rss ") && l.contains(" MiB, cpu ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "progress: train 3/10 epochs (30%)"),
+        "{text}"
+    );
+    agent.run(&["daemon", "stop", "sampled"]);
+}
+
+#[test]
 fn sigusr1_to_the_supervisor_writes_a_status_report() {
     let agent = Agent::new();
     start(&agent, &["--name", "reporter", "--", "sleep", "60"]);

@@ -292,11 +292,11 @@ fn the_store_is_private() {
 
 #[test]
 fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
-    let agent = Agent::new();
+    let agent = Agent::new().with_config("monitoring:\n  metrics_interval: 0.2\n");
     // The program lives until the test has seen the report, however slow.
     let done = agent.dir.path().join("done");
     let program = format!(
-        "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n",
+        "import os, time\nprint('##pmon[progress task=load current=3 total=10 unit=files]', flush=True)\nprint('##pmon[progress task=load/shard_1 current=1 total=2]', flush=True)\nprint('ready', flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n",
         done.to_str().unwrap()
     );
     let mut child = agent
@@ -306,8 +306,25 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut ready = [0u8; 6];
-    std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready\n") {
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut stdout, &mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    // A memory sample of the tree is in (the report shows the newest one).
+    wait_until("a memory sample is stored", || {
+        agent.db_path().exists()
+            && agent
+                .sql()
+                .query_row(
+                    "SELECT count(*) FROM pipeline_metrics WHERE name = 'rss_bytes'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                >= 2
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGUSR1,
@@ -337,8 +354,11 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
     assert!(
         err.contains("pmon-agent: status: uptime")
             && err.contains("records shipped")
-            && err.contains("rss"),
-        "{err}"
+            && err.contains("rss")
+            && err.contains(", cpu ")
+            && err.contains("progress: load 3/10 files (30%)")
+            && !err.contains("shard_1"),
+        "the tree's memory and CPU, the top-level tasks: {err}"
     );
     let details: String = agent
         .sql()
@@ -351,6 +371,13 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
     let details: serde_json::Value = serde_json::from_str(&details).unwrap();
     assert!(
         details["child_rss_bytes"].as_u64().unwrap() > 0,
+        "{details}"
+    );
+    assert!(details["cpu_percent"].is_number(), "{details}");
+    assert_eq!(details["progress"][0]["task"], "load", "{details}");
+    assert_eq!(
+        details["progress"].as_array().unwrap().len(),
+        1,
         "{details}"
     );
 }
