@@ -706,76 +706,95 @@ mod tests {
         );
     }
 
+    /// A Python parent whose forked worker runs `work` (indented lines),
+    /// prints `done`, waits for a byte on stdin and exits; the parent then
+    /// reaps it (the kernel adds the worker's CPU time and writes to the
+    /// parent's) and prints `reaped`.
+    struct ReapedWorker {
+        tree: Group,
+        stdout: BufReader<std::process::ChildStdout>,
+    }
+
+    impl ReapedWorker {
+        fn start(work: &str, args: &[&str]) -> ReapedWorker {
+            let script = format!("import os, sys, time\npid = os.fork()\nif pid == 0:\n{work}\n    print('done', flush=True)\n    sys.stdin.read(1)\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('reaped', flush=True)\ntime.sleep(60)");
+            let mut tree = Group::spawn_with(
+                Command::new("python3")
+                    .arg("-c")
+                    .arg(script)
+                    .args(args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped()),
+            );
+            let stdout = BufReader::new(tree.0.stdout.take().unwrap());
+            ReapedWorker { tree, stdout }
+        }
+
+        fn said(&mut self, expected: &str) {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), expected);
+        }
+
+        /// Lets the worker exit and waits until its parent has reaped it.
+        fn reap(&mut self) {
+            self.tree.0.stdin.take().unwrap().write_all(b"x").unwrap();
+            self.said("reaped");
+        }
+    }
+
     #[test]
     fn a_reaped_worker_is_not_counted_twice() {
-        // The worker burns 0.5 s of CPU, says so, waits for a byte on stdin and
-        // exits; its parent reaps it (the kernel adds the worker's whole time to
-        // the parent's cutime) and says so.
-        let script = "import os, sys, time\npid = os.fork()\nif pid == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.5: pass\n    print('burned', flush=True)\n    sys.stdin.read(1)\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('reaped', flush=True)\ntime.sleep(60)";
-        let mut tree = Group::spawn_with(
-            Command::new("python3")
-                .args(["-c", script])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
+        // The worker burns 0.5 s of CPU first.
+        let mut w = ReapedWorker::start(
+            "    t = time.process_time()\n    while time.process_time() - t < 0.5: pass",
+            &[],
         );
-        let mut stdout = BufReader::new(tree.0.stdout.take().unwrap());
-        let mut line = String::new();
-        let mut sampler = TreeSampler::new(tree.pid());
+        let root = w.tree.pid();
+        let mut sampler = TreeSampler::new(root);
         sampler.sample();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "burned");
+        w.said("done");
         sample_until(&mut sampler, "the worker is seen", |s| s.processes == 2);
         // Both are blocked now (stdin, waitpid), so their ticks stand still.
-        let worker = sampler.seen.keys().find(|k| k.0 != tree.pid()).unwrap().0;
+        let worker = sampler.seen.keys().find(|k| k.0 != root).unwrap().0;
         let worker_ticks = stat_of(worker).ticks;
         assert!(
             worker_ticks >= 40,
             "0.5 s of CPU is 50 ticks: {worker_ticks}"
         );
-        let before = stat_of(tree.pid()).ticks + worker_ticks;
+        let before = stat_of(root).ticks + worker_ticks;
         let counted_before = sampler.ticks_total;
-        tree.0.stdin.take().unwrap().write_all(b"x").unwrap();
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "reaped");
+        w.reap();
         let sample = sampler.sample();
         assert_eq!(sample.processes, 1);
         // What the tree used since `before`: the parent's few ticks, not the worker's 50 again.
-        let truth = stat_of(tree.pid()).ticks - before;
+        let truth = stat_of(root).ticks - before;
         let counted = sampler.ticks_total - counted_before;
         assert!(
             counted.abs_diff(truth) <= 5,
             "counted {counted} ticks, the kernel says {truth}"
         );
     }
+
     #[test]
     fn a_reaped_workers_writes_are_not_counted_twice() {
-        // As above, for the bytes a worker wrote: the kernel adds them to its reaper's.
+        // As above, for the 8 MB a worker writes first.
         let dir = tempfile::tempdir().unwrap();
-        let script = "import os, sys, time\npid = os.fork()\nif pid == 0:\n    with open(sys.argv[1], 'wb') as f:\n        f.write(b'x' * 8388608)\n        f.flush()\n        os.fsync(f.fileno())\n    print('wrote', flush=True)\n    sys.stdin.read(1)\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('reaped', flush=True)\ntime.sleep(60)";
         let file = dir.path().join("out");
-        let mut tree = Group::spawn_with(
-            Command::new("python3")
-                .args(["-c", script, file.to_str().unwrap()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
+        let mut w = ReapedWorker::start(
+            "    with open(sys.argv[1], 'wb') as f:\n        f.write(b'x' * 8388608)\n        f.flush()\n        os.fsync(f.fileno())",
+            &[file.to_str().unwrap()],
         );
-        let mut stdout = BufReader::new(tree.0.stdout.take().unwrap());
-        let mut line = String::new();
-        let mut sampler = TreeSampler::new(tree.pid());
+        let mut sampler = TreeSampler::new(w.tree.pid());
         sampler.sample();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "wrote");
+        w.said("done");
         let seen = sample_until(&mut sampler, "the worker is seen", |s| s.processes == 2);
         if seen.write_bytes < 8 << 20 {
             // tmpfs and some others do not count storage writes.
             eprintln!("skipped: the temp dir's file system does not count write_bytes: {seen:?}");
             return;
         }
-        tree.0.stdin.take().unwrap().write_all(b"x").unwrap();
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "reaped");
+        w.reap();
         let after = sampler.sample();
         assert_eq!(after.processes, 1);
         assert!(

@@ -84,13 +84,28 @@ if __name__ == '__main__':
     print('INFO:main:worker done', flush=True)
 "#;
 
+/// Wraps `program` (which waits for `$PMON_GO`) until a `type/name` sample
+/// of at least `at_least` is stored.
+fn wrap_until_sampled(
+    exp: &str,
+    program: &str,
+    series: (&str, &str),
+    at_least: f64,
+) -> (Agent, Running) {
+    let agent = Agent::new().with_config(FAST);
+    let child = wrap_until_go(&agent, exp, program, &[]);
+    wait_until(
+        &format!("a {series:?} sample of at least {at_least}"),
+        || max_sample(&agent, series.0, series.1) >= at_least,
+    );
+    (agent, child)
+}
+
 #[test]
 fn memory_of_a_multiprocessing_child_counts_in_the_programs_rss() {
-    let agent = Agent::new().with_config(FAST);
-    let child = wrap_until_go(&agent, "mem", HOLD_300_MB, &[]);
-    wait_until("a sample of the tree holds the child's 300 MiB", || {
-        max_sample(&agent, "memory", "rss_bytes") >= 300.0 * MIB
-    });
+    // The worker's 300 MiB count in the tree's sum.
+    let (agent, child) =
+        wrap_until_sampled("mem", HOLD_300_MB, ("memory", "rss_bytes"), 300.0 * MIB);
     assert!(max_sample(&agent, "cpu", "processes") >= 2.0);
     go_and_wait(&agent, child);
 
@@ -163,11 +178,7 @@ if __name__ == '__main__':
 
 #[test]
 fn a_child_burning_a_core_shows_as_cpu_percent() {
-    let agent = Agent::new().with_config(FAST);
-    let child = wrap_until_go(&agent, "burn", BURN, &[]);
-    wait_until("a sample shows the child using most of a core", || {
-        max_sample(&agent, "cpu", "cpu_percent") >= 70.0
-    });
+    let (agent, child) = wrap_until_sampled("burn", BURN, ("cpu", "cpu_percent"), 70.0);
     go_and_wait(&agent, child);
     let cpu = samples(&agent, "burn", &["--type", "cpu", "--name", "cpu_percent"]);
     assert!(cpu.iter().all(|s| s["unit"] == "percent"), "{cpu:?}");

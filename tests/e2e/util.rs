@@ -96,6 +96,19 @@ impl Agent {
         self
     }
 
+    /// One number from the store (`SELECT count(*) …`); 0 while there is no
+    /// store yet or the query finds nothing.
+    pub fn count(&self, sql: &str) -> i64 {
+        if !self.db_path().exists() {
+            return 0;
+        }
+        self.sql()
+            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     /// Opens the store directly, as a user with `sqlite3` would.
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_path()).expect("opening the store")

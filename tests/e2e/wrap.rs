@@ -314,35 +314,16 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
     }
     // A memory sample of the tree is in (the report shows the newest one).
     wait_until("a memory sample is stored", || {
-        agent.db_path().exists()
-            && agent
-                .sql()
-                .query_row(
-                    "SELECT count(*) FROM pipeline_metrics WHERE name = 'rss_bytes'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0)
-                >= 2
+        agent.count("SELECT count(*) FROM pipeline_metrics WHERE name = 'rss_bytes'") >= 2
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
-    let reported = || {
-        agent.db_path().exists()
-            && agent
-                .sql()
-                .query_row(
-                    "SELECT count(*) FROM pipeline_events WHERE event_type = 'status_report'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0)
-                > 0
-    };
-    wait_until("the status_report event is stored", reported);
+    wait_until("the status_report event is stored", || {
+        agent.count("SELECT count(*) FROM pipeline_events WHERE event_type = 'status_report'") > 0
+    });
     std::fs::write(&done, "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
