@@ -55,7 +55,9 @@ pub fn metrics(app: &App, args: &MetricsArgs) -> anyhow::Result<()> {
                 summary.add(&row);
                 Ok(true)
             })?;
-            let spark = std::io::stdout().is_terminal();
+            // Blocks are for a person at a terminal; scripts and NO_COLOR
+            // users get the plain table.
+            let spark = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let heading = format!(
                 "experiment: {} (run {} of {}, {})",
                 escape_text(experiment.name()),
