@@ -117,6 +117,9 @@ struct Outlet {
     parse_errors: u32,
 }
 
+/// Top-level tasks a status report lists at most.
+const MAX_REPORTED_TASKS: usize = 16;
+
 /// A program that gets the directive protocol wrong on every line is told
 /// about it this many times, not once a line.
 const MAX_PARSE_ERROR_EVENTS: u32 = 20;
@@ -133,12 +136,19 @@ impl Outlet {
 
     fn progress(&mut self, mut update: ProgressUpdate, now: Instant, counters: &PipelineCounters) {
         self.pace.pace(&mut update, now);
-        self.throughput.progress(&update);
+        self.throughput.progress(&update, now);
         if !update.task.contains('/') {
             if let Ok(mut top) = counters.top_progress.lock() {
                 match top.iter_mut().find(|t| t.task == update.task) {
                     Some(task) => task.clone_from(&update),
-                    None => top.push(update.clone()),
+                    None => {
+                        // A description that changes every update is a new
+                        // task each time: the status report keeps the newest.
+                        if top.len() >= MAX_REPORTED_TASKS {
+                            top.remove(0);
+                        }
+                        top.push(update.clone())
+                    }
                 }
             }
         }

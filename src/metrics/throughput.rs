@@ -12,12 +12,34 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// Tasks tracked at most: a bar whose description changes on every update
+/// (`set_description(f"loss {loss:.4f}")`) is a new task each time, and
+/// must not grow the agent's memory without bound. The task updated least
+/// recently makes room.
+const MAX_TASKS: usize = 512;
+
+/// Makes room for one more task in `tasks` by forgetting the one `age` says
+/// was updated least recently.
+fn make_room<V>(tasks: &mut HashMap<String, V>, key: &str, age: impl Fn(&V) -> Instant) {
+    if tasks.len() < MAX_TASKS || tasks.contains_key(key) {
+        return;
+    }
+    if let Some(oldest) = tasks
+        .iter()
+        .min_by_key(|(_, v)| age(v))
+        .map(|(k, _)| k.clone())
+    {
+        tasks.remove(&oldest);
+    }
+}
+
 /// Where a task's current stretch began: its value then, and when.
 #[derive(Debug, Clone, Copy)]
 struct Stretch {
     from: f64,
     since: Instant,
     last: f64,
+    seen: Instant,
 }
 
 /// Fills in the rate of progress updates that have none.
@@ -30,19 +52,19 @@ impl ProgressPace {
     /// Gives `update` a rate if it has none: the task's average pace since it
     /// last went backwards (a new epoch restarts an inner bar).
     pub fn pace(&mut self, update: &mut ProgressUpdate, now: Instant) {
-        let stretch = self.tasks.entry(update.task.clone()).or_insert(Stretch {
+        make_room(&mut self.tasks, &update.task, |s| s.seen);
+        let fresh = Stretch {
             from: update.current,
             since: now,
             last: update.current,
-        });
+            seen: now,
+        };
+        let stretch = self.tasks.entry(update.task.clone()).or_insert(fresh);
         if update.current < stretch.last {
-            *stretch = Stretch {
-                from: update.current,
-                since: now,
-                last: update.current,
-            };
+            *stretch = fresh;
         }
         stretch.last = update.current;
+        stretch.seen = now;
         if update.rate.is_none() {
             let seconds = now.duration_since(stretch.since).as_secs_f64();
             let moved = update.current - stretch.from;
@@ -67,6 +89,7 @@ struct TaskPace {
     at_last_sample: Option<f64>,
     latest: ProgressUpdate,
     changed: bool,
+    seen: Instant,
 }
 
 impl Throughput {
@@ -78,7 +101,8 @@ impl Throughput {
         }
     }
 
-    pub fn progress(&mut self, update: &ProgressUpdate) {
+    pub fn progress(&mut self, update: &ProgressUpdate, now: Instant) {
+        make_room(&mut self.tasks, &update.task, |t| t.seen);
         let task = self
             .tasks
             .entry(update.task.clone())
@@ -86,9 +110,11 @@ impl Throughput {
                 at_last_sample: None,
                 latest: update.clone(),
                 changed: true,
+                seen: now,
             });
         task.latest = update.clone();
         task.changed = true;
+        task.seen = now;
     }
 
     /// The series at `now`: lines/s since the last sample, errors so far, and
@@ -180,10 +206,26 @@ mod tests {
     }
 
     #[test]
+    fn a_description_that_changes_every_update_keeps_memory_bounded() {
+        let mut pace = ProgressPace::default();
+        let mut tp = Throughput::new(Instant::now());
+        let t0 = Instant::now();
+        for i in 0..5000u64 {
+            let now = t0 + Duration::from_millis(i);
+            let mut u = update(&format!("loss {i}"), i as f64, None);
+            pace.pace(&mut u, now);
+            tp.progress(&u, now);
+        }
+        assert_eq!(pace.tasks.len(), MAX_TASKS);
+        assert_eq!(tp.tasks.len(), MAX_TASKS);
+        assert!(tp.tasks.contains_key("loss 4999") && !tp.tasks.contains_key("loss 0"));
+    }
+
+    #[test]
     fn throughput_counts_lines_per_second_and_moving_tasks() {
         let t0 = Instant::now();
         let mut tp = Throughput::new(t0);
-        tp.progress(&update("load", 2.0, Some(9.0)));
+        tp.progress(&update("load", 2.0, Some(9.0)), t0);
         let first = tp.sample(t0 + Duration::from_secs(2), Utc::now(), 100, 1);
         let values: Vec<(String, f64)> = first.iter().map(|m| (m.name.clone(), m.value)).collect();
         assert_eq!(
@@ -194,7 +236,7 @@ mod tests {
                 ("load/items_per_s".into(), 9.0)
             ]
         );
-        tp.progress(&update("load", 6.0, Some(9.0)));
+        tp.progress(&update("load", 6.0, Some(9.0)), t0);
         let second = tp.sample(t0 + Duration::from_secs(4), Utc::now(), 100, 1);
         assert_eq!(second[0].value, 0.0);
         assert_eq!(second[2].name, "load/items_per_s");
