@@ -148,6 +148,17 @@ pub enum QueryCommand {
     Errors(ErrorsArgs),
     /// Sampled metrics: last/min/avg/max per series, a sparkline on a terminal
     Metrics(MetricsArgs),
+    /// Live dashboard: progress, memory/CPU, errors and logs of the latest run
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Experiment name (the dashboard waits if it has not started yet)
+    pub experiment: String,
+    /// Draw one panel alone, full size (the tmux layout's panes use this)
+    #[arg(long, value_enum, value_name = "PANEL")]
+    pub panel: Option<crate::query::watch::Panel>,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon(cmd) => daemon::run(&cli.global, cmd),
         Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
-        Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd).map(|()| 0),
+        Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd),
     }
 }

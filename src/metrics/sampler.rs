@@ -62,7 +62,10 @@ impl MetricsSampler {
             return;
         }
         let mut tree = TreeSampler::new(pid);
-        self.shared.send(tree.sample(), true);
+        // Read once, with the first sample: the limit of the cgroup the
+        // program starts in (the dashboard draws it above the memory chart).
+        let limit = crate::procinfo::oom::memory_limit(pid);
+        self.shared.send_with(tree.sample(), true, limit);
         state.tree = Some(tree);
     }
 
@@ -117,7 +120,20 @@ impl Shared {
     /// a zombie is left, whose memory and thread counts would read as zero,
     /// so those series end with the last sample of the running program.
     fn send(&self, tree: TreeSample, alive: bool) {
-        let metrics = series(&tree, alive, &host_sample(&self.data_dir));
+        self.send_with(tree, alive, None);
+    }
+
+    fn send_with(&self, tree: TreeSample, alive: bool, limit: Option<u64>) {
+        let mut metrics = series(&tree, alive, &host_sample(&self.data_dir));
+        if let (Some(limit), Some(first)) = (limit, metrics.first()) {
+            metrics.push(Metric {
+                name: "limit_bytes".into(),
+                value: limit as f64,
+                metric_type: MetricType::Memory,
+                unit: Some("bytes".into()),
+                ..first.clone()
+            });
+        }
         // The pipeline only goes away at the end of the run.
         let _ = self.tx.send(Msg::Sample(metrics));
     }

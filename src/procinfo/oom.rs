@@ -172,6 +172,12 @@ fn remember(seen: &mut Option<(MemoryCgroup, Option<u64>)>, now: MemoryCgroup) {
     }
 }
 
+/// The memory limit of `pid`'s cgroup, in bytes, when it has one below the
+/// machine's memory (what the dashboard draws above the memory chart).
+pub fn memory_limit(pid: u32) -> Option<u64> {
+    MemoryCgroup::of(pid)?.limit()
+}
+
 /// How many processes the kernel's OOM killer has ended on this machine since
 /// boot (`oom_kill` in /proc/vmstat, Linux 4.13 and later).
 fn machine_oom_kills() -> Option<u64> {

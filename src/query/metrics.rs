@@ -33,6 +33,7 @@ pub fn metrics(app: &App, args: &MetricsArgs) -> anyhow::Result<()> {
             Some(since) => super::logs::parse_since(since, now)?,
             None => None,
         },
+        after_seq: None,
     };
     let mut db = store.db();
     match args.format.format {

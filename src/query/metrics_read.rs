@@ -33,6 +33,8 @@ pub struct MetricFilter {
     pub name: Option<String>,
     /// In the stored timestamp format.
     pub since: Option<String>,
+    /// Only samples after this one (`seq`): what a poll has not seen yet.
+    pub after_seq: Option<i64>,
 }
 
 const COLUMNS: &str = "seq, timestamp, metric_type, name, value, unit, step";
@@ -80,7 +82,7 @@ impl QueryDb<'_> {
         filter: &MetricFilter,
         mut visit: impl FnMut(MetricRow) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
-        let mut after = i64::MIN;
+        let mut after = filter.after_seq.unwrap_or(i64::MIN);
         loop {
             let (sql, values) = filter.page_sql(self, after);
             let rows = self.metric_page(&sql, values)?;

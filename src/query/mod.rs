@@ -3,7 +3,8 @@
 //! These commands exist so nobody has to know the schema to find out whether
 //! a pipeline is alive, how far it got and why it failed: `list` gives every
 //! experiment at a glance, `status` one run in depth, `logs` and `errors` the
-//! records themselves, `metrics` what the sampler measured. Text output is for terminals (local time, aligned,
+//! records themselves, `metrics` what the sampler measured, `watch` all of
+//! it live on one screen. Text output is for terminals (local time, aligned,
 //! control characters escaped); `--format json` prints JSON Lines with the
 //! field names of the spec, for scripts.
 //!
@@ -28,6 +29,7 @@ mod metrics_read;
 mod output;
 mod select;
 mod status;
+pub mod watch;
 
 pub use logs::{logs_with, LogsOptions};
 pub use output::escape_text;
@@ -38,15 +40,18 @@ use crate::run::RunState;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-/// Runs one `query` subcommand, printing to standard output.
-pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<()> {
-    match cmd {
+/// Runs one `query` subcommand, printing to standard output; returns the
+/// exit code.
+pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<i32> {
+    let done = match cmd {
         QueryCommand::List(args) => list::list(app, &args),
         QueryCommand::Status(args) => status::status(app, &args),
         QueryCommand::Logs(args) => logs::logs(app, &args),
         QueryCommand::Errors(args) => logs::errors(app, &args),
         QueryCommand::Metrics(args) => metrics::metrics(app, &args),
-    }
+        QueryCommand::Watch(args) => return watch::watch(app, &args),
+    };
+    done.map(|()| 0)
 }
 
 /// How long a run took, or has taken so far while it is live. `None` when

@@ -167,7 +167,10 @@ pub fn build_report(
 }
 
 /// An ETA only means something while the run goes on.
-fn progress_with_eta(mut progress: Vec<ProgressRow>, state: RunState) -> Vec<ProgressRow> {
+pub(crate) fn progress_with_eta(
+    mut progress: Vec<ProgressRow>,
+    state: RunState,
+) -> Vec<ProgressRow> {
     if state.is_live() {
         for task in &mut progress {
             task.eta_s = task.eta();
