@@ -14,4 +14,5 @@ mod tail_logrotate;
 mod tail_model;
 mod tracebacks;
 mod util;
+mod watch;
 mod wrap;

@@ -1,0 +1,166 @@
+//! `query watch` in a real terminal: a tmux pane running a shell, the
+//! dashboard started in it while a real tqdm program runs, read back with
+//! `capture-pane` until progress, memory and the program's final error show,
+//! then `q` — and the shell's prompt is back with the terminal's modes as they
+//! were. Also: off a terminal it refuses with exit code 2.
+
+use crate::util::*;
+use std::process::{Command, Output, Stdio};
+
+/// A private tmux server (its own socket), killed when dropped.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn new() -> Tmux {
+        let socket = format!("pmon-test-{}-{}", std::process::id(), rand_suffix());
+        Tmux { socket }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket, "-f", "/dev/null"]).args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self
+            .cmd(args)
+            .output()
+            .expect("running tmux (scripts/test installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {}", stderr_text(&out));
+        out
+    }
+
+    pub fn capture(&self, target: &str) -> String {
+        let out = self
+            .cmd(&["capture-pane", "-p", "-t", target])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]).stderr(Stdio::null()).status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+const PROGRAM: &str = r#"
+import os, time
+from tqdm import tqdm
+block = b'x' * (50 * 1024 * 1024)
+for _ in tqdm(range(200), desc="train", mininterval=0):
+    time.sleep(0.002)
+print('INFO:trainer:waiting for the test', flush=True)
+while not os.path.exists(os.environ['PMON_GO']):
+    time.sleep(0.05)
+raise ValueError('loss is nan at step 200')
+"#;
+
+#[test]
+fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
+    let agent = Agent::new().with_config(
+        "monitoring:\n  metrics_interval: 0.2\n  progress_update_interval: 0.2\nlogging:\n  database:\n    flush_interval: 0.2\n",
+    );
+    let go = agent.dir.path().join("go");
+    let program = Running::new(
+        agent
+            .cmd(&[
+                "wrap",
+                "-e",
+                "tw",
+                "--no-echo",
+                "--",
+                "python3",
+                "-c",
+                PROGRAM,
+            ])
+            .env("PMON_GO", &go)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let tmux = Tmux::new();
+    let shell = format!(
+        "env -u NO_COLOR PMON_DATA_DIR={} PS1='READY$ ' bash --norc --noprofile",
+        agent.data_dir().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        "w",
+        &shell,
+    ]);
+    wait_until("the shell's prompt", || {
+        tmux.capture("w").contains("READY$")
+    });
+    let watch = format!(
+        "cd {} && {} query watch tw",
+        agent.dir.path().display(),
+        env!("CARGO_BIN_EXE_pmon-agent")
+    );
+    tmux.run(&["send-keys", "-t", "w", &watch, "Enter"]);
+    wait_until("progress and memory on the dashboard", || {
+        let screen = tmux.capture("w");
+        screen.contains("200/200") && screen.contains("┌ memory ") && screen.contains(" MiB")
+    });
+    std::fs::write(&go, "").unwrap();
+    let out = program.wait_with_output();
+    assert_eq!(out.status.code(), Some(1));
+    wait_until("the final error on the dashboard", || {
+        let screen = tmux.capture("w");
+        screen.contains("ValueError: loss is nan at step 200") && screen.contains("failed (exit 1)")
+    });
+    tmux.run(&["send-keys", "-t", "w", "q"]);
+    wait_until("the prompt is back", || {
+        let screen = tmux.capture("w");
+        screen.trim_end().ends_with("READY$") && !screen.contains("┌ progress")
+    });
+    let alternate = tmux.run(&["display-message", "-p", "-t", "w", "#{alternate_on}"]);
+    assert_eq!(String::from_utf8_lossy(&alternate.stdout).trim(), "0");
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "w",
+        "stty -a | tr ' ' '\\n' | grep -E '^-?(icanon|echo|isig)$' | tr '\\n' ' '; echo",
+        "Enter",
+    ]);
+    wait_until("the terminal's modes", || {
+        tmux.capture("w")
+            .lines()
+            .any(|l| l.trim() == "isig icanon echo")
+    });
+}
+
+#[test]
+fn off_a_terminal_it_points_at_query_status() {
+    let agent = Agent::new();
+    let out = agent.run(&["query", "watch", "anything"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_text(&out).contains(
+            "needs a terminal; for a one-off report use pmon-agent query status anything"
+        ),
+        "{}",
+        stderr_text(&out)
+    );
+}
