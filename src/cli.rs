@@ -352,6 +352,11 @@ pub enum ConfigCommand {
     Default,
     /// Print the configuration in effect, after files and environment
     Show,
+    /// Print one setting, for scripts (`pipeline.command`: one argument a line)
+    Get {
+        /// The setting's key; `pipeline.command` is the one scripts need
+        key: String,
+    },
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {

@@ -20,6 +20,35 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     pub parsers: ParsersConfig,
     pub daemon: DaemonConfig,
+    pub pipeline: PipelineConfig,
+}
+
+/// What `run_monitored.sh` runs when no command follows `--`.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub command: Option<PipelineCommand>,
+}
+
+/// A command as a list of arguments, or as one string run by `sh -c`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "a list of arguments ([python3, train.py]) or one command line"
+)]
+pub enum PipelineCommand {
+    Args(Vec<String>),
+    Shell(String),
+}
+
+impl PipelineCommand {
+    /// The arguments to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            PipelineCommand::Args(args) => args.clone(),
+            PipelineCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
+        }
+    }
 }
 
 /// Restart policy limits for `daemon start --restart on-failure|always`.

@@ -26,6 +26,8 @@ pub struct StatusReport {
     pub state: RunState,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// The program's pid (its process group too): what to signal.
+    pub pid: Option<u32>,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub command: Vec<String>,
@@ -144,6 +146,7 @@ pub fn build_report(
         state: run.state,
         exit_code: run.exit_code,
         signal: run.signal,
+        pid: run.child_pid,
         started_at: run.started_at.clone(),
         ended_at: run.ended_at.clone(),
         command: run.command.clone(),
@@ -500,10 +503,11 @@ mod tests {
             "run",
             "command",
             "metrics",
+            "pid",
         ] {
             assert!(value.get(key).is_some(), "missing {key} in {text}");
         }
-        assert_eq!(value.as_object().unwrap().len(), 13);
+        assert_eq!(value.as_object().unwrap().len(), 14);
         assert_eq!(value["progress"][1]["parent"], "load");
         assert_eq!(value["progress"][1]["eta_s"], serde_json::Value::Null);
         assert_eq!(value["state"], "failed");

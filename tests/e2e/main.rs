@@ -9,6 +9,7 @@ mod oom;
 mod pg_server;
 mod postgres;
 mod queries;
+mod run_monitored;
 mod tail;
 mod tail_logrotate;
 mod tail_model;
