@@ -8,23 +8,23 @@ use crate::util::*;
 use std::process::{Command, Output, Stdio};
 
 /// A private tmux server (its own socket), killed when dropped.
-pub struct Tmux {
+struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    pub fn new() -> Tmux {
+    fn new() -> Tmux {
         let socket = format!("pmon-test-{}-{}", std::process::id(), rand_suffix());
         Tmux { socket }
     }
 
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("tmux");
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]).args(args);
         cmd
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Output {
         let out = self
             .cmd(args)
             .output()
@@ -33,16 +33,12 @@ impl Tmux {
         out
     }
 
-    pub fn capture(&self, target: &str) -> String {
+    fn capture(&self, target: &str) -> String {
         let out = self
             .cmd(&["capture-pane", "-p", "-t", target])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn socket(&self) -> &str {
-        &self.socket
     }
 }
 
