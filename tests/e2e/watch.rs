@@ -147,6 +147,44 @@ fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
     });
 }
 
+/// A closed window or pane (here: the whole tmux server killed) ends the
+/// dashboard; it must not go on reading a terminal that is gone.
+#[test]
+fn the_dashboard_ends_when_its_terminal_goes_away() {
+    let agent = Agent::new();
+    let tmux = Tmux::new();
+    let command = format!(
+        "env PMON_DATA_DIR={} {} query watch nobody-yet",
+        agent.data_dir().display(),
+        env!("CARGO_BIN_EXE_pmon-agent")
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-s",
+        "gone",
+        &command,
+    ]);
+    wait_until("the dashboard waits for the run", || {
+        tmux.capture("gone")
+            .contains("waiting for experiment 'nobody-yet'")
+    });
+    let pid = tmux.run(&["display-message", "-p", "-t", "gone", "#{pane_pid}"]);
+    let pid: u32 = String::from_utf8_lossy(&pid.stdout).trim().parse().unwrap();
+    tmux.run(&["kill-server"]);
+    wait_until("the dashboard has exited", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+        })
+    });
+}
+
 #[test]
 fn off_a_terminal_it_points_at_query_status() {
     let agent = Agent::new();

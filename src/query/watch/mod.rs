@@ -63,17 +63,53 @@ pub fn watch(app: &App, args: &WatchArgs) -> anyhow::Result<i32> {
         let wait = next_refresh
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(250));
-        if event::poll(wait)? {
+        match terminal_input(wait) {
+            Input::Gone => break,
+            Input::Quiet => {}
             // A resize needs nothing: the next draw fits the new size.
-            if let Event::Key(key) = event::read()? {
-                let pressed = key.kind != KeyEventKind::Release;
-                if pressed && handle_key(key, &mut view, &snapshot) == Action::Quit {
-                    break;
+            Input::Ready => {
+                if event::poll(Duration::ZERO)? {
+                    if let Event::Key(key) = event::read()? {
+                        let pressed = key.kind != KeyEventKind::Release;
+                        if pressed && handle_key(key, &mut view, &snapshot) == Action::Quit {
+                            break;
+                        }
+                    }
                 }
             }
         }
     }
     Ok(0)
+}
+
+enum Input {
+    Ready,
+    Quiet,
+    /// The terminal hung up (its window or tmux pane closed).
+    Gone,
+}
+
+/// Waits up to `wait` for a key (or a resize). Asked of the terminal itself
+/// first: crossterm, given a terminal that hung up, reads its end of file in
+/// a loop and never returns, spinning a core.
+fn terminal_input(wait: Duration) -> Input {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Input::Quiet,
+        Ok(_) => {
+            let events = fds[0].revents().unwrap_or(PollFlags::empty());
+            if events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                Input::Gone
+            } else {
+                Input::Ready
+            }
+        }
+        Err(_) => Input::Gone,
+    }
 }
 
 /// A refresh; a store that cannot be opened or read is shown as the reason
