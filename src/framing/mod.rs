@@ -132,19 +132,33 @@ impl LineFramer {
     }
 
     fn emit_line(&mut self, out: &mut Vec<Framed>) {
-        let start = self.line_start;
-        let rows_up = self.rows_up();
-        let text = self.take();
-        out.push((start, drawn_or(text, rows_up, Frame::Line)));
+        let start = self.split_drawn(out);
+        out.push((start, Frame::Line(self.take())));
         self.line_start = self.consumed;
     }
 
-    /// How many rows the current text moves the cursor up (`ESC [ N A`).
-    fn rows_up(&self) -> u16 {
-        if !self.buf.contains(&0x1b) {
-            return 0;
+    /// What the current text drew before its last cursor-up (`ESC [ N A`)
+    /// is a [`Frame::Drawn`] row (tqdm's nested bar; blank when a bar was
+    /// cleared); what follows it is printed on the row above, as output (a
+    /// log line written right after a bar closed). Returns where that rest
+    /// starts.
+    fn split_drawn(&mut self, out: &mut Vec<Framed>) -> u64 {
+        let Some(end) = last_cursor_up_end(&self.buf) else {
+            return self.line_start;
+        };
+        let rows_up = cursor_rows_up(&self.buf[..end]);
+        let drawn = clean_text(&self.buf[..end]);
+        if !drawn.trim().is_empty() {
+            out.push((
+                self.line_start,
+                Frame::Drawn {
+                    text: drawn,
+                    rows_up,
+                },
+            ));
         }
-        cursor_rows_up(&self.buf)
+        self.buf.drain(..end);
+        self.line_start + end as u64
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -156,12 +170,11 @@ impl LineFramer {
     }
 
     fn emit_overwrite(&mut self, out: &mut Vec<Framed>) {
-        let start = self.line_start;
-        let rows_up = self.rows_up();
+        let start = self.split_drawn(out);
         let text = self.take();
         self.line_start = self.consumed;
         if !text.is_empty() {
-            out.push((start, drawn_or(text, rows_up, Frame::Overwrite)));
+            out.push((start, Frame::Overwrite(text)));
         }
     }
 
@@ -187,12 +200,25 @@ impl LineFramer {
     }
 }
 
-fn drawn_or(text: String, rows_up: u16, frame: fn(String) -> Frame) -> Frame {
-    if rows_up > 0 {
-        Frame::Drawn { text, rows_up }
-    } else {
-        frame(text)
+/// Just past the last cursor-up sequence in `bytes`, if there is one.
+fn last_cursor_up_end(bytes: &[u8]) -> Option<usize> {
+    if !bytes.contains(&0x1b) {
+        return None;
     }
+    let mut end = None;
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(2).position(|w| w == b"\x1b[") {
+        let params = at + found + 2;
+        let digits = bytes[params..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if bytes.get(params + digits) == Some(&b'A') {
+            end = Some(params + digits + 1);
+        }
+        at = params + digits;
+    }
+    end
 }
 
 /// The rows moved up by the cursor-up sequences (`ESC [ A`, `ESC [ 3 A`) in `bytes`.
@@ -315,19 +341,40 @@ mod tests {
     #[test]
     fn rows_drawn_below_the_cursor_are_told_apart_by_how_far_it_goes_back() {
         assert_eq!(
-            frames(&[b"\repoch:  0%| | 0/2\n\rbatch:  0%| | 0/3\x1b[A\n\r    \x1b[2A\rtext\n"]),
+            frames(&[b"\repoch:  0%| | 0/2\n\rbatch:  0%| | 0/3\x1b[A\n\rbatch2\x1b[2A\rtext\n"]),
             vec![
                 line("epoch:  0%| | 0/2"),
                 Frame::Drawn {
                     text: "batch:  0%| | 0/3".into(),
                     rows_up: 1
                 },
+                line(""),
                 Frame::Drawn {
-                    text: "    ".into(),
+                    text: "batch2".into(),
                     rows_up: 2
                 },
                 line("text"),
             ]
+        );
+    }
+
+    /// A log line written just after a nested bar closed: tqdm cleared the
+    /// bar's row and moved the cursor up, then the line was printed there.
+    /// It is output, with its offset just past the cursor-up.
+    #[test]
+    fn text_after_a_cursor_up_is_output_not_a_drawn_row() {
+        let mut f = LineFramer::new(1 << 20);
+        let mut out = Vec::new();
+        f.push(
+            b"\r      \x1b[A2026-11-30 18:17:05,710 INFO trainer: epoch 0 done\n",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![(
+                10,
+                line("2026-11-30 18:17:05,710 INFO trainer: epoch 0 done")
+            )]
         );
     }
 

@@ -245,6 +245,8 @@ from tqdm import tqdm
 for epoch in tqdm(range(2), desc="epoch", mininterval=0):
     for batch in tqdm(range(30), desc="batch", position=1, leave=False, mininterval=0):
         time.sleep(0.001)
+    # Printed right after the inner bar cleared its row and moved the cursor up.
+    print(f'INFO:train:epoch {epoch} done', file=sys.stderr, flush=True)
 print('##pmon[progress task=load/shard_3 current=1 total=10 unit=files]', flush=True)
 time.sleep(0.3)
 print('##pmon[progress task=load/shard_3 current=3 total=10 unit=files]', flush=True)
@@ -314,6 +316,16 @@ fn nested_tqdm_and_pmon_progress_build_the_tree_with_rates_and_eta() {
         task(&done, "load/shard_3")["eta_s"],
         Value::Null,
         "no ETA once the run ended"
+    );
+    let logs = agent.json_lines(&["query", "logs", "tree"]);
+    let messages: Vec<&str> = logs
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        ["epoch 0 done", "epoch 1 done"],
+        "log lines between bars are records, bars are not"
     );
     let per_task = samples(&agent, "tree", &["--type", "throughput"]);
     assert!(
