@@ -4,6 +4,7 @@
 //! then `q` — and the shell's prompt is back with the terminal's modes as they
 //! were. Also: off a terminal it refuses with exit code 2.
 
+use crate::pg_server::shared_database;
 use crate::util::*;
 use std::process::{Command, Output, Stdio};
 
@@ -183,6 +184,56 @@ fn the_dashboard_ends_when_its_terminal_goes_away() {
                 .is_some_and(|s| s.trim_start().starts_with('Z'))
         })
     });
+}
+
+/// The same dashboard over PostgreSQL: the run, its progress and its error.
+#[test]
+fn the_dashboard_reads_postgresql() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let agent = Agent::new().with_config("monitoring:\n  metrics_interval: 0.2\n");
+    let program = "import time\nfrom tqdm import tqdm\nfor _ in tqdm(range(200), desc='fetch', mininterval=0):\n    time.sleep(0.001)\nraise KeyError('shard-7')\n";
+    let out = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "pgw",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ])
+        .env("PMON_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
+    let tmux = Tmux::new();
+    let command = format!(
+        "cd {} && env PMON_DATA_DIR={} PMON_DATABASE_URL={url} {} query watch pgw",
+        agent.dir.path().display(),
+        agent.data_dir().display(),
+        env!("CARGO_BIN_EXE_pmon-agent")
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        "pg",
+        &command,
+    ]);
+    wait_until("the PostgreSQL run on the dashboard", || {
+        let screen = tmux.capture("pg");
+        screen.contains("failed (exit 1)")
+            && screen.contains("200/200")
+            && screen.contains("KeyError: 'shard-7'")
+            && screen.contains("┌ memory ")
+    });
+    tmux.run(&["send-keys", "-t", "pg", "q"]);
 }
 
 #[test]

@@ -149,10 +149,8 @@ fn header_lines(snap: &Snapshot, view: &View) -> Vec<Line<'static>> {
             _ => Color::Red,
         };
         first.push(Span::raw(format!(
-            "  run {} of {} ({})  ",
-            run.ordinal,
-            snap.runs,
-            escape_text(&run.run_id)
+            "  run {} of {}  ",
+            run.ordinal, snap.runs
         )));
         first.push(Span::styled(state_text(snap), view.style(state_color)));
         if let Some(elapsed) = snap.elapsed() {
@@ -165,6 +163,11 @@ fn header_lines(snap: &Snapshot, view: &View) -> Vec<Line<'static>> {
             first.push(Span::raw(format!("  pid {pid}")));
         }
         first.push(Span::raw(format!("  host {}", escape_text(&run.host))));
+        // Last: on a narrow terminal it is what gets cut.
+        first.push(Span::styled(
+            format!("  {}", escape_text(&run.run_id)),
+            view.style(Color::DarkGray),
+        ));
     }
     let keys = if view.traceback.is_some() {
         "↑↓ PgUp PgDn: scroll   Enter/Esc: close   q: quit"
@@ -348,13 +351,16 @@ fn draw_chart(
     y_max: f64,
     y_label: impl Fn(f64) -> String,
 ) {
+    // The span goes in the title: an x axis with labels would take two of
+    // the few rows a chart has at 80x24.
     let x = x_max(snap);
+    let title = format!(
+        "{title} · last {}",
+        humanize_duration(Duration::from_secs_f64(x))
+    );
     let chart = Chart::new(datasets)
-        .block(block(title, panel, view))
-        .x_axis(Axis::default().bounds([0.0, x]).labels([
-            Span::raw("0s"),
-            Span::raw(humanize_duration(Duration::from_secs_f64(x))),
-        ]))
+        .block(block(&title, panel, view))
+        .x_axis(Axis::default().bounds([0.0, x]))
         .y_axis(
             Axis::default()
                 .bounds([0.0, y_max])

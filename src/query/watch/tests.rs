@@ -82,14 +82,15 @@ fn screen(snapshot: &Snapshot, view: &View, width: u16, height: u16) -> String {
 fn the_whole_dashboard_at_80_by_24_shows_every_panel() {
     let (_dir, snap) = snapshot();
     let text = screen(snap, &View::new(None, false), 80, 24);
+    let header = text.lines().next().unwrap();
     assert!(
-        text.lines()
-            .next()
-            .unwrap()
-            .starts_with("pmon  dash  run 1 of 1 ("),
-        "{text}"
+        header.starts_with("pmon  dash  run 1 of 1  failed (exit 1)  "),
+        "{header}"
     );
-    assert!(text.contains("failed (exit 1)"), "{text}");
+    assert!(
+        header.contains("  pid ") && header.contains("  host "),
+        "{header}"
+    );
     for title in ["progress", "memory", "cpu", "errors (1)", "logs"] {
         assert!(
             text.contains(&format!("┌ {title}")),
@@ -192,4 +193,32 @@ fn a_run_that_has_not_started_is_waited_for() {
         text.contains("waiting for experiment 'later' to start"),
         "{text}"
     );
+}
+
+/// A daemon restarted: its next run appears as it starts, with charts of
+/// its own (not the last run's samples).
+#[test]
+fn a_new_run_of_the_experiment_takes_over() {
+    use crate::query::tests::{insert_run, temp_store};
+    let (_dir, store) = temp_store();
+    insert_run(store.conn(), "d", 1, "R1", "crashed");
+    store
+        .conn()
+        .execute(
+            "INSERT INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit) VALUES ('d', 'R1', 0, '2026-11-27T10:00:01.000000Z', 'memory', 'rss_bytes', 1048576, 'bytes')",
+            [],
+        )
+        .unwrap();
+    let path = store.conn().path().unwrap().to_string();
+    let mut store = Some(Store::Embedded(store));
+    let mut watcher = Watcher::new("d");
+    let first = watcher.refresh(store.as_mut()).unwrap();
+    assert_eq!(first.run.as_ref().map(|r| r.ordinal), Some(1));
+    assert_eq!(first.memory.len(), 1);
+    let conn = rusqlite::Connection::open(path).unwrap();
+    insert_run(&conn, "d", 2, "R2", "running");
+    let second = watcher.refresh(store.as_mut()).unwrap();
+    assert_eq!(second.run.as_ref().map(|r| r.run_id.as_str()), Some("R2"));
+    assert_eq!(second.runs, 2);
+    assert!(second.memory.is_empty(), "the new run's charts start empty");
 }
