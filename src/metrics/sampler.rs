@@ -28,7 +28,31 @@ struct Shared {
 #[derive(Default)]
 struct State {
     tree: Option<TreeSampler>,
+    root: u32,
+    /// The memory limit of the program's cgroup as last sent.
+    limit: Option<u64>,
     done: bool,
+}
+
+impl State {
+    /// Samples the tree and sends the series; `alive`: the program still runs.
+    fn sample(&mut self, shared: &Shared, alive: bool) {
+        let Some(tree) = self.tree.as_mut() else {
+            return;
+        };
+        let sample = tree.sample();
+        // The limit of the program's cgroup (the dashboard draws it above the
+        // memory chart), sent when first seen and when it changes: a program
+        // may move itself into a cgroup after it starts.
+        let limit = alive
+            .then(|| crate::procinfo::oom::memory_limit(self.root))
+            .flatten();
+        let changed = limit.is_some() && limit != self.limit;
+        if changed {
+            self.limit = limit;
+        }
+        shared.send(sample, alive, limit.filter(|_| changed));
+    }
 }
 
 impl MetricsSampler {
@@ -61,12 +85,9 @@ impl MetricsSampler {
         if state.done {
             return;
         }
-        let mut tree = TreeSampler::new(pid);
-        // Read once, with the first sample: the limit of the cgroup the
-        // program starts in (the dashboard draws it above the memory chart).
-        let limit = crate::procinfo::oom::memory_limit(pid);
-        self.shared.send_with(tree.sample(), true, limit);
-        state.tree = Some(tree);
+        state.tree = Some(TreeSampler::new(pid));
+        state.root = pid;
+        state.sample(&self.shared, true);
     }
 
     /// The program has exited and is not reaped yet: the last sample, and
@@ -76,10 +97,7 @@ impl MetricsSampler {
             return;
         };
         if !state.done {
-            if let Some(tree) = state.tree.as_mut() {
-                let sample = tree.sample();
-                self.shared.send(sample, false);
-            }
+            state.sample(&self.shared, false);
         }
         state.done = true;
         self.shared.wake.notify_all();
@@ -108,10 +126,7 @@ fn sample_every(shared: &Shared, interval: Duration) {
         if state.done {
             return;
         }
-        if let Some(tree) = state.tree.as_mut() {
-            let sample = tree.sample();
-            shared.send(sample, true);
-        }
+        state.sample(shared, true);
     }
 }
 
@@ -119,11 +134,7 @@ impl Shared {
     /// Sends one sample's series. `alive`: the program runs; at its exit only
     /// a zombie is left, whose memory and thread counts would read as zero,
     /// so those series end with the last sample of the running program.
-    fn send(&self, tree: TreeSample, alive: bool) {
-        self.send_with(tree, alive, None);
-    }
-
-    fn send_with(&self, tree: TreeSample, alive: bool, limit: Option<u64>) {
+    fn send(&self, tree: TreeSample, alive: bool, limit: Option<u64>) {
         let mut metrics = series(&tree, alive, &host_sample(&self.data_dir));
         if let (Some(limit), Some(first)) = (limit, metrics.first()) {
             metrics.push(Metric {

@@ -77,7 +77,7 @@ fn assert_oom_text(text: &str, context: &str) {
 
 #[test]
 fn wrap_reports_an_oom_kill_with_the_last_memory_sample() {
-    let agent = Agent::new();
+    let agent = Agent::new().with_config("monitoring:\n  metrics_interval: 0.1\n");
     let cgroup = LimitedCgroup::new("wrap");
     let mut args = vec!["wrap", "-e", "hog", "--"];
     let command = hog_command(&cgroup);
@@ -100,6 +100,22 @@ fn wrap_reports_an_oom_kill_with_the_last_memory_sample() {
     // Python alone is about 10 MiB. VmRSS also counts shared library pages
     // charged to another cgroup, so it can pass the limit a little.
     assert!(rss > 20 * 1048576 && rss < LIMIT_MIB * 1048576 * 2, "{rss}");
+    // The cgroup's limit is sampled once the program has moved into it (the
+    // dashboard draws it above the memory chart).
+    let limits = agent.json_lines(&[
+        "query",
+        "metrics",
+        "hog",
+        "--type",
+        "memory",
+        "--name",
+        "limit_bytes",
+    ]);
+    assert_eq!(limits.len(), 1, "sent once, when first seen: {limits:?}");
+    assert_eq!(
+        limits[0]["value"].as_f64(),
+        Some((LIMIT_MIB * 1048576) as f64)
+    );
 }
 
 #[test]

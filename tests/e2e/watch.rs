@@ -128,24 +128,88 @@ fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
         screen.contains("ValueError: loss is nan at step 200") && screen.contains("failed (exit 1)")
     });
     tmux.run(&["send-keys", "-t", "w", "q"]);
+    assert_terminal_restored(&tmux, "w");
+}
+
+/// The pane's shell prompt is back, off the alternate screen, with the
+/// line discipline's modes as they were (not left raw).
+fn assert_terminal_restored(tmux: &Tmux, pane: &str) {
     wait_until("the prompt is back", || {
-        let screen = tmux.capture("w");
-        screen.trim_end().ends_with("READY$") && !screen.contains("┌ progress")
+        let screen = tmux.capture(pane);
+        screen.trim_end().ends_with("READY$") && !screen.contains("┌ ")
     });
-    let alternate = tmux.run(&["display-message", "-p", "-t", "w", "#{alternate_on}"]);
+    let alternate = tmux.run(&["display-message", "-p", "-t", pane, "#{alternate_on}"]);
     assert_eq!(String::from_utf8_lossy(&alternate.stdout).trim(), "0");
     tmux.run(&[
         "send-keys",
         "-t",
-        "w",
+        pane,
         "stty -a | tr ' ' '\\n' | grep -E '^-?(icanon|echo|isig)$' | tr '\\n' ' '; echo",
         "Enter",
     ]);
     wait_until("the terminal's modes", || {
-        tmux.capture("w")
+        tmux.capture(pane)
             .lines()
             .any(|l| l.trim() == "isig icanon echo")
     });
+}
+
+/// SIGTERM (a `kill`, a closing session manager) ends the dashboard with the
+/// terminal given back, as `q` does.
+#[test]
+fn sigterm_gives_the_terminal_back_too() {
+    let agent = Agent::new();
+    let tmux = Tmux::new();
+    let shell = format!(
+        "env PMON_DATA_DIR={} PS1='READY$ ' bash --norc --noprofile",
+        agent.data_dir().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-s",
+        "t",
+        &shell,
+    ]);
+    wait_until("the shell's prompt", || {
+        tmux.capture("t").contains("READY$")
+    });
+    let watch = format!("{} query watch term-me", env!("CARGO_BIN_EXE_pmon-agent"));
+    tmux.run(&["send-keys", "-t", "t", &watch, "Enter"]);
+    wait_until("the dashboard waits", || {
+        tmux.capture("t")
+            .contains("waiting for experiment 'term-me'")
+    });
+    let shell_pid = tmux.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+    let shell_pid = String::from_utf8_lossy(&shell_pid.stdout)
+        .trim()
+        .to_string();
+    let children = std::fs::read_to_string(format!("/proc/{shell_pid}/task/{shell_pid}/children"))
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| {
+            let out = Command::new("pgrep")
+                .args(["-P", &shell_pid])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+    let watch_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("the dashboard's pid")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_terminal_restored(&tmux, "t");
 }
 
 /// A closed window or pane (here: the whole tmux server killed) ends the

@@ -222,3 +222,19 @@ fn a_new_run_of_the_experiment_takes_over() {
     assert_eq!(second.runs, 2);
     assert!(second.memory.is_empty(), "the new run's charts start empty");
 }
+
+#[test]
+fn the_cgroup_limit_is_drawn_with_the_memory_chart() {
+    let snap = Snapshot {
+        experiment: "capped".into(),
+        memory: vec![(0.0, 8.0 * 1048576.0), (30.0, 48.0 * 1048576.0)],
+        limit: Some(64.0 * 1048576.0),
+        ..Snapshot::default()
+    };
+    let text = screen(&snap, &View::new(Some(Panel::Memory), false), 80, 24);
+    assert!(text.contains("┌ memory 48.0 MiB of 64.0 MiB"), "{text}");
+    assert!(
+        text.contains("70.4 MiB"),
+        "the axis reaches past the limit: {text}"
+    );
+}
