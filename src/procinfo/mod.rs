@@ -8,18 +8,29 @@ pub mod oom;
 /// The start time of `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if the process does not exist.
 pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.1
+}
+
+/// The state letter (field 3) and start time (field 22) of `pid`.
+fn stat_fields(pid: u32) -> Option<(char, Option<u64>)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses.
     let after_comm = &stat[stat.rfind(')')? + 2..];
-    after_comm.split(' ').nth(19)?.parse().ok()
+    let state = after_comm.chars().next()?;
+    Some((
+        state,
+        after_comm.split(' ').nth(19).and_then(|s| s.parse().ok()),
+    ))
 }
 
-/// True if `pid` exists and, when `start` is known, is the same process.
+/// True if `pid` is a running (or stopped, or sleeping) process and, when
+/// `start` is known, the same process. A zombie is dead: it has exited and
+/// only waits to be reaped, which a container's PID 1 may never do.
 pub fn is_alive(pid: u32, start: Option<u64>) -> bool {
-    match (start_time(pid), start) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(now), Some(then)) => now == then,
+    match stat_fields(pid) {
+        None => false,
+        Some(('Z' | 'X' | 'x', _)) => false,
+        Some((_, now)) => start.is_none() || now == start,
     }
 }
 
@@ -51,5 +62,19 @@ mod tests {
         assert!(is_alive(me, start));
         assert!(!is_alive(me, start.map(|s| s + 1)));
         assert!(!is_alive(u32::MAX - 1, None));
+    }
+
+    #[test]
+    fn a_zombie_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not yet reaped: a zombie until `wait`.
+        while stat_fields(pid).is_some_and(|(state, _)| state != 'Z') {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(stat_fields(pid).map(|(s, _)| s), Some('Z'));
+        assert!(!is_alive(pid, None));
+        assert!(!is_alive(pid, start_time(pid)));
+        child.wait().unwrap();
     }
 }

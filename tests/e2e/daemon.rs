@@ -324,6 +324,58 @@ fn status_shows_the_running_programs_memory_cpu_and_top_level_progress() {
     agent.run(&["daemon", "stop", "sampled"]);
 }
 
+/// In a container whose PID 1 does not reap, a supervisor killed with
+/// SIGKILL stays a zombie: it must show as `lost`, not `running` forever.
+/// Here the test is the supervisor's parent and does not reap it.
+#[test]
+fn a_supervisor_that_is_a_zombie_is_lost() {
+    let agent = Agent::new();
+    let mut supervisor = agent
+        .cmd(&[
+            "daemon",
+            "supervise",
+            "--name",
+            "undead",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the supervisor writes its state", || {
+        agent.data_dir().join("daemons/undead.json").exists()
+    });
+    let s = wait_for(&agent, "undead", |s| {
+        s["state"] == "running" && !s["pid"].is_null()
+    });
+    assert_eq!(s["state"], "running");
+    supervisor.kill().unwrap();
+    let pid = supervisor.id();
+    let zombie = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !zombie() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(zombie(), "the killed supervisor is a zombie until reaped");
+    let s = status(&agent, "undead");
+    assert_eq!(s["state"], "lost", "{s}");
+    supervisor.wait().unwrap();
+    // Its program is an orphan now; end it.
+    let program = s["pid"].as_u64().unwrap() as i32;
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(program),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
 #[test]
 fn sigusr1_to_the_supervisor_writes_a_status_report() {
     let agent = Agent::new();
