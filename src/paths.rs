@@ -52,3 +52,33 @@ pub fn safe_component(name: &str) -> String {
         _ => cleaned,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// User-given experiment names never leave `logs/` or reach another path.
+    #[test]
+    fn experiment_names_stay_one_component_inside_logs() {
+        let data = DataDir {
+            root: PathBuf::from("/data"),
+        };
+        for (name, dir) in [
+            ("../../etc", ".._.._etc"),
+            ("..", "_.."),
+            (".", "_."),
+            ("", "_"),
+            ("a/b", "a_b"),
+            ("nul\0x", "nul_x"),
+            ("/abs", "_abs"),
+        ] {
+            let path = data.run_log_path(name, "R");
+            assert_eq!(
+                path,
+                PathBuf::from(format!("/data/logs/{dir}/R.log")),
+                "{name:?}"
+            );
+            assert!(path.starts_with("/data/logs"));
+        }
+    }
+}

@@ -11,6 +11,8 @@
 
 mod assemble;
 pub mod directive;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod logline;
 mod progress;

@@ -88,3 +88,78 @@ fn a_bad_config_names_the_file_line_and_key() {
     );
     assert!(!err.contains("panicked"));
 }
+
+/// Random bytes (seeded): binary garbage, NUL, half UTF-8 sequences, escape
+/// sequences, `\r`-only stretches and one line past the 1 MiB cap, written in
+/// random chunk sizes. The echo and the plain log file get them byte for byte;
+/// the store gets safe text; the agent exits with the program's code.
+#[test]
+fn garbage_passes_through_byte_for_byte_and_is_stored_safely() {
+    let agent = Agent::new();
+    let program = r#"
+import os, random, sys
+random.seed(11)
+pieces = [b"\x00", b"\xff\xfe", b"\xe2\x82", b"\x1b[31m", b"\x1b]0;t\x07", b"\x1b[2A", b"\r" * 7,
+          b"\r\n", b"\n", b"ok line\n", "é€😀".encode(), b"x" * (1200 * 1024) + b"\n"]
+data = bytearray()
+for _ in range(3000):
+    if random.random() < 0.5:
+        data += bytes(random.getrandbits(8) for _ in range(random.randint(1, 60)))
+    else:
+        data += random.choice(pieces[:-1])
+data += pieces[-1]
+data += b"the end\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(data)
+at = 0
+while at < len(data):
+    n = random.randint(1, 70000)
+    at += os.write(1, bytes(data[at:at + n]))
+"#;
+    let expected_path = agent.dir.path().join("expected.bin");
+    let out = agent.run(&[
+        "wrap",
+        "-e",
+        "garbage",
+        "--",
+        "python3",
+        "-c",
+        program,
+        expected_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    let expected = std::fs::read(&expected_path).unwrap();
+    assert!(
+        out.stdout == expected,
+        "the echo differs from what the program wrote"
+    );
+    let logs_dir = agent.data_dir().join("logs/garbage");
+    let plain = std::fs::read_dir(&logs_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::read(plain).unwrap() == expected,
+        "the plain log file differs"
+    );
+    let records = agent.json_lines(&["query", "logs", "garbage"]);
+    assert!(
+        records.iter().any(|r| r["message"] == "the end"),
+        "the last line is stored"
+    );
+    assert!(records
+        .iter()
+        .all(|r| !r["message"].as_str().unwrap().contains('\0')));
+    let capped = records
+        .iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .unwrap()
+                .contains("[pmon: line truncated, ")
+        })
+        .count();
+    assert!(capped >= 1, "the 1.2 MiB line is capped with a marker");
+}
