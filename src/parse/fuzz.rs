@@ -72,17 +72,15 @@ fn run(bytes: &[u8], cuts: &[usize]) -> Vec<Output> {
     let now = Instant::now();
     let mut out = Vec::new();
     for frame in frames {
-        if let (_, Frame::Line(text) | Frame::Overwrite(text) | Frame::Drawn { text, .. }) = &frame
-        {
-            assert!(!text.contains('\0') && !text.contains('\x1b'), "{text:?}");
-            // Each byte kept becomes at most 3 (an invalid byte is U+FFFD, NUL
-            // is U+2400), plus the marker saying how much was cut.
-            assert!(
-                text.len() <= 3 * CAP + 64,
-                "a line past the cap: {} bytes",
-                text.len()
-            );
-        }
+        let (_, Frame::Line(text) | Frame::Overwrite(text) | Frame::Drawn { text, .. }) = &frame;
+        assert!(!text.contains('\0') && !text.contains('\x1b'), "{text:?}");
+        // Each byte kept becomes at most 3 (an invalid byte is U+FFFD, NUL
+        // is U+2400), plus the marker saying how much was cut.
+        assert!(
+            text.len() <= 3 * CAP + 64,
+            "a line past the cap: {} bytes",
+            text.len()
+        );
         assembler.frame(frame, now, &mut out);
     }
     assembler.finish(&mut out);
