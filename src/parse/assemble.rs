@@ -70,6 +70,10 @@ pub struct RecordAssembler {
     traceback_offset: u64,
     last_activity: Instant,
     events: Vec<TracebackEvent>,
+    /// When the bytes being parsed arrived, if not now (a capture file read
+    /// by a shipper that restarted): what records without a time of their
+    /// own are stamped with.
+    clock: Option<DateTime<Utc>>,
     /// The task name of the tqdm bar last drawn on each row (0: the
     /// cursor's row, 1: the row below…): a bar's parent is the row above it.
     bars: Vec<String>,
@@ -99,6 +103,7 @@ impl RecordAssembler {
             traceback_offset: 0,
             last_activity: Instant::now(),
             events: Vec::new(),
+            clock: None,
             bars: Vec::new(),
         }
     }
@@ -150,6 +155,15 @@ impl RecordAssembler {
         }
     }
 
+    /// The bytes that follow arrived at `at`.
+    pub fn set_clock(&mut self, at: DateTime<Utc>) {
+        self.clock = Some(at);
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.unwrap_or_else(Utc::now)
+    }
+
     /// Records from now on name this source (a file renamed by rotation).
     pub fn set_source(&mut self, source: &str) {
         if &*self.source != source {
@@ -199,13 +213,23 @@ impl RecordAssembler {
                 },
                 &mut self.events,
             );
+            let finished = self
+                .events
+                .iter()
+                .any(|e| matches!(e, TracebackEvent::Finished(_)));
             self.drain_events(out);
             if taken {
+                if finished && self.tracebacks.is_active() {
+                    // The line that ended one traceback began the next: its
+                    // record is keyed by where it starts, not by the last's.
+                    self.traceback_started = self.now();
+                    self.traceback_offset = start;
+                }
                 return;
             }
         }
         if TracebackCollector::is_start(&line) {
-            self.traceback_started = Utc::now();
+            self.traceback_started = self.now();
             self.traceback_offset = start;
             self.tracebacks.feed(&line, |_| false, &mut self.events);
             return;
@@ -241,16 +265,15 @@ impl RecordAssembler {
         }
         let Some((parser, fields)) = self.chain.parse(&line) else {
             self.release_pending(out);
-            out.push(Output::Record(LogRecord::plain(
-                line,
-                self.stream,
-                self.source.clone(),
-            )));
+            let mut record = LogRecord::plain(line, self.stream, self.source.clone());
+            record.timestamp = self.now();
+            record.offset = offset;
+            out.push(Output::Record(record));
             return;
         };
         self.release_pending(out);
         let mut record = LogRecord {
-            timestamp: fields.timestamp.unwrap_or_else(Utc::now),
+            timestamp: fields.timestamp.unwrap_or_else(|| self.now()),
             level: fields.level,
             logger: fields.logger,
             message: fields.message,
@@ -444,6 +467,17 @@ mod tests {
         let recs = records(&out);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].message, "##pmon[metric name=loss value=nan]");
+    }
+
+    /// Tracebacks printed back to back (`traceback.print_exc()` in a loop)
+    /// are records of their own, each keyed by the offset of its first line
+    /// (two with one key would be stored once).
+    #[test]
+    fn tracebacks_back_to_back_each_start_where_they_start() {
+        let out = assemble(&format!("{TB}{TB}{TB}"));
+        let offsets: Vec<Option<u64>> = records(&out).iter().map(|r| r.offset).collect();
+        let len = TB.len() as u64;
+        assert_eq!(offsets, [Some(0), Some(len), Some(2 * len)]);
     }
 
     #[test]
