@@ -8,6 +8,8 @@ use anyhow::Context;
 
 pub struct App {
     pub config: Config,
+    /// The config file in effect, if any (a shipper reads the same one).
+    pub config_path: Option<std::path::PathBuf>,
     pub data_dir: DataDir,
 }
 
@@ -18,7 +20,7 @@ impl App {
             .config
             .as_deref()
             .filter(|p| !p.as_os_str().is_empty());
-        let (mut config, _) = Config::load(explicit)?;
+        let (mut config, config_path) = Config::load(explicit)?;
         if let Some(url) = &global.database_url {
             config.logging.database.url = Some(url.clone());
         }
@@ -28,7 +30,11 @@ impl App {
                 .as_deref()
                 .filter(|p| !p.as_os_str().is_empty()),
         )?;
-        Ok(App { config, data_dir })
+        Ok(App {
+            config,
+            config_path,
+            data_dir,
+        })
     }
 
     /// The store, created if needed (commands that write).

@@ -63,6 +63,32 @@ pub enum Command {
     /// Print the built-in default configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// (internal) Ship the capture of a run a holder runs: started by wrap and daemons
+    #[command(hide = true)]
+    Ship(ShipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    #[arg(long)]
+    pub experiment: String,
+    /// Register a new run this way (exclusive, new-run, resume, continue)
+    #[arg(long)]
+    pub mode: Option<String>,
+    #[arg(long)]
+    pub command_json: Option<String>,
+    #[arg(long)]
+    pub tags_json: Option<String>,
+    /// Continue shipping this run (a shipper started again)
+    #[arg(long)]
+    pub run_id: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub restarts: u32,
+    #[arg(long)]
+    pub pty: bool,
+    /// The daemon the run belongs to (its live status file)
+    #[arg(long)]
+    pub daemon: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod daemon;
 mod framing;
+mod holder;
 mod metrics;
 mod parse;
 mod paths;

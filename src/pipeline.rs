@@ -36,6 +36,11 @@ pub struct FileMeta {
     /// The origin of the live file this one is a copy of (copytruncate),
     /// read from `offset` on because that file was read that far.
     pub copy_of: Option<String>,
+    /// The stream its records say they came from (`file` for tailed files;
+    /// `stdout`/`stderr` for a wrapped program's capture files).
+    pub stream: StreamKind,
+    /// The `source` of its records; `None`: the path.
+    pub source: Option<String>,
 }
 
 /// A message from a source to the pipeline thread.
@@ -48,6 +53,9 @@ pub enum Msg {
     FileData(String, Vec<u8>),
     /// More of the file's first bytes are known (it was short when opened).
     FileHead(String, Vec<u8>),
+    /// The bytes of the file that follow arrived at this time: records made
+    /// from them are stamped with it (a capture file read later, or again).
+    FileClock(String, chrono::DateTime<chrono::Utc>),
     /// The file is now known under another path (rotation).
     FileRenamed(String, String),
     /// No more bytes will come for this origin: finish what is pending.
@@ -372,8 +380,8 @@ fn process(
                     chain.clone(),
                     progress.clone(),
                     settings.timing,
-                    StreamKind::File,
-                    &meta.path,
+                    meta.stream,
+                    meta.source.as_deref().unwrap_or(&meta.path),
                 );
                 let framer = LineFramer::new(settings.max_line_bytes).starting_at(meta.offset);
                 // Record where reading starts even before any record arrives:
@@ -409,9 +417,16 @@ fn process(
                     file.checkpointed = u64::MAX;
                 }
             }
+            Ok(Msg::FileClock(origin, at)) => {
+                if let Some(file) = files.get_mut(&origin) {
+                    file.assembler.set_clock(at);
+                }
+            }
             Ok(Msg::FileRenamed(origin, path)) => {
                 if let Some(file) = files.get_mut(&origin) {
-                    file.assembler.set_source(&path);
+                    if file.meta.source.is_none() {
+                        file.assembler.set_source(&path);
+                    }
                     file.meta.path = path;
                 }
             }
@@ -608,6 +623,8 @@ mod tests {
             offset,
             earlier: None,
             copy_of: copy_of.map(str::to_string),
+            stream: StreamKind::File,
+            source: None,
         }
     }
 

@@ -125,6 +125,10 @@ pub struct NewRun<'a> {
     pub experiment_id: &'a str,
     pub command: &'a [String],
     pub tags: &'a [(String, String)],
+    /// The process whose death makes the run `lost`: the one the user
+    /// started (the holder of the program's output), not a shipper that
+    /// may be restarted under it.
+    pub agent_pid: u32,
 }
 
 /// How `wrap` treats an experiment that already has a live run.
@@ -181,7 +185,7 @@ pub fn begin(conn: &mut Connection, new: &NewRun<'_>, mode: StartMode) -> Result
             started_at: live.started_at.clone(),
         });
     }
-    let me = std::process::id();
+    let me = new.agent_pid;
     let my_start = procinfo::start_time(me).map(|s| s as i64);
     let now = format_ts(&Utc::now());
     let command = serde_json::to_string(new.command).unwrap_or_default();
@@ -259,6 +263,16 @@ pub fn mark_lost(conn: &Connection, experiment: Option<&str>, host: &str) -> rus
 }
 
 /// All runs of an experiment, oldest first.
+/// One run by its id.
+pub fn by_id(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<Run>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM pipeline_runs WHERE run_id = ?1"),
+        [run_id],
+        Run::from_row,
+    )
+    .optional()
+}
+
 pub fn runs_of(conn: &Connection, experiment: &str) -> rusqlite::Result<Vec<Run>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM pipeline_runs WHERE experiment_id = ?1 ORDER BY ordinal"
@@ -397,6 +411,7 @@ mod tests {
             experiment_id: "x",
             command: &cmd,
             tags: &[],
+            agent_pid: std::process::id(),
         };
         let first = begin(conn, &new, StartMode::Exclusive).unwrap();
         assert_eq!(first.ordinal, 1);
@@ -424,6 +439,7 @@ mod tests {
                 experiment_id: "x",
                 command: &cmd,
                 tags: &[],
+                agent_pid: std::process::id(),
             },
             StartMode::Exclusive,
         )

@@ -6,7 +6,8 @@ mod daemon;
 mod database;
 mod ingest;
 mod parsers_cmd;
-mod recording;
+pub(crate) mod recording;
+mod ship;
 mod tail;
 pub mod wrap;
 
@@ -22,7 +23,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if supervises
         || matches!(
             &cli.command,
-            Command::Wrap(_) | Command::Ingest(_) | Command::Tail(_)
+            Command::Wrap(_) | Command::Ingest(_) | Command::Tail(_) | Command::Ship(_)
         )
     {
         // Before any thread exists, so every thread inherits the mask.
@@ -30,6 +31,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
+        Command::Ship(args) => ship::run(&App::new(&cli.global)?, args),
         Command::Parsers(cmd) => parsers_cmd::run(cmd),
         Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
         Command::Tail(args) => tail::run(&App::new(&cli.global)?, args),

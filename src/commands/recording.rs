@@ -41,8 +41,21 @@ impl Recording {
         tags: &[(String, String)],
         mode: StartMode,
     ) -> anyhow::Result<Recording> {
+        Self::start_for(app, experiment, command, tags, mode, std::process::id())
+    }
+
+    /// As [`Recording::start`], for a run whose agent (the process whose
+    /// death makes it `lost`) is `agent_pid`.
+    pub fn start_for(
+        app: &App,
+        experiment: &str,
+        command: &[String],
+        tags: &[(String, String)],
+        mode: StartMode,
+        agent_pid: u32,
+    ) -> anyhow::Result<Recording> {
         let settings = pipeline_settings(app);
-        match Self::open(app, experiment, command, tags, mode) {
+        match Self::open(app, experiment, command, tags, mode, agent_pid) {
             Ok((registry, run, sink, continued)) => {
                 let ctx = RunContext {
                     experiment_id: run.experiment_id.clone(),
@@ -99,6 +112,7 @@ impl Recording {
         command: &[String],
         tags: &[(String, String)],
         mode: StartMode,
+        agent_pid: u32,
     ) -> anyhow::Result<(SqliteStore, Run, Box<dyn Sink>, bool)> {
         let sink = app.open_sink()?;
         let mut registry = app.open_store()?;
@@ -106,6 +120,7 @@ impl Recording {
             experiment_id: experiment,
             command,
             tags,
+            agent_pid,
         };
         // As stored: to the microsecond.
         let session_start = crate::record::format_ts(&chrono::Utc::now());
@@ -113,6 +128,28 @@ impl Recording {
         // A new run starts now; a continued one started in an earlier session.
         let continued = run.started_at < session_start;
         Ok((registry, run, sink, continued))
+    }
+
+    /// Records more of a run that an earlier process began (a shipper that
+    /// restarted): its records continue under new keys, never reusing one.
+    pub fn attach(app: &App, run_id: &str) -> anyhow::Result<Recording> {
+        let sink = app.open_sink()?;
+        let registry = app.open_store()?;
+        let run = run::by_id(registry.conn(), run_id)?
+            .with_context(|| format!("no run {run_id} in the store"))?;
+        let ctx = RunContext {
+            experiment_id: run.experiment_id.clone(),
+            run_id: run.run_id.clone(),
+        };
+        let first_seq = run::first_seqs(registry.conn(), &run, true)?;
+        let pipeline = Pipeline::start(pipeline_settings(app), sink, ctx, first_seq);
+        let plain_log_path = Some(app.data_dir.run_log_path(&run.experiment_id, &run.run_id));
+        Ok(Recording {
+            run: Some(run),
+            pipeline,
+            registry: Some(registry),
+            plain_log_path,
+        })
     }
 
     /// The run's plain log file, opened for appending (mode 0600).

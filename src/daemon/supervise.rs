@@ -3,11 +3,10 @@
 //! state file current. It runs detached (`daemon start` re-executes the agent
 //! in a new session), so it outlives the terminal that started it.
 
-use super::live::LiveRefresher;
 use super::replay::BackgroundReplay;
 use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
 use crate::app::App;
-use crate::commands::wrap::{run_child, ChildSpec, Ran};
+use crate::holder::{self, ChildSpec, Ran};
 use crate::procinfo;
 use crate::record::{format_ts, Event};
 use crate::run::{RunState, StartMode};
@@ -198,9 +197,9 @@ fn run_once(
         mode: StartMode::NewRun,
         pty: false,
         echo: false,
+        daemon: Some(args.name),
     };
-    let mut live = None;
-    let result = run_child(app, &spec, |pid, run_id, counters| {
+    let result = holder::run(app, &spec, |pid, run_id| {
         state.pid = Some(pid);
         state.run_id = run_id.map(str::to_string);
         state.state = RunState::Running;
@@ -208,14 +207,7 @@ fn run_once(
         state.signal = None;
         state.ended_at = None;
         let _ = dir.write(state);
-        live = Some(LiveRefresher::start(
-            DaemonDir::new(&app.data_dir),
-            args.name.to_string(),
-            state.run_id.clone(),
-            counters.clone(),
-        ));
     });
-    drop(live);
     state.ended_at = Some(format_ts(&Utc::now()));
     match result {
         Ok(ran) => {
@@ -223,7 +215,7 @@ fn run_once(
             state.signal = ran.outcome.signal;
             state.state = ran.state;
             state.run_id = ran.run_id.clone();
-            state.last_rss_bytes = ran.last_rss_bytes;
+            state.last_rss_bytes = ran.result.last_rss_bytes;
             state.last_error = end_description(&ran);
             Some(ran)
         }
@@ -238,10 +230,10 @@ fn run_once(
 /// What status shows for how the run ended: the last exception, or the
 /// signal (with the out-of-memory suspicion when SIGKILL looks like one).
 fn end_description(ran: &Ran) -> Option<String> {
-    if let Some(oom) = &ran.oom {
-        return Some(oom.describe());
+    if let Some(oom) = &ran.result.oom {
+        return Some(oom.clone());
     }
-    ran.last_error.clone().or_else(|| {
+    ran.result.last_error.clone().or_else(|| {
         ran.outcome
             .signal
             .map(|s| format!("killed by {}", signal_name(s)))

@@ -100,6 +100,16 @@ impl Spool {
         Ok(self.push_rows(ctx, batch, Some(room))?.1)
     }
 
+    /// [`Spool::push_within`], also returning the rows' ids.
+    pub fn push_rows_within(
+        &self,
+        ctx: &RunContext,
+        batch: &Batch,
+        room: u64,
+    ) -> Result<(SpoolRows, u64), SinkError> {
+        self.push_rows(ctx, batch, Some(room))
+    }
+
     fn push_rows(
         &self,
         ctx: &RunContext,
@@ -512,10 +522,20 @@ impl Sink for SpoolingSink {
             // databases cannot commit together. So tailed batches go through
             // the spool: records and position in one SQLite transaction, then
             // to PostgreSQL, deleted from the spool only after its commit.
-            let rows = self.spool.push(ctx, batch)?;
-            self.known_pending += batch.logs.len() as u64;
+            // Within spool_max_bytes, like any batch: records past it are
+            // dropped and counted (the file still holds them), the position
+            // still advances.
+            let stats = self.spool.stats()?;
+            let room = self.max_bytes.saturating_sub(stats.bytes);
+            let (rows, left_out) = self.spool.push_rows_within(ctx, batch, room)?;
+            self.known_pending += batch.logs.len() as u64 - left_out;
+            if left_out > 0 {
+                self.spool_full(ctx, left_out, stats.bytes)?;
+            }
             if self.ready() {
-                let _ = self.drain(Some((rows, ctx, batch)), None);
+                // What was spooled is the batch as it is only if nothing was left out.
+                let in_hand = (left_out == 0).then_some((rows, ctx, batch));
+                let _ = self.drain(in_hand, None);
             }
             return Ok(());
         }

@@ -7,9 +7,6 @@ pub mod stdin;
 pub mod tail;
 pub mod wrap;
 
-use crate::pipeline::Msg;
-use crate::record::StreamKind;
-use crossbeam_channel::Sender;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
@@ -27,17 +24,17 @@ pub struct Tee {
 }
 
 /// Reads `input` until end of file, copying every chunk to the echo target,
-/// the plain log and the pipeline, in that order: the terminal never waits for
-/// parsing or storage. With `exit`, the reader also stops once the program has
+/// the plain log and `deliver` (the pipeline, or the holder's capture
+/// files), in that order: the terminal never waits for parsing or storage. With `exit`, the reader also stops once the program has
 /// exited and the pipe has been quiet for [`ProgramExit::QUIET`] (a background
 /// process may hold it open forever); time spent handing chunks to a slow
 /// pipeline never counts, so what the program wrote before it exited is
 /// always read to the end.
+/// `deliver` returning false (nobody takes more) ends the reading.
 pub fn pump<R: Read + AsFd>(
     mut input: R,
-    kind: StreamKind,
     mut tee: Tee,
-    tx: &Sender<Msg>,
+    deliver: &mut dyn FnMut(&[u8]) -> bool,
     exit: Option<&ProgramExit>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -63,11 +60,10 @@ pub fn pump<R: Read + AsFd>(
                 let _ = f.write_all(chunk);
             }
         }
-        if tx.send(Msg::Data(kind, chunk.to_vec())).is_err() {
+        if !deliver(chunk) {
             break;
         }
     }
-    let _ = tx.send(Msg::Eof(kind));
 }
 
 /// Tells the readers of a program's output that the program has exited.

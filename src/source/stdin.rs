@@ -14,5 +14,8 @@ pub fn run(tx: Sender<Msg>, plain_log: Option<File>) {
         echo: None,
         plain_log: plain_log.map(|f| Arc::new(Mutex::new(f))),
     };
-    pump(std::io::stdin().lock(), StreamKind::Stdin, tee, &tx, None);
+    let kind = StreamKind::Stdin;
+    let mut deliver = |chunk: &[u8]| tx.send(Msg::Data(kind, chunk.to_vec())).is_ok();
+    pump(std::io::stdin().lock(), tee, &mut deliver, None);
+    let _ = tx.send(Msg::Eof(kind));
 }

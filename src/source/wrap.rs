@@ -75,13 +75,24 @@ impl ChildOutcome {
     }
 }
 
+/// Where the readers and the signal thread hand what they get: the
+/// pipeline (in one process), or the holder's capture files (for a shipper).
+pub trait Feed: Send + Sync {
+    /// A chunk of a stream; false: nobody takes more, stop reading.
+    fn data(&self, kind: StreamKind, chunk: &[u8]) -> bool;
+    /// The stream has ended.
+    fn eof(&self, kind: StreamKind);
+    fn event(&self, event: Event);
+    /// SIGUSR1 asked for a status report of the run of `pid`.
+    fn status_report(&self, pid: u32, started: Instant);
+}
+
 /// Runs the command to completion. `on_spawn` is told the child's pid;
 /// `on_exit` is called when it has exited but is not reaped yet (its
 /// `/proc` entry still says how much CPU it used).
 pub fn run(
     opts: WrapOptions<'_>,
-    tx: Sender<Msg>,
-    counters: Arc<PipelineCounters>,
+    feed: Arc<dyn Feed>,
     on_spawn: impl FnOnce(u32),
     on_exit: impl FnOnce(),
 ) -> std::io::Result<ChildOutcome> {
@@ -103,11 +114,14 @@ pub fn run(
             echo: opts.echo.then(|| raw_fd_file(fd)),
             plain_log: plain_log.clone(),
         };
-        let tx = tx.clone();
+        let feed = feed.clone();
         let exit = exit.clone();
         std::thread::Builder::new()
             .name(format!("pmon-read-{}", kind.as_str()))
-            .spawn(move || pump(input, kind, tee, &tx, Some(&exit)))
+            .spawn(move || {
+                pump(input, tee, &mut |chunk| feed.data(kind, chunk), Some(&exit));
+                feed.eof(kind);
+            })
             .map(|reader| readers.push(reader))
     };
     start_reader(stdout, StreamKind::Stdout, 1)?;
@@ -116,7 +130,7 @@ pub fn run(
     }
     let raw_terminal = pty_master.and_then(forward_stdin);
     let forwarded = Arc::new(AtomicI32::new(0));
-    spawn_signal_thread(pid, tx.clone(), counters, forwarded.clone())?;
+    spawn_signal_thread(pid, feed.clone(), forwarded.clone())?;
 
     wait_for_exit(pid);
     on_exit();
@@ -166,8 +180,7 @@ fn wait_for(pid: u32) -> WaitStatus {
 /// A daemon supervisor runs many children in turn, one signal thread serves them all.
 struct SignalTarget {
     pid: u32,
-    tx: Sender<Msg>,
-    counters: Arc<PipelineCounters>,
+    feed: Arc<dyn Feed>,
     forwarded: Arc<AtomicI32>,
     started: Instant,
 }
@@ -177,15 +190,13 @@ static SIGNAL_THREAD: std::sync::Once = std::sync::Once::new();
 
 fn spawn_signal_thread(
     pid: u32,
-    tx: Sender<Msg>,
-    counters: Arc<PipelineCounters>,
+    feed: Arc<dyn Feed>,
     forwarded: Arc<AtomicI32>,
 ) -> std::io::Result<()> {
     if let Ok(mut target) = SIGNAL_TARGET.lock() {
         *target = Some(SignalTarget {
             pid,
-            tx,
-            counters,
+            feed,
             forwarded,
             started: Instant::now(),
         });
@@ -215,7 +226,7 @@ fn handle_signals() {
             continue;
         };
         if sig == Signal::SIGUSR1 {
-            status_report(target.pid, target.started, &target.counters, &target.tx);
+            target.feed.status_report(target.pid, target.started);
             continue;
         }
         // A user who asks three times wants the agent gone, flushed or not.
@@ -227,14 +238,15 @@ fn handle_signals() {
             }
         }
         let _ = killpg(Pid::from_raw(target.pid as i32), sig);
-        let _ = target.tx.send(Msg::Event(Event::now(
+        target.feed.event(Event::now(
             "signal",
             json!({"signal": sig.as_str(), "number": sig as i32, "forwarded_to_pgid": target.pid}),
-        )));
+        ));
     }
 }
 
-fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &Sender<Msg>) {
+/// Writes the status report to stderr and as an event.
+pub fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx: &Sender<Msg>) {
     let uptime = started.elapsed().as_secs_f64();
     let lines = counters.lines.load(Ordering::Relaxed);
     let records = counters.records.load(Ordering::Relaxed);

@@ -4,6 +4,7 @@
 mod bad_input;
 mod daemon;
 mod end_of_run;
+mod holder;
 mod metrics;
 mod oom;
 mod pg_server;

@@ -529,7 +529,7 @@ fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
     let conn = local.sql();
     let tables = [
         ("pipeline_runs", "run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal"),
-        ("pipeline_logs", "id, experiment_id, run_id, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source"),
+        ("pipeline_logs", "id, experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source"),
         ("pipeline_progress", "experiment_id, run_id, task, current, total, unit, rate, updated_at"),
         ("pipeline_metrics", "experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step"),
     ];

@@ -8,10 +8,14 @@ use super::snapshot::{Snapshot, Watcher};
 use super::{handle_key, Action};
 use crate::app::App;
 use crate::cli::GlobalArgs;
-use crate::commands::wrap::{run_child, ChildSpec};
+use crate::commands::recording::Recording;
+use crate::metrics::MetricsSampler;
+use crate::pipeline::Msg;
 use crate::query::db::Store;
+use crate::record::{Event, StreamKind};
 use crate::run::StartMode;
 use crate::sink::SqliteStore;
+use crate::source::wrap::{self, Feed, WrapOptions};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
@@ -45,21 +49,58 @@ fn snapshot() -> &'static (tempfile::TempDir, Snapshot) {
         })
         .unwrap();
         let command = ["python3".to_string(), "-c".into(), PROGRAM.into()];
-        let spec = ChildSpec {
-            experiment: "dash",
-            command: &command,
-            tags: &[],
-            mode: StartMode::Exclusive,
-            pty: false,
-            echo: false,
-        };
-        let ran = run_child(&app, &spec, |_, _, _| {}).unwrap();
-        assert_eq!(ran.outcome.exit_code, Some(1));
+        let exit_code = run_in_process(&app, &command);
+        assert_eq!(exit_code, Some(1));
         let store = SqliteStore::open_existing(&app.data_dir.db_path()).unwrap();
         let mut store = store.map(Store::Embedded);
         let snapshot = Watcher::new("dash").refresh(store.as_mut()).unwrap();
         (dir, snapshot)
     })
+}
+
+/// The program's output straight into a pipeline in this process (what the
+/// shipper does with the holder's capture files), sampled like a wrapped run.
+struct PipelineFeed(crossbeam_channel::Sender<Msg>);
+
+impl Feed for PipelineFeed {
+    fn data(&self, kind: StreamKind, chunk: &[u8]) -> bool {
+        self.0.send(Msg::Data(kind, chunk.to_vec())).is_ok()
+    }
+    fn eof(&self, kind: StreamKind) {
+        let _ = self.0.send(Msg::Eof(kind));
+    }
+    fn event(&self, event: Event) {
+        let _ = self.0.send(Msg::Event(event));
+    }
+    fn status_report(&self, _: u32, _: std::time::Instant) {}
+}
+
+fn run_in_process(app: &App, command: &[String]) -> Option<i32> {
+    let recording = Recording::start(app, "dash", command, &[], StartMode::Exclusive).unwrap();
+    let tx = recording.pipeline.sender();
+    let interval = Some(app.config.monitoring.metrics_interval);
+    let sampler = MetricsSampler::start(interval, app.data_dir.root().to_path_buf(), tx.clone());
+    let opts = WrapOptions {
+        command,
+        pty: false,
+        echo: false,
+        plain_log: None,
+    };
+    let outcome = wrap::run(
+        opts,
+        std::sync::Arc::new(PipelineFeed(tx)),
+        |pid| {
+            sampler.watch(pid);
+            recording.set_child_pid(pid);
+        },
+        || sampler.exited(),
+    )
+    .unwrap();
+    let state = crate::holder::end_state(outcome.exit_code, outcome.signal, outcome.forwarded);
+    recording
+        .finish(state, outcome.exit_code, outcome.signal)
+        .unwrap();
+    outcome.exit_code
 }
 
 fn screen(snapshot: &Snapshot, view: &View, width: u16, height: u16) -> String {

@@ -61,6 +61,8 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
             offset,
             earlier: None,
             copy_of: None,
+            stream: crate::record::StreamKind::File,
+            source: None,
         }));
         offset += pump(&mut fifo, origin, tx);
         let _ = tx.send(Msg::FileClosed(origin.to_string()));

@@ -128,6 +128,8 @@ impl Tracked {
             offset: self.offset,
             earlier: self.earlier.last().cloned(),
             copy_of: None,
+            stream: crate::record::StreamKind::File,
+            source: None,
         }
     }
 }

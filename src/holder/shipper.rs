@@ -1,0 +1,241 @@
+//! Starting the shipper, and starting it again when it dies.
+
+use super::capture::CaptureDir;
+use super::{CaptureFeed, ChildSpec, ShipResult};
+use crate::app::App;
+use crate::record::Event;
+use crate::run::StartMode;
+use crate::source::wrap::Feed;
+use serde_json::json;
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Restarts after which the holder gives up on shipping this run.
+const MAX_RESTARTS: u32 = 20;
+
+/// What the first shipper said.
+pub enum Handshake {
+    /// The run is registered; the shipper is reading its capture.
+    Ready(String, Child),
+    /// The store cannot be used: the program runs, unrecorded (the shipper
+    /// has said why).
+    Unrecorded,
+}
+
+/// How to start a shipper for this holder's run.
+#[derive(Clone)]
+struct Recipe {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    database_url: Option<String>,
+    experiment: String,
+    pty: bool,
+    daemon: Option<String>,
+}
+
+impl Recipe {
+    fn new(app: &App, spec: &ChildSpec<'_>) -> Recipe {
+        Recipe {
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pmon-agent")),
+            data_dir: app.data_dir.root().to_path_buf(),
+            config: app.config_path.clone(),
+            database_url: app.config.logging.database.url.clone(),
+            experiment: spec.experiment.to_string(),
+            pty: spec.pty,
+            daemon: spec.daemon.map(str::to_string),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        // Without one, the shipper looks where the holder looked (same
+        // directory and environment) and finds none either.
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        match &self.database_url {
+            // Not on the command line, where `ps` would show its password.
+            Some(url) => cmd.env("PMON_DATABASE_URL", url),
+            None => cmd.env_remove("PMON_DATABASE_URL"),
+        };
+        cmd.args(["ship", "--experiment", &self.experiment]);
+        if self.pty {
+            cmd.arg("--pty");
+        }
+        if let Some(daemon) = &self.daemon {
+            cmd.args(["--daemon", daemon]);
+        }
+        // Its own process group: a Ctrl-C or a signal to the holder's group
+        // is not for it. Its stdout is the handshake; stderr is the user's.
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        cmd
+    }
+}
+
+/// Starts the first shipper, which registers the run (or refuses it).
+pub fn begin(app: &App, spec: &ChildSpec<'_>) -> anyhow::Result<Handshake> {
+    let mut cmd = Recipe::new(app, spec).command();
+    let mode = match spec.mode {
+        StartMode::Exclusive => "exclusive",
+        StartMode::NewRun => "new-run",
+        StartMode::Resume => "resume",
+        StartMode::Continue => "continue",
+    };
+    cmd.args(["--mode", mode])
+        .arg("--command-json")
+        .arg(serde_json::to_string(spec.command).unwrap_or_default())
+        .arg("--tags-json")
+        .arg(serde_json::to_string(spec.tags).unwrap_or_default());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("pmon-agent: warning: could not start the shipper ({e}); the command runs anyway, but its records are not stored");
+            return Ok(Handshake::Unrecorded);
+        }
+    };
+    let line = read_line(&mut child);
+    if let Some(run_id) = line.strip_prefix("ready ") {
+        return Ok(Handshake::Ready(run_id.to_string(), child));
+    }
+    let status = child.wait();
+    match line.strip_prefix("refused ") {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None if line == "unrecorded" => Ok(Handshake::Unrecorded),
+        None => {
+            let how = status.map_or_else(|e| e.to_string(), describe);
+            eprintln!("pmon-agent: warning: the shipper ended before it began ({how}); the command runs anyway, but its records are not stored");
+            Ok(Handshake::Unrecorded)
+        }
+    }
+}
+
+/// The shipper's first line (its handshake), or "" if it said nothing.
+fn read_line(child: &mut Child) -> String {
+    let Some(stdout) = child.stdout.take() else {
+        return String::new();
+    };
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    line.trim_end().to_string()
+}
+
+/// Watches the shipper and starts it again when it dies before its work is done.
+pub struct ShipperKeeper {
+    recipe: Recipe,
+    run_id: String,
+    child: Mutex<Option<Child>>,
+    pid: u32,
+    done: Mutex<Option<crossbeam_channel::Receiver<()>>>,
+}
+
+impl ShipperKeeper {
+    pub fn new(app: &App, spec: &ChildSpec<'_>, run_id: &str, child: Child) -> ShipperKeeper {
+        ShipperKeeper {
+            recipe: Recipe::new(app, spec),
+            run_id: run_id.to_string(),
+            pid: child.id(),
+            child: Mutex::new(Some(child)),
+            done: Mutex::new(None),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Starts the watching thread; `shipper` is kept set to the live
+    /// shipper's pid, restarts are recorded through `feed`.
+    pub fn watch(&self, shipper: Arc<AtomicU32>, feed: Arc<CaptureFeed>) {
+        let Some(child) = self.child.lock().ok().and_then(|mut c| c.take()) else {
+            return;
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if let Ok(mut done) = self.done.lock() {
+            *done = Some(rx);
+        }
+        let recipe = self.recipe.clone();
+        let run_id = self.run_id.clone();
+        let _ = std::thread::Builder::new()
+            .name("pmon-shipper".into())
+            .spawn(move || {
+                keep(child, &recipe, &run_id, &shipper, &*feed);
+                let _ = tx.send(());
+            });
+    }
+
+    /// Waits until a shipper has shipped the whole run, and reads what it found.
+    pub fn wait_until_shipped(&self, capture: Option<&CaptureDir>) -> ShipResult {
+        if let Some(rx) = self.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = rx.recv();
+        }
+        capture
+            .and_then(|c| std::fs::read(c.result()).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Waits for the shipper; while it dies before finishing, records it and
+/// starts another that resumes from the last delivered records.
+fn keep(mut child: Child, recipe: &Recipe, run_id: &str, shipper: &AtomicU32, feed: &dyn Feed) {
+    let mut restarts = 0;
+    loop {
+        let status = loop {
+            match child.wait() {
+                Ok(status) => break Some(status),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break None,
+            }
+        };
+        if status.is_some_and(|s| s.success()) {
+            return;
+        }
+        if restarts >= MAX_RESTARTS {
+            eprintln!("pmon-agent: warning: the shipper of run {run_id} died {restarts} times; giving up: the program's output is in the plain log file, its records not all stored");
+            return;
+        }
+        restarts += 1;
+        let how = status.map(describe).unwrap_or_else(|| "unknown".into());
+        feed.event(Event::now(
+            "shipper_restart",
+            json!({"restart": restarts, "previous_pid": child.id(), "ended": how}),
+        ));
+        // A shipper that dies at once (a broken store) is not started in a loop.
+        std::thread::sleep(Duration::from_millis(100 * (1 << restarts.min(6))));
+        let mut cmd = recipe.command();
+        // A restarted shipper has no handshake to make.
+        cmd.args(["--run-id", run_id, "--restarts", &restarts.to_string()])
+            .stdout(Stdio::null());
+        match cmd.spawn() {
+            Ok(next) => {
+                shipper.store(next.id(), Ordering::SeqCst);
+                child = next;
+            }
+            Err(e) => {
+                eprintln!("pmon-agent: warning: could not start the shipper again ({e}); the run's records are not all stored");
+                return;
+            }
+        }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (_, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(known) => format!("killed by {}", known.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        _ => "unknown".into(),
+    }
+}

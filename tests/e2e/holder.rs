@@ -1,0 +1,262 @@
+//! The program outlives the part of the agent that parses and ships: the
+//! shipper is killed with SIGKILL (any number of times) while a program runs
+//! under `wrap` or a daemon, and the program runs to its normal end, its exit
+//! code passes through, every line is stored exactly once and a
+//! `shipper_restart` event says what happened.
+
+use crate::util::*;
+use pretty_assertions::assert_eq;
+use std::process::Stdio;
+
+/// The shipper of the holder `holder`: its child running `pmon-agent ship`.
+fn shipper_of(holder: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let mut fields = after.split(' ');
+            let state = fields.next()?;
+            let ppid: u32 = fields.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_ship = cmdline.split(|b| *b == 0).any(|arg| arg == b"ship");
+            (ppid == holder && is_ship && state != "Z").then_some(pid)
+        })
+}
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+fn stored(agent: &Agent, exp: &str) -> i64 {
+    agent.count(&format!(
+        "SELECT count(*) FROM pipeline_logs WHERE experiment_id = '{exp}' AND message LIKE 'line %'"
+    ))
+}
+
+/// Prints `line N` every 2 ms until `$PMON_GO` exists, writes how many to
+/// `$PMON_GO.count` and exits with code 3.
+const UNTIL_GO: &str = r#"
+import os, time
+go = os.environ['PMON_GO']
+i = 0
+while not os.path.exists(go):
+    print(f'INFO:work:line {i}', flush=True)
+    i += 1
+    time.sleep(0.002)
+with open(go + '.count', 'w') as f:
+    f.write(str(i))
+raise SystemExit(3)
+"#;
+
+/// Kills the shipper of `holder` `times` times, each time once the store has
+/// grown since (so each shipper has done some work) and a new shipper runs.
+fn kill_shippers(agent: &Agent, exp: &str, holder: u32, times: usize) {
+    let mut last = None;
+    for _ in 0..times {
+        let before = stored(agent, exp);
+        wait_until("a (new) shipper stores more lines", || {
+            shipper_of(holder).is_some_and(|pid| Some(pid) != last)
+                && stored(agent, exp) > before + 50
+        });
+        let pid = shipper_of(holder).unwrap();
+        kill9(pid);
+        last = Some(pid);
+    }
+}
+
+#[test]
+fn a_shipper_killed_twice_leaves_the_program_running_and_every_line_once() {
+    let agent = Agent::new().with_config("logging:\n  database:\n    flush_interval: 0.1\n");
+    let go = agent.dir.path().join("go");
+    let wrap = Running::new(
+        agent
+            .cmd(&[
+                "wrap",
+                "-e",
+                "survive",
+                "--no-echo",
+                "--",
+                "python3",
+                "-c",
+                UNTIL_GO,
+            ])
+            .env("PMON_GO", &go)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let holder = wrap.id();
+    let first = {
+        let mut pid = None;
+        wait_until("the shipper runs", || {
+            pid = shipper_of(holder);
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
+    // The kernel's OOM killer picks the shipper before the holder.
+    let adj = |pid: u32| -> i32 {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        adj(first) > adj(holder),
+        "shipper {} holder {}",
+        adj(first),
+        adj(holder)
+    );
+    kill_shippers(&agent, "survive", holder, 2);
+    let before = stored(&agent, "survive");
+    wait_until("the third shipper stores more", || {
+        stored(&agent, "survive") > before + 50
+    });
+    std::fs::write(&go, "").unwrap();
+    let out = wrap.wait_with_output();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the program's exit code: {}",
+        stderr_text(&out)
+    );
+    let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        agent.line_counts("survive"),
+        (printed, printed),
+        "every line once"
+    );
+    assert_eq!(
+        agent.count("SELECT count(*) FROM pipeline_events WHERE event_type = 'shipper_restart'"),
+        2
+    );
+    let status = agent.status("survive");
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["exit_code"], 3);
+}
+
+/// A shipper that was stopped while the program printed, then killed: its
+/// successor stamps the lines with when they arrived, not when it read them.
+#[test]
+fn records_shipped_after_a_restart_keep_their_arrival_time() {
+    let agent = Agent::new();
+    let go = agent.dir.path().join("go");
+    let program = r#"
+import os, time
+go = os.environ['PMON_GO']
+while not os.path.exists(go + '.stopped'):
+    time.sleep(0.01)
+for i in range(20):
+    print(f'line {i} at {time.time():.3f}', flush=True)
+    time.sleep(0.05)
+open(go + '.printed', 'w').close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+"#;
+    let wrap = Running::new(
+        agent
+            .cmd(&[
+                "wrap",
+                "-e",
+                "clock",
+                "--no-echo",
+                "--",
+                "python3",
+                "-c",
+                program,
+            ])
+            .env("PMON_GO", &go)
+            .spawn()
+            .unwrap(),
+    );
+    let holder = wrap.id();
+    let mut shipper = None;
+    wait_until("the shipper runs", || {
+        shipper = shipper_of(holder);
+        shipper.is_some()
+    });
+    let shipper = shipper.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shipper as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    std::fs::write(go.with_extension("stopped"), "").unwrap();
+    wait_until("the program printed while the shipper was stopped", || {
+        go.with_extension("printed").exists()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    kill9(shipper);
+    wait_until("the next shipper stores the lines", || {
+        stored(&agent, "clock") == 20
+    });
+    std::fs::write(&go, "").unwrap();
+    assert!(wrap.wait_with_output().status.success());
+    for record in agent.json_lines(&["query", "logs", "clock"]) {
+        let message = record["message"].as_str().unwrap();
+        let printed: f64 = message.rsplit(' ').next().unwrap().parse().unwrap();
+        let stamped = chrono::DateTime::parse_from_rfc3339(record["timestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros() as f64
+            / 1e6;
+        assert!(
+            (stamped - printed).abs() < 0.5,
+            "{message}: stamped {stamped}, printed {printed}"
+        );
+    }
+}
+
+#[test]
+fn a_daemons_shipper_killed_leaves_its_program_running() {
+    let agent = Agent::new().with_config("logging:\n  database:\n    flush_interval: 0.1\n");
+    let go = agent.dir.path().join("go");
+    let out = agent
+        .cmd(&[
+            "daemon", "start", "--name", "keeps", "--", "python3", "-c", UNTIL_GO,
+        ])
+        .env("PMON_GO", &go)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let supervisor = {
+        let mut pid = 0;
+        wait_until("the daemon runs", || {
+            let out = agent.run(&["daemon", "status", "keeps", "--format", "json"]);
+            let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            pid = state["supervisor_pid"].as_u64().unwrap_or(0) as u32;
+            state["state"] == "running" && !state["pid"].is_null()
+        });
+        pid
+    };
+    kill_shippers(&agent, "keeps", supervisor, 1);
+    let before = stored(&agent, "keeps");
+    wait_until("the next shipper stores more", || {
+        stored(&agent, "keeps") > before + 50
+    });
+    std::fs::write(&go, "").unwrap();
+    wait_until("the daemon's run ends", || {
+        let out = agent.run(&["daemon", "status", "keeps", "--format", "json"]);
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        state["state"] == "failed"
+    });
+    let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(agent.line_counts("keeps"), (printed, printed));
+    assert_eq!(
+        agent.count("SELECT count(*) FROM pipeline_events WHERE event_type = 'shipper_restart'"),
+        1
+    );
+}
