@@ -41,6 +41,8 @@ pub struct FileMeta {
     pub stream: StreamKind,
     /// The `source` of its records; `None`: the path.
     pub source: Option<String>,
+    /// Only ever appended to, never rotated or truncated (a capture file).
+    pub append_only: bool,
 }
 
 /// A message from a source to the pipeline thread.
@@ -249,6 +251,7 @@ impl FileState {
             path: self.meta.path.clone(),
             offset,
             earlier: self.meta.earlier.clone(),
+            may_lag: self.meta.append_only,
         }
     }
 
@@ -625,6 +628,7 @@ mod tests {
             copy_of: copy_of.map(str::to_string),
             stream: StreamKind::File,
             source: None,
+            append_only: false,
         }
     }
 

@@ -311,6 +311,7 @@ impl CaptureStream {
             copy_of: None,
             stream: self.kind,
             source: Some(self.kind.as_str().to_string()),
+            append_only: true,
         }));
         self.file = Some(file);
         Ok(true)

@@ -74,6 +74,12 @@ pub struct Checkpoint {
     /// The previous generation's head and read offset (copytruncate).
     #[serde(default)]
     pub earlier: Option<(Vec<u8>, u64)>,
+    /// The position may be stored after the records it follows, in another
+    /// transaction: a file that is only ever appended to (a holder's capture
+    /// file), whose re-read records land on the keys they had. A tailed
+    /// file's may not (a copytruncate copy is recognised by its position).
+    #[serde(default)]
+    pub may_lag: bool,
 }
 
 impl Batch {
@@ -84,6 +90,11 @@ impl Batch {
             && self.metrics.is_empty()
             && self.runs.is_empty()
             && self.checkpoints.is_empty()
+    }
+
+    /// Every file position in the batch may be stored after its records.
+    pub fn checkpoints_may_lag(&self) -> bool {
+        self.checkpoints.iter().all(|c| c.may_lag)
     }
 
     pub fn append(&mut self, mut other: Batch) {

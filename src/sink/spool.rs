@@ -219,6 +219,21 @@ impl Spool {
         Ok(())
     }
 
+    /// Records file positions on their own (their records are stored elsewhere).
+    pub fn write_checkpoints(
+        &self,
+        ctx: &RunContext,
+        checkpoints: &[super::Checkpoint],
+    ) -> Result<(), SinkError> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let tx = self.store.conn().unchecked_transaction()?;
+        super::sqlite::write_checkpoints(&tx, &ctx.experiment_id, checkpoints)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn stats(&self) -> Result<SpoolStats, SinkError> {
         Ok(self.store.conn().query_row(
             "SELECT coalesce(sum(records), 0), min(created_at), coalesce(sum(bytes), 0), count(*) FROM pmon_spool",
@@ -516,7 +531,7 @@ impl ReplayTally {
 
 impl Sink for SpoolingSink {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
-        if !batch.checkpoints.is_empty() {
+        if !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag() {
             // A file's read position must never lag what PostgreSQL holds (a
             // copytruncate copy is recognised by it after a restart), and two
             // databases cannot commit together. So tailed batches go through
@@ -541,7 +556,9 @@ impl Sink for SpoolingSink {
         }
         if self.ready() && self.drain(None, None).is_ok() {
             match self.pg.write(ctx, batch) {
-                Ok(()) => return Ok(()),
+                // A capture file's position follows its records in PostgreSQL:
+                // a crash between the two re-reads records onto their keys.
+                Ok(()) => return self.spool.write_checkpoints(ctx, &batch.checkpoints),
                 Err(e) => self.mark_down(&e),
             }
         }

@@ -63,6 +63,7 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
             copy_of: None,
             stream: crate::record::StreamKind::File,
             source: None,
+            append_only: false,
         }));
         offset += pump(&mut fifo, origin, tx);
         let _ = tx.send(Msg::FileClosed(origin.to_string()));

@@ -130,6 +130,7 @@ impl Tracked {
             copy_of: None,
             stream: crate::record::StreamKind::File,
             source: None,
+            append_only: false,
         }
     }
 }
