@@ -74,6 +74,8 @@ pub struct RecordAssembler {
     /// by a shipper that restarted): what records without a time of their
     /// own are stamped with.
     clock: Option<DateTime<Utc>>,
+    /// The last stamp given from the clock.
+    last_stamp: Option<DateTime<Utc>>,
     /// The task name of the tqdm bar last drawn on each row (0: the
     /// cursor's row, 1: the row below…): a bar's parent is the row above it.
     bars: Vec<String>,
@@ -104,6 +106,7 @@ impl RecordAssembler {
             last_activity: Instant::now(),
             events: Vec::new(),
             clock: None,
+            last_stamp: None,
             bars: Vec::new(),
         }
     }
@@ -160,8 +163,20 @@ impl RecordAssembler {
         self.clock = Some(at);
     }
 
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.unwrap_or_else(Utc::now)
+    /// The time a record made now is stamped with. From a capture, that is
+    /// its chunk's arrival; the lines of one chunk get a microsecond each
+    /// after it, so they keep their order in time and do not pile up on one
+    /// timestamp (which a time index pays for).
+    fn now(&mut self) -> DateTime<Utc> {
+        let Some(arrived) = self.clock else {
+            return Utc::now();
+        };
+        let next = self
+            .last_stamp
+            .map(|last| last + chrono::Duration::microseconds(1));
+        let stamp = next.filter(|n| *n > arrived).unwrap_or(arrived);
+        self.last_stamp = Some(stamp);
+        stamp
     }
 
     /// Records from now on name this source (a file renamed by rotation).
@@ -272,8 +287,12 @@ impl RecordAssembler {
             return;
         };
         self.release_pending(out);
+        let timestamp = match fields.timestamp {
+            Some(t) => t,
+            None => self.now(),
+        };
         let mut record = LogRecord {
-            timestamp: fields.timestamp.unwrap_or_else(|| self.now()),
+            timestamp,
             level: fields.level,
             logger: fields.logger,
             message: fields.message,
