@@ -21,6 +21,15 @@ impl App {
             .as_deref()
             .filter(|p| !p.as_os_str().is_empty());
         let (mut config, config_path) = Config::load(explicit)?;
+        // Said by the process the user started; a shipper it starts is quiet.
+        if !global.quiet_config {
+            if let Some(warning) = config_path
+                .as_deref()
+                .and_then(|p| config.exposed_password_warning(p))
+            {
+                eprintln!("pmon-agent: warning: {warning}");
+            }
+        }
         if let Some(url) = &global.database_url {
             config.logging.database.url = Some(url.clone());
         }

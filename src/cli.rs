@@ -35,6 +35,9 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// (internal) Do not repeat warnings about the config file
+    #[arg(long, global = true, hide = true)]
+    pub quiet_config: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -216,6 +216,23 @@ impl Config {
         Ok((config, path))
     }
 
+    /// A config file that holds a database password and that other users
+    /// can read gives the password away: the warning to print, if so.
+    pub fn exposed_password_warning(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let url = self.logging.database.url.as_deref()?;
+        if redact_url(url) == url {
+            return None;
+        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then(|| {
+            format!(
+                "{} holds a database password and other users can read it (mode {mode:o}); chmod 600 it, or keep the password in ~/.pgpass or PGPASSWORD and the URL without it",
+                path.display()
+            )
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -334,6 +351,36 @@ fn de_level<'de, D: Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_readable_config_with_a_password_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        let with = "logging:\n  database:\n    url: postgres://u:s3cret@db/x\n";
+        std::fs::write(&path, with).unwrap();
+        let set =
+            |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(0o644);
+        let config = Config::from_file(&path).unwrap();
+        let warning = config.exposed_password_warning(&path).unwrap();
+        assert!(
+            warning.contains("mode 644")
+                && warning.contains("chmod 600")
+                && !warning.contains("s3cret"),
+            "{warning}"
+        );
+        set(0o600);
+        assert_eq!(config.exposed_password_warning(&path), None);
+        set(0o644);
+        std::fs::write(&path, "logging:\n  database:\n    url: postgres://u@db/x\n").unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(
+            config.exposed_password_warning(&path),
+            None,
+            "no password, nothing to hide"
+        );
+    }
 
     #[test]
     fn the_shipped_config_is_the_default() {

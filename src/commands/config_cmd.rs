@@ -8,6 +8,12 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
         ConfigCommand::Default => print!("{DEFAULT_CONFIG}"),
         ConfigCommand::Show => {
             let (config, path) = Config::load(global.config.as_deref())?;
+            if let Some(warning) = path
+                .as_deref()
+                .and_then(|p| config.exposed_password_warning(p))
+            {
+                eprintln!("pmon-agent: warning: {warning}");
+            }
             match path {
                 Some(p) => println!("# from {}", p.display()),
                 None => println!("# built-in defaults (no config file found)"),

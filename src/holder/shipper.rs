@@ -54,7 +54,9 @@ impl Recipe {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--data-dir").arg(&self.data_dir);
+        cmd.arg("--quiet-config")
+            .arg("--data-dir")
+            .arg(&self.data_dir);
         // Without one, the shipper looks where the holder looked (same
         // directory and environment) and finds none either.
         if let Some(config) = &self.config {

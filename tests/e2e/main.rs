@@ -7,6 +7,7 @@ mod end_of_run;
 mod holder;
 mod metrics;
 mod oom;
+mod pg_auth;
 mod pg_server;
 mod postgres;
 mod queries;

@@ -162,6 +162,28 @@ impl PgServer {
         );
     }
 
+    /// Makes `role` (created with `password`) log in over TCP with its
+    /// password (SCRAM), as a production server would; everyone else keeps
+    /// trust auth.
+    pub fn require_password(&self, role: &str, password: &str) {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"),
+        );
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .unwrap();
+        let out = self.as_owner(
+            &self.bindir.join("pg_ctl"),
+            &["-D", self.data_dir().to_str().unwrap(), "reload"],
+        );
+        assert!(out.status.success(), "pg_ctl reload failed");
+    }
+
     /// Kills the server the hard way: no checkpoint, connections cut.
     pub fn stop_immediate(&self) {
         self.as_owner(

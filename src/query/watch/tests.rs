@@ -46,6 +46,7 @@ fn snapshot() -> &'static (tempfile::TempDir, Snapshot) {
             config: Some(config),
             data_dir: Some(dir.path().join("data")),
             database_url: None,
+            quiet_config: false,
         })
         .unwrap();
         let command = ["python3".to_string(), "-c".into(), PROGRAM.into()];
