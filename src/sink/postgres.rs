@@ -138,6 +138,7 @@ impl PostgresStore {
         });
         let (conn, applied) = result?;
         self.conn = Some(conn);
+        no_delay_on_tcp_sockets();
         Ok(applied)
     }
 
@@ -204,6 +205,37 @@ impl PostgresStore {
             self.conn = Some(conn);
         }
         result
+    }
+}
+
+/// Sets TCP_NODELAY on this process's TCP sockets (its connections to
+/// PostgreSQL; sqlx 0.9 does not, and does not hand out the socket). Without
+/// it, the small last piece of a COPY and its CopyDone can wait for the
+/// server's delayed ACK: 40 ms a batch, which made some replays 3x slower.
+fn no_delay_on_tcp_sockets() {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in fds.filter_map(Result::ok) {
+        let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if is_socket {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt reads `on` for its length; a socket that is
+            // not TCP refuses the option, which is fine.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
     }
 }
 
