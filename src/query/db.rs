@@ -456,7 +456,8 @@ pub(super) fn pg_query(
     values: Vec<SqlValue>,
 ) -> sqlx::query::Query<'static, Postgres, PgArguments> {
     values.into_iter().fold(
-        sqlx::query(AssertSqlSafe(sql.to_string())),
+        // Unnamed: see `postgres::unnamed` (PgBouncer).
+        sqlx::query(AssertSqlSafe(sql.to_string())).persistent(false),
         |query, value| match value {
             SqlValue::Text(text) => query.bind(text),
             SqlValue::Int(n) => query.bind(n),

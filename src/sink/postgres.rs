@@ -76,7 +76,9 @@ impl PostgresStore {
                 url: display_url.clone(),
                 reason: scrub(&e.to_string(), url),
             })?
-            .application_name("pmon-agent");
+            .application_name("pmon-agent")
+            // PgBouncer refuses startup parameters it does not know.
+            .extra_float_digits(None);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .enable_io()
@@ -245,7 +247,7 @@ fn scrub(text: &str, url: &str) -> String {
 }
 
 async fn check_version(conn: &mut PgConnection, url: &str) -> Result<(), PgError> {
-    let row = sqlx::query(
+    let row = unnamed(
         "SELECT current_setting('server_version_num')::bigint, current_setting('server_version')",
     )
     .fetch_one(&mut *conn)
@@ -279,6 +281,12 @@ async fn migrate(conn: &mut PgConnection, url: &str) -> Result<usize, PgError> {
         .collect();
     let migrator = Migrator::with_migrations(migrations);
     let before = applied_count(conn).await;
+    // Nothing pending (every connect but the first): the migrator is not run,
+    // so it takes no session advisory lock, which behind a PgBouncer in
+    // transaction pooling would stay held on some server connection.
+    if before >= MIGRATIONS.len() {
+        return Ok(0);
+    }
     migrator
         .run(&mut *conn)
         .await
@@ -291,8 +299,18 @@ async fn migrate(conn: &mut PgConnection, url: &str) -> Result<usize, PgError> {
 
 use sqlx::SqlSafeStr;
 
+/// A statement sent unnamed (parsed each time, never kept on the server):
+/// behind a PgBouncer in transaction pooling, a named prepared statement
+/// lands on whichever server connection is lent next ("prepared statement
+/// sqlx_s_1 already exists").
+pub fn unnamed(
+    sql: &'static str,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql).persistent(false)
+}
+
 async fn applied_count(conn: &mut PgConnection) -> usize {
-    sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
+    unnamed("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut *conn)
         .await
         .map(|r| r.get::<i64, _>(0) as usize)
@@ -305,7 +323,7 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
         copy_logs(&mut tx, ctx, &batch.logs).await?;
     }
     for e in &batch.events {
-        sqlx::query("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
+        unnamed("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
             .bind(&e.id)
             .bind(&ctx.experiment_id)
             .bind(&ctx.run_id)
@@ -316,7 +334,7 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
             .await?;
     }
     for p in &batch.progress {
-        sqlx::query("INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        unnamed("INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (run_id, task) DO UPDATE SET current = excluded.current, total = excluded.total, unit = excluded.unit, rate = excluded.rate, updated_at = excluded.updated_at
             WHERE pipeline_progress.updated_at <= excluded.updated_at")
             .bind(&ctx.experiment_id)
@@ -419,7 +437,7 @@ async fn insert_metrics(
         .map(|m| m.metric.unit.as_deref().map(safe))
         .collect();
     let steps: Vec<Option<i64>> = metrics.iter().map(|m| m.metric.step).collect();
-    sqlx::query("INSERT INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step)
+    unnamed("INSERT INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step)
         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::bigint[])
         ON CONFLICT (run_id, seq) DO NOTHING")
         .bind(&ctx.experiment_id)
@@ -438,7 +456,7 @@ async fn insert_metrics(
 
 async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Result<()> {
     let ts = |t: &str| crate::record::parse_ts(t);
-    sqlx::query("INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal)
+    unnamed("INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, agent_pid = excluded.agent_pid, agent_start = excluded.agent_start, child_pid = excluded.child_pid,
             ended_at = excluded.ended_at, exit_code = excluded.exit_code, signal = excluded.signal")
