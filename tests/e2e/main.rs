@@ -9,6 +9,7 @@ mod metrics;
 mod oom;
 mod pg_auth;
 mod pg_server;
+mod pg_tls;
 mod pgbouncer;
 mod postgres;
 mod queries;

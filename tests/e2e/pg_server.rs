@@ -184,6 +184,105 @@ impl PgServer {
         assert!(out.status.success(), "pg_ctl reload failed");
     }
 
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a CA made
+    /// here, and makes `role` log in over TLS only; returns the CA's
+    /// certificate (what a client verifies the server with).
+    pub fn enable_tls(&self, role: &str) -> PathBuf {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pmon test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let data = self.data_dir();
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(file), data.join(file)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if is_root() {
+            for file in ["server.crt", "server.key"] {
+                let status = Command::new("chown")
+                    .arg("postgres")
+                    .arg(data.join(file))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("hostssl all {role} 127.0.0.1/32 trust\nhostnossl all {role} 127.0.0.1/32 reject\n{old}"),
+        )
+        .unwrap();
+        let out = self.as_owner(
+            &self.bindir.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "reload"],
+        );
+        assert!(out.status.success(), "pg_ctl reload failed");
+        dir.join("ca.crt")
+    }
+
     /// Kills the server the hard way: no checkpoint, connections cut.
     pub fn stop_immediate(&self) {
         self.as_owner(
