@@ -2,6 +2,7 @@
 //! a real SQLite store. One test binary, one module per area.
 
 mod bad_input;
+mod chaos;
 mod daemon;
 mod end_of_run;
 mod holder;
