@@ -92,6 +92,9 @@ pub struct PipelineCounters {
     pub last_error: std::sync::Mutex<Option<String>>,
     /// Records waiting in the spool for PostgreSQL.
     pub spool_pending: Arc<AtomicU64>,
+    /// The run is over: the sink stops waiting for a full disk after
+    /// `shutdown_timeout`.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
     /// ERROR and CRITICAL records seen.
     pub errors: AtomicU64,
     /// The newest memory and CPU sample of the program's process tree.
@@ -292,6 +295,7 @@ impl Pipeline {
                     sink,
                     ctx,
                     thread_counters.spool_pending.clone(),
+                    thread_counters.closing.clone(),
                     settings.shutdown_timeout,
                 );
                 let batcher = Batcher::new(settings.batcher, first_seq, batch_tx);
@@ -316,6 +320,7 @@ impl Pipeline {
 
     /// Closes the input and waits until everything is parsed and stored.
     pub fn finish(self) -> SinkStats {
+        self.counters.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Msg::Close);
         self.handle.join().unwrap_or_default()
     }

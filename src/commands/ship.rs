@@ -83,10 +83,11 @@ pub fn run(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     };
     let mut streams: Vec<CaptureStream> = kinds.iter().map(|k| CaptureStream::new(*k)).collect();
     let mut events: Option<EventsReader> = None;
+    let told = EndFromHolder::listen();
     let end = loop {
-        // Read before the streams: once it exists, what they hold is final.
-        let end = capture.read_end();
-        let holder_gone = nix::unistd::getppid() != holder;
+        // Read before the streams: once it is known, what they hold is final.
+        let end = told.end().or_else(|| capture.read_end());
+        let holder_gone = told.holder_gone() || nix::unistd::getppid() != holder;
         let mut progressed = false;
         if events.is_none() {
             events = EventsReader::open(&capture.events()).ok();
@@ -222,6 +223,47 @@ fn record_the_end(recording: &Recording, end: &ProgramEnd, memory: &MemoryWatch)
         last_error: None,
         last_rss_bytes,
         oom: oom.as_ref().map(OomVerdict::describe),
+    }
+}
+
+/// What the holder says on the shipper's stdin: how the program ended (one
+/// JSON line); end of file without it, that the holder is gone.
+struct EndFromHolder {
+    end: Arc<std::sync::Mutex<Option<ProgramEnd>>>,
+    gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EndFromHolder {
+    fn listen() -> EndFromHolder {
+        let told = EndFromHolder {
+            end: Default::default(),
+            gone: Default::default(),
+        };
+        let (end, gone) = (told.end.clone(), told.gone.clone());
+        let _ = std::thread::Builder::new()
+            .name("pmon-ship-end".into())
+            .spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(said) = serde_json::from_str::<ProgramEnd>(&line) {
+                        if let Ok(mut end) = end.lock() {
+                            *end = Some(said);
+                        }
+                        return;
+                    }
+                }
+                gone.store(true, Ordering::SeqCst);
+            });
+        told
+    }
+
+    fn end(&self) -> Option<ProgramEnd> {
+        self.end.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn holder_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
     }
 }
 

@@ -107,6 +107,8 @@ pub struct StreamWriter {
     data: File,
     times: File,
     offset: u64,
+    /// A write failed part-way (a full disk): the line it was in is torn.
+    torn: bool,
 }
 
 impl StreamWriter {
@@ -119,6 +121,7 @@ impl StreamWriter {
             data,
             times,
             offset,
+            torn: false,
         })
     }
 
@@ -126,13 +129,29 @@ impl StreamWriter {
     /// came. A short write (a full disk) loses the rest of the chunk, never
     /// the program's output on the terminal or its pace.
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.torn {
+            // The line a failed write cut is ended here, so that it stays
+            // one (damaged) record and the program's next line is whole.
+            self.data.write_all(b"\n")?;
+            self.offset += 1;
+            self.torn = false;
+        }
         let mut entry = [0u8; 16];
         entry[..8].copy_from_slice(&self.offset.to_le_bytes());
         entry[8..].copy_from_slice(&Utc::now().timestamp_micros().to_le_bytes());
-        self.times.write_all(&entry)?;
-        self.data.write_all(chunk)?;
-        self.offset += chunk.len() as u64;
-        Ok(())
+        let written = self
+            .times
+            .write_all(&entry)
+            .and_then(|()| self.data.write_all(chunk));
+        // After a short write the file, not the count, says where it ends.
+        self.offset = match written {
+            Ok(()) => self.offset + chunk.len() as u64,
+            Err(_) => {
+                self.torn = true;
+                self.data.metadata().map_or(self.offset, |m| m.len())
+            }
+        };
+        written
     }
 }
 

@@ -146,7 +146,10 @@ pub fn run(
         }
     }
     let result = match keeper {
-        Some(keeper) => keeper.wait_until_shipped(capture.as_ref()),
+        Some(keeper) => {
+            keeper.announce_end(&end);
+            keeper.wait_until_shipped(capture.as_ref())
+        }
         None => ShipResult::default(),
     };
     let outcome = outcome.with_context(|| {
@@ -202,8 +205,11 @@ pub struct CaptureFeed {
     events: Mutex<Option<EventWriter>>,
     /// The shipper's pid (0: none), for SIGUSR1.
     shipper: Arc<AtomicU32>,
-    /// A write failed (a full disk): said once, not once a chunk.
-    warned: std::sync::atomic::AtomicBool,
+    /// When a failed write (a full disk) was last said: once a minute, not
+    /// once a chunk.
+    warned: Mutex<Option<Instant>>,
+    /// The capture's directory, for that warning.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl CaptureFeed {
@@ -234,13 +240,22 @@ impl CaptureFeed {
             streams: Mutex::new(streams),
             events: Mutex::new(events),
             shipper: Arc::new(AtomicU32::new(0)),
-            warned: Default::default(),
+            warned: Mutex::new(None),
+            dir: capture.map(|c| c.path().to_path_buf()),
         }
     }
 
     fn warn_once(&self, what: &str, e: &std::io::Error) {
-        if !self.warned.swap(true, Ordering::SeqCst) {
-            eprintln!("pmon-agent: warning: could not write {what}: {e}; the program goes on, but what cannot be written is not stored (free space in the data dir)");
+        let Ok(mut last) = self.warned.lock() else {
+            return;
+        };
+        if last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            let dir = self
+                .dir
+                .as_deref()
+                .map_or("the data dir".into(), |d| d.display().to_string());
+            eprintln!("pmon-agent: warning: could not write {what} in {dir}: {e}; the program goes on and its output still reaches the terminal, but what cannot be written is not stored: free space there (it resumes by itself)");
         }
     }
 }

@@ -76,8 +76,11 @@ impl Recipe {
         }
         // Its own process group: a Ctrl-C or a signal to the holder's group
         // is not for it. Its stdout is the handshake; stderr is the user's.
+        // Its stdin is how the holder tells it the program ended: a pipe
+        // needs no disk (end.json may not be writable on a full one), and
+        // its end of file says the holder is gone.
         cmd.process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         cmd
     }
@@ -137,16 +140,53 @@ pub struct ShipperKeeper {
     child: Mutex<Option<Child>>,
     pid: u32,
     done: Mutex<Option<crossbeam_channel::Receiver<()>>>,
+    /// The live shipper's stdin, and the program's end once known (given
+    /// to every shipper started after it too).
+    line: Arc<Mutex<EndLine>>,
+}
+
+#[derive(Default)]
+struct EndLine {
+    stdin: Option<std::process::ChildStdin>,
+    end: Option<String>,
+}
+
+impl EndLine {
+    /// A new shipper's stdin: it is told the end at once if it is known.
+    fn attach(&mut self, stdin: Option<std::process::ChildStdin>) {
+        self.stdin = stdin;
+        self.send();
+    }
+
+    fn send(&mut self) {
+        if let (Some(stdin), Some(end)) = (self.stdin.as_mut(), &self.end) {
+            use std::io::Write;
+            let _ = writeln!(stdin, "{end}").and_then(|()| stdin.flush());
+        }
+    }
 }
 
 impl ShipperKeeper {
-    pub fn new(app: &App, spec: &ChildSpec<'_>, run_id: &str, child: Child) -> ShipperKeeper {
+    pub fn new(app: &App, spec: &ChildSpec<'_>, run_id: &str, mut child: Child) -> ShipperKeeper {
+        let line = EndLine {
+            stdin: child.stdin.take(),
+            end: None,
+        };
         ShipperKeeper {
             recipe: Recipe::new(app, spec),
             run_id: run_id.to_string(),
             pid: child.id(),
             child: Mutex::new(Some(child)),
             done: Mutex::new(None),
+            line: Arc::new(Mutex::new(line)),
+        }
+    }
+
+    /// Tells the shipper (and any that follows) how the program ended.
+    pub fn announce_end(&self, end: &super::capture::ProgramEnd) {
+        if let Ok(mut line) = self.line.lock() {
+            line.end = serde_json::to_string(end).ok();
+            line.send();
         }
     }
 
@@ -166,10 +206,11 @@ impl ShipperKeeper {
         }
         let recipe = self.recipe.clone();
         let run_id = self.run_id.clone();
+        let line = self.line.clone();
         let _ = std::thread::Builder::new()
             .name("pmon-shipper".into())
             .spawn(move || {
-                keep(child, &recipe, &run_id, &shipper, &*feed);
+                keep(child, &recipe, &run_id, &shipper, &*feed, &line);
                 let _ = tx.send(());
             });
     }
@@ -188,7 +229,14 @@ impl ShipperKeeper {
 
 /// Waits for the shipper; while it dies before finishing, records it and
 /// starts another that resumes from the last delivered records.
-fn keep(mut child: Child, recipe: &Recipe, run_id: &str, shipper: &AtomicU32, feed: &dyn Feed) {
+fn keep(
+    mut child: Child,
+    recipe: &Recipe,
+    run_id: &str,
+    shipper: &AtomicU32,
+    feed: &dyn Feed,
+    line: &Mutex<EndLine>,
+) {
     let mut restarts = 0;
     loop {
         let status = loop {
@@ -218,8 +266,11 @@ fn keep(mut child: Child, recipe: &Recipe, run_id: &str, shipper: &AtomicU32, fe
         cmd.args(["--run-id", run_id, "--restarts", &restarts.to_string()])
             .stdout(Stdio::null());
         match cmd.spawn() {
-            Ok(next) => {
+            Ok(mut next) => {
                 shipper.store(next.id(), Ordering::SeqCst);
+                if let Ok(mut line) = line.lock() {
+                    line.attach(next.stdin.take());
+                }
                 child = next;
             }
             Err(e) => {

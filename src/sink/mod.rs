@@ -129,3 +129,12 @@ pub enum SinkError {
     #[error("could not write to the SQLite store: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
+
+impl SinkError {
+    /// The store's disk is full: worth waiting for, not a reason to drop.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SinkError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+        }
+    }
+}

@@ -26,13 +26,18 @@ impl SinkWorker {
         mut sink: Box<dyn Sink>,
         ctx: RunContext,
         pending: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
         shutdown_timeout: Duration,
     ) -> (Sender<Batch>, SinkWorker) {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || {
-                let stats = run(&mut *sink, &ctx, rx, &pending);
+                let waits = FullDiskWait {
+                    closing,
+                    shutdown_timeout,
+                };
+                let stats = run(&mut *sink, &ctx, rx, &pending, &waits);
                 let left = sink.finish(Instant::now() + shutdown_timeout);
                 pending.store(left, std::sync::atomic::Ordering::Relaxed);
                 stats
@@ -67,14 +72,74 @@ fn test_delay() -> Option<Duration> {
     crate::config::parse_duration(&text).ok()
 }
 
+/// How long a batch waits for a full disk: while the run goes on, until
+/// space returns; once it is closing, `shutdown_timeout` in all.
+struct FullDiskWait {
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shutdown_timeout: Duration,
+}
+
+/// Warnings about one trouble are said at most this often: the terminal is
+/// the program's.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+fn warn(last: &mut Option<Instant>, text: &str) {
+    if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+        eprintln!("pmon-agent: warning: {text}");
+        *last = Some(Instant::now());
+    }
+}
+
+/// Writes a batch; a full disk is waited out (the batch stays in memory,
+/// the pipeline behind it waits, the program does not), other errors drop
+/// the batch. True if it was written.
+fn write_one(
+    sink: &mut dyn Sink,
+    ctx: &RunContext,
+    batch: &Batch,
+    waits: &FullDiskWait,
+    warned: &mut Option<Instant>,
+) -> bool {
+    let mut backoff = Duration::from_millis(500);
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        match sink.write(ctx, batch) {
+            Ok(()) => return true,
+            Err(e) if e.is_disk_full() => {
+                if waits.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let since = *closing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= waits.shutdown_timeout {
+                        eprintln!("pmon-agent: warning: {e}; {} records of this run could not be stored before it ended (they are in the plain log file if it could grow); free space in the data dir", batch.logs.len());
+                        return false;
+                    }
+                }
+                warn(warned, &format!("{e}; the records wait and are written when space returns (the program is not affected); free space in the data dir"));
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn(
+                    warned,
+                    &format!(
+                        "{e}; records could not be stored (they are still in the plain log file)"
+                    ),
+                );
+                return false;
+            }
+        }
+    }
+}
+
 fn run(
     sink: &mut dyn Sink,
     ctx: &RunContext,
     rx: Receiver<Batch>,
     pending: &std::sync::atomic::AtomicU64,
+    waits: &FullDiskWait,
 ) -> SinkStats {
     let mut stats = SinkStats::default();
     let delay = test_delay();
+    let mut warned = None;
     loop {
         let mut batch = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
             Ok(batch) => batch,
@@ -94,12 +159,10 @@ fn run(
         if let Some(delay) = delay {
             std::thread::sleep(delay);
         }
-        match sink.write(ctx, &batch) {
-            Ok(()) => stats.records_written += batch.logs.len() as u64,
-            Err(e) => {
-                stats.write_errors += 1;
-                eprintln!("pmon-agent: warning: {e}; {} records were not stored (they are still in the plain log file)", batch.logs.len());
-            }
+        if write_one(sink, ctx, &batch, waits, &mut warned) {
+            stats.records_written += batch.logs.len() as u64;
+        } else {
+            stats.write_errors += 1;
         }
         pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod chaos;
 mod daemon;
 mod end_of_run;
+mod full_disk;
 mod holder;
 mod metrics;
 mod oom;
