@@ -154,28 +154,7 @@ impl Recording {
 
     /// The run's plain log file, opened for appending (mode 0600).
     pub fn open_plain_log(&self) -> Option<File> {
-        let path = self.plain_log_path.as_ref()?;
-        let open = || -> std::io::Result<File> {
-            use std::os::unix::fs::OpenOptionsExt;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-        };
-        match open() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!(
-                    "pmon-agent: warning: could not open the plain log file {}: {e}; output is still stored as records",
-                    path.display()
-                );
-                None
-            }
-        }
+        crate::holder::open_plain_log(self.plain_log_path.as_ref()?)
     }
 
     /// The local store holding the run registry (and tail checkpoints).

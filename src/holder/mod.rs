@@ -166,8 +166,9 @@ pub fn run(
     })
 }
 
-/// The run's plain log file, opened for appending (mode 0600).
-fn open_plain_log(path: &std::path::Path) -> Option<std::fs::File> {
+/// A run's plain log file, opened for appending (mode 0600); a warning and
+/// `None` when it cannot be.
+pub fn open_plain_log(path: &std::path::Path) -> Option<std::fs::File> {
     let open = || -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {

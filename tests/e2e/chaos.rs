@@ -32,27 +32,6 @@ with open(go + '.count', 'w') as f:
     f.write(str(i))
 "#;
 
-/// The shippers running now: children of `holder` running `pmon-agent ship`.
-fn shippers_of(holder: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let after = &stat[stat.rfind(')')? + 2..];
-            let mut fields = after.split(' ');
-            let state = fields.next()?;
-            let ppid: u32 = fields.next()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let ship = cmdline.split(|b| *b == 0).any(|a| a == b"ship");
-            (ppid == holder && ship && state != "Z").then_some(pid)
-        })
-        .collect()
-}
-
 /// Appends `line <tag> N` to `dir/app.log`, renaming it to `app.log.K`
 /// and starting a new one every two seconds, until `stop`; returns how many.
 fn write_and_rotate(dir: std::path::PathBuf, tag: String, stop: Arc<AtomicBool>) -> u64 {

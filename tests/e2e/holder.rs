@@ -8,22 +8,9 @@ use crate::util::*;
 use pretty_assertions::assert_eq;
 use std::process::Stdio;
 
-/// The shipper of the holder `holder`: its child running `pmon-agent ship`.
+/// The shipper of the holder `holder`, if one runs.
 fn shipper_of(holder: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let after = &stat[stat.rfind(')')? + 2..];
-            let mut fields = after.split(' ');
-            let state = fields.next()?;
-            let ppid: u32 = fields.next()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let is_ship = cmdline.split(|b| *b == 0).any(|arg| arg == b"ship");
-            (ppid == holder && is_ship && state != "Z").then_some(pid)
-        })
+    shippers_of(holder).first().copied()
 }
 
 fn kill9(pid: u32) {

@@ -260,3 +260,25 @@ impl Drop for Running {
         }
     }
 }
+
+/// The shippers running now under the holder `holder` (the `wrap` or daemon
+/// supervisor process): its children running `pmon-agent ship`.
+pub fn shippers_of(holder: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let mut fields = after.split(' ');
+            let state = fields.next()?;
+            let ppid: u32 = fields.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let ship = cmdline.split(|b| *b == 0).any(|arg| arg == b"ship");
+            (ppid == holder && ship && state != "Z").then_some(pid)
+        })
+        .collect()
+}
