@@ -7,12 +7,14 @@
 //! queue. The pipeline thread owns every [`RecordAssembler`] and the
 //! [`Batcher`], and keeps the clock: it wakes when a traceback or batch is due.
 
+mod outlet;
+
 use crate::framing::LineFramer;
-use crate::metrics::{ProgressPace, Throughput};
 use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
-use crate::record::{Event, Metric, MetricType, ProgressUpdate, StreamKind};
+use crate::record::{Event, Metric, ProgressUpdate, StreamKind};
 use crate::sink::{Batcher, BatcherSettings, Checkpoint, RunContext, Sink, SinkStats, SinkWorker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use outlet::Outlet;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,102 +121,6 @@ impl Resources {
         let cpu = self.cpu_percent.map(|c| format!("cpu {c:.0}%"));
         let parts: Vec<String> = [rss, cpu].into_iter().flatten().collect();
         (!parts.is_empty()).then(|| parts.join(", "))
-    }
-}
-
-/// The batcher and what the pipeline keeps beside it about the run's pace.
-struct Outlet {
-    batcher: Batcher,
-    pace: ProgressPace,
-    throughput: Throughput,
-    parse_errors: u32,
-}
-
-/// Top-level tasks a status report lists at most.
-const MAX_REPORTED_TASKS: usize = 16;
-
-/// A program that gets the directive protocol wrong on every line is told
-/// about it this many times, not once a line.
-const MAX_PARSE_ERROR_EVENTS: u32 = 20;
-
-impl Outlet {
-    fn new(batcher: Batcher) -> Outlet {
-        Outlet {
-            batcher,
-            pace: ProgressPace::default(),
-            throughput: Throughput::new(Instant::now()),
-            parse_errors: 0,
-        }
-    }
-
-    fn progress(&mut self, mut update: ProgressUpdate, now: Instant, counters: &PipelineCounters) {
-        self.pace.pace(&mut update, now);
-        self.throughput.progress(&update, now);
-        if !update.task.contains('/') {
-            if let Ok(mut top) = counters.top_progress.lock() {
-                match top.iter_mut().find(|t| t.task == update.task) {
-                    Some(task) => task.clone_from(&update),
-                    None => {
-                        // A description that changes every update is a new
-                        // task each time: the status report keeps the newest.
-                        if top.len() >= MAX_REPORTED_TASKS {
-                            top.remove(0);
-                        }
-                        top.push(update.clone())
-                    }
-                }
-            }
-        }
-        self.batcher.progress(update, now);
-    }
-
-    /// A sample from the sampler, completed with the throughput series.
-    fn sample(&mut self, mut metrics: Vec<Metric>, now: Instant, counters: &PipelineCounters) {
-        let timestamp = metrics
-            .first()
-            .map_or_else(chrono::Utc::now, |m| m.timestamp);
-        metrics.extend(self.throughput.sample(
-            now,
-            timestamp,
-            counters.lines.load(Ordering::Relaxed),
-            counters.errors.load(Ordering::Relaxed),
-        ));
-        let value = |metric_type, name: &str| {
-            metrics
-                .iter()
-                .find(|m| m.metric_type == metric_type && m.name == name)
-                .map(|m| m.value)
-        };
-        let now_resources = Resources {
-            rss_bytes: value(MetricType::Memory, "rss_bytes").map(|v| v as u64),
-            cpu_percent: value(MetricType::Cpu, "cpu_percent"),
-        };
-        if let Ok(mut resources) = counters.resources.lock() {
-            resources.rss_bytes = now_resources.rss_bytes.or(resources.rss_bytes);
-            resources.cpu_percent = now_resources.cpu_percent.or(resources.cpu_percent);
-        }
-        self.batcher.metrics(metrics, now);
-    }
-
-    fn parse_error(&mut self, line: String, reason: String, source: &str) {
-        self.parse_errors += 1;
-        if self.parse_errors > MAX_PARSE_ERROR_EVENTS {
-            return;
-        }
-        let mut line = line;
-        if line.len() > 500 {
-            let mut cut = 500;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-        }
-        let last = self.parse_errors == MAX_PARSE_ERROR_EVENTS;
-        self.batcher.event(Event::now(
-            "parse_error",
-            serde_json::json!({"source": source, "line": line, "reason": reason,
-                "further_errors_not_reported": last}),
-        ));
     }
 }
 
