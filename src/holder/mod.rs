@@ -211,6 +211,8 @@ pub struct CaptureFeed {
     warned: Mutex<Option<Instant>>,
     /// The capture's directory, for that warning.
     dir: Option<std::path::PathBuf>,
+    /// Bytes the capture could not take since it last could.
+    lost: std::sync::atomic::AtomicU64,
 }
 
 impl CaptureFeed {
@@ -243,6 +245,7 @@ impl CaptureFeed {
             shipper: Arc::new(AtomicU32::new(0)),
             warned: Mutex::new(None),
             dir: capture.map(|c| c.path().to_path_buf()),
+            lost: Default::default(),
         }
     }
 
@@ -263,12 +266,27 @@ impl CaptureFeed {
 
 impl Feed for CaptureFeed {
     fn data(&self, kind: StreamKind, chunk: &[u8]) -> bool {
-        if let Ok(mut streams) = self.streams.lock() {
-            if let Some(writer) = streams.get_mut(&kind) {
-                if let Err(e) = writer.write(chunk) {
-                    self.warn_once("the capture file", &e);
+        let written = self
+            .streams
+            .lock()
+            .ok()
+            .and_then(|mut streams| streams.get_mut(&kind).map(|writer| writer.write(chunk)));
+        match written {
+            Some(Err(e)) => {
+                self.lost.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                self.warn_once("the capture file", &e);
+            }
+            Some(Ok(())) => {
+                // Space is back: what could not be kept is counted, once.
+                let lost = self.lost.swap(0, Ordering::SeqCst);
+                if lost > 0 {
+                    self.event(Event::now(
+                        "capture_incomplete",
+                        json!({"bytes_lost": lost, "reason": "the data dir could not grow (disk full?)"}),
+                    ));
                 }
             }
+            None => {}
         }
         // Reading goes on whatever happens to the capture: the echo and the
         // plain log file still need the bytes, and the program its pipe.

@@ -124,4 +124,12 @@ fn a_full_data_dir_never_harms_the_program_and_recovers_by_itself() {
     );
     let status = agent.status("disk");
     assert_eq!(status["state"], "succeeded");
+    // What could not be kept is counted, in an event written once space returned.
+    let lost: i64 = agent.count(
+        "SELECT coalesce(sum(json_extract(details, '$.bytes_lost')), 0) FROM pipeline_events WHERE event_type = 'capture_incomplete'",
+    );
+    assert!(
+        lost > 0,
+        "the lost bytes are counted in a capture_incomplete event"
+    );
 }
