@@ -34,6 +34,30 @@ impl Tmux {
         out
     }
 
+    /// A session `name` of `width`x`height` running a bare bash (prompt
+    /// `READY$ `, the agent's data dir, colour allowed), once its prompt shows.
+    fn shell(&self, name: &str, (width, height): (u16, u16), agent: &Agent) {
+        let shell = format!(
+            "env -u NO_COLOR PMON_DATA_DIR={} PS1='READY$ ' bash --norc --noprofile",
+            agent.data_dir().display()
+        );
+        let (width, height) = (width.to_string(), height.to_string());
+        self.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            "-s",
+            name,
+            &shell,
+        ]);
+        wait_until("the shell's prompt", || {
+            self.capture(name).contains("READY$")
+        });
+    }
+
     fn capture(&self, target: &str) -> String {
         let out = self
             .cmd(&["capture-pane", "-p", "-t", target])
@@ -92,24 +116,7 @@ fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
             .unwrap(),
     );
     let tmux = Tmux::new();
-    let shell = format!(
-        "env -u NO_COLOR PMON_DATA_DIR={} PS1='READY$ ' bash --norc --noprofile",
-        agent.data_dir().display()
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-s",
-        "w",
-        &shell,
-    ]);
-    wait_until("the shell's prompt", || {
-        tmux.capture("w").contains("READY$")
-    });
+    tmux.shell("w", (100, 30), &agent);
     let watch = format!(
         "cd {} && {} query watch tw",
         agent.dir.path().display(),
@@ -160,24 +167,7 @@ fn assert_terminal_restored(tmux: &Tmux, pane: &str) {
 fn sigterm_gives_the_terminal_back_too() {
     let agent = Agent::new();
     let tmux = Tmux::new();
-    let shell = format!(
-        "env PMON_DATA_DIR={} PS1='READY$ ' bash --norc --noprofile",
-        agent.data_dir().display()
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "-s",
-        "t",
-        &shell,
-    ]);
-    wait_until("the shell's prompt", || {
-        tmux.capture("t").contains("READY$")
-    });
+    tmux.shell("t", (80, 24), &agent);
     let watch = format!("{} query watch term-me", env!("CARGO_BIN_EXE_pmon-agent"));
     tmux.run(&["send-keys", "-t", "t", &watch, "Enter"]);
     wait_until("the dashboard waits", || {
