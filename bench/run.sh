@@ -6,6 +6,7 @@
 #
 # Usage: bench/run.sh [-n LINES] [-r REPEAT] [--no-echo-run] [--no-extra-baselines] [--keep]
 #        bench/run.sh --postgres [-n LINES] [--no-extra-baselines] [--no-replay] [--keep]
+#        bench/run.sh --memory [-n LINES] [--no-postgres] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
@@ -14,6 +15,9 @@
 #   --tail     `tail` instead (tail_bench.py): `tail --once` of the workload vs `cat` and `sqlite3 .import`
 #              (with --postgres also into PostgreSQL vs `psql \copy`), then append-to-queryable latency
 #              of a following `tail` (ERROR lines, INFO lines, INFO with a short flush_interval)
+#   --memory   peak RSS (VmHWM) of each process (holder, shipper, the one process of tail/replay) on
+#              every path, against the bounds holder ≤ 5 MiB, shipper ≤ 20 MiB (memory.py);
+#              --no-postgres keeps to the embedded store
 #   --no-latency / --latency-only   (--tail) only the throughput / only the latency part
 #   --probes N, --probe-interval MS (--tail) probe lines per latency run (400), between appends (50)
 #   --info-flush-interval DUR       (--tail) flush_interval of the third latency run (100ms; none: skip it)
@@ -37,6 +41,7 @@ lines=1000000
 pass=()
 postgres=
 tail=
+memory=
 tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,12 +51,14 @@ while [ $# -gt 0 ]; do
         --no-echo-run|--no-extra-baselines|--keep|--no-replay) pass+=("$1"); shift ;;
         --postgres) postgres=1; shift ;;
         --tail) tail=1; shift ;;
+        --memory) memory=1; shift ;;
+        --no-postgres) tailpass+=("$1"); shift ;;
         --no-latency|--latency-only) tailpass+=("$1"); shift ;;
         --probes|--probe-interval|--info-flush-interval|--new-files)
             [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,7 +69,13 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-if [ -z "$tail" ] && [ ${#tailpass[@]} -gt 0 ]; then
+if [ -n "$memory" ]; then
+    for o in ${pass[@]+"${pass[@]}"}; do
+        case "$o" in --keep) ;; *) echo "run.sh: only -n, --no-postgres and --keep apply to --memory" >&2; exit 2 ;; esac
+    done
+    [ -z "$postgres$tail" ] || { echo "run.sh: --memory measures every path itself; drop --postgres/--tail" >&2; exit 2; }
+    tools="python3 sqlite3"
+elif [ -z "$tail" ] && [ ${#tailpass[@]} -gt 0 ]; then
     echo "run.sh: ${tailpass[0]} only applies to --tail" >&2; exit 2
 fi
 if [ -n "$tail" ]; then
@@ -100,7 +113,10 @@ fi
 
 script=bench.py
 [ -z "$postgres" ] || script=pg_bench.py
-if [ -n "$tail" ]; then
+if [ -n "$memory" ]; then
+    script=memory.py
+    pass+=(${tailpass[@]+"${tailpass[@]}"})
+elif [ -n "$tail" ]; then
     script=tail_bench.py
     pass+=(${tailpass[@]+"${tailpass[@]}"})
 fi
