@@ -25,8 +25,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match commands::dispatch(cli) {
+    // A holder (`wrap`'s own process, or a daemon run's) touches nothing
+    // else: no command line parsing, no configuration.
+    let result = match holder::run_if_held() {
+        Some(held) => held,
+        None => commands::dispatch(cli::Cli::parse()),
+    };
+    match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
             if is_broken_pipe(&err) {

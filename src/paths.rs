@@ -23,6 +23,12 @@ impl DataDir {
         Ok(DataDir { root })
     }
 
+    /// The data dir at `root`, as already resolved (by the process that
+    /// started this one).
+    pub fn at(root: PathBuf) -> DataDir {
+        DataDir { root }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -132,7 +132,8 @@ pub struct NewRun<'a> {
 }
 
 /// How `wrap` treats an experiment that already has a live run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StartMode {
     /// Refuse if a run is live.
     Exclusive,

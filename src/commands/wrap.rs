@@ -5,7 +5,7 @@
 
 use crate::app::App;
 use crate::cli::WrapArgs;
-use crate::holder::{self, ChildSpec};
+use crate::holder::{self, ChildSpec, HolderEnv};
 use crate::run::{self, StartMode};
 
 pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
@@ -18,18 +18,19 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         (_, true) => StartMode::NewRun,
         _ => StartMode::Exclusive,
     };
-    let child = ChildSpec {
-        experiment: &experiment,
-        command: &args.command,
-        tags: &args.tags,
+    let spec = ChildSpec {
+        experiment,
+        command: args.command,
+        tags: args.tags,
         mode,
         pty: args.pty,
         echo: !args.no_echo,
         daemon: None,
     };
-    let ran = holder::run(app, &child, |_, _| {})?;
-    if let Some(oom) = &ran.result.oom {
-        eprintln!("pmon-agent: the program was {oom}");
-    }
-    Ok(ran.outcome.agent_exit_code())
+    let env = HolderEnv::of(app);
+    // This process becomes a fresh holder, without the pages parsing and
+    // configuration touched; if it cannot, it holds the run as it is.
+    let _ = holder::exec_as_holder(&env, &spec);
+    let ran = holder::run(&env, &spec, |_, _| {})?;
+    Ok(holder::exit_code(&ran))
 }

@@ -6,7 +6,7 @@
 use super::replay::BackgroundReplay;
 use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
 use crate::app::App;
-use crate::holder::{self, ChildSpec, Ran};
+use crate::holder::{self, ChildSpec, HolderEnv, Ran};
 use crate::procinfo;
 use crate::record::{format_ts, Event};
 use crate::run::{RunState, StartMode};
@@ -62,8 +62,12 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
     let limits = app.config.daemon.clone();
     let mut recent: VecDeque<Instant> = VecDeque::new();
     let mut replay = BackgroundReplay::new(app);
+    // Each run has a holder process of its own; `daemon stop`'s SIGTERM to
+    // this supervisor is passed on to it.
+    let holder = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    holder::forward_signals(holder.clone());
     loop {
-        let ran = run_once(app, args, &dir, &mut state);
+        let ran = run_once(app, args, &dir, &mut state, &holder);
         let stop_requested = dir.stop_path(args.name).exists()
             || ran.as_ref().is_some_and(|r| r.outcome.forwarded.is_some());
         if stop_requested {
@@ -188,18 +192,19 @@ fn run_once(
     args: &Supervise<'_>,
     dir: &DaemonDir,
     state: &mut DaemonState,
+    holder: &std::sync::atomic::AtomicU32,
 ) -> Option<Ran> {
-    let tags = vec![("daemon".to_string(), args.name.to_string())];
     let spec = ChildSpec {
-        experiment: args.experiment,
-        command: args.command,
-        tags: &tags,
+        experiment: args.experiment.to_string(),
+        command: args.command.to_vec(),
+        tags: vec![("daemon".to_string(), args.name.to_string())],
         mode: StartMode::NewRun,
         pty: false,
         echo: false,
-        daemon: Some(args.name),
+        daemon: Some(args.name.to_string()),
     };
-    let result = holder::run(app, &spec, |pid, run_id| {
+    let env = HolderEnv::of(app);
+    let result = holder::run_in_own_process(&env, &spec, holder, |pid, run_id| {
         state.pid = Some(pid);
         state.run_id = run_id.map(str::to_string);
         state.state = RunState::Running;

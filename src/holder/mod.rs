@@ -17,6 +17,7 @@
 //! is tiny, the engine can crash.
 
 pub mod capture;
+mod own_process;
 mod shipper;
 
 use crate::app::App;
@@ -33,20 +34,46 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use own_process::{
+    exec_as_holder, exit_code, forward_signals, run_if_held, run_in_own_process,
+};
+
 /// One run of a command: what `wrap` does once and a daemon supervisor does
 /// again after each restart.
-pub struct ChildSpec<'a> {
-    pub experiment: &'a str,
-    pub command: &'a [String],
-    pub tags: &'a [(String, String)],
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub experiment: String,
+    pub command: Vec<String>,
+    pub tags: Vec<(String, String)>,
     pub mode: StartMode,
     pub pty: bool,
     pub echo: bool,
     /// The daemon this run belongs to, if any (its live status file).
-    pub daemon: Option<&'a str>,
+    pub daemon: Option<String>,
+}
+
+/// What the holder needs of the agent's settings: where the data dir is,
+/// and what the shipper is told to find the same configuration and store.
+/// (The holder itself never reads the configuration file.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolderEnv {
+    pub data_dir: std::path::PathBuf,
+    pub config: Option<std::path::PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl HolderEnv {
+    pub fn of(app: &App) -> HolderEnv {
+        HolderEnv {
+            data_dir: app.data_dir.root().to_path_buf(),
+            config: app.config_path.clone(),
+            database_url: app.config.logging.database.url.clone(),
+        }
+    }
 }
 
 /// How a run ended.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Ran {
     pub outcome: ChildOutcome,
     pub state: RunState,
@@ -80,20 +107,18 @@ pub fn end_state(exit_code: Option<i32>, signal: Option<i32>, forwarded: Option<
 /// Runs the command once under a holder and a shipper; `on_spawn` is told
 /// the program's pid and the run id.
 pub fn run(
-    app: &App,
-    spec: &ChildSpec<'_>,
+    env: &HolderEnv,
+    spec: &ChildSpec,
     on_spawn: impl FnOnce(u32, Option<&str>),
 ) -> anyhow::Result<Ran> {
-    let (run_id, keeper) = match shipper::begin(app, spec)? {
+    let (run_id, keeper) = match shipper::begin(env, spec)? {
         Handshake::Ready(run_id, child) => {
-            let keeper = ShipperKeeper::new(app, spec, &run_id, child);
+            let keeper = ShipperKeeper::new(env, spec, &run_id, child);
             (Some(run_id), Some(keeper))
         }
         Handshake::Unrecorded => (None, None),
     };
-    let capture = run_id
-        .as_ref()
-        .map(|id| CaptureDir::new(app.data_dir.root(), id));
+    let capture = run_id.as_ref().map(|id| CaptureDir::new(&env.data_dir, id));
     let feed = Arc::new(CaptureFeed::open(capture.as_ref(), spec.pty));
     if let Some(keeper) = &keeper {
         feed.shipper.store(keeper.pid(), Ordering::SeqCst);
@@ -101,9 +126,9 @@ pub fn run(
     }
     let plain_log = run_id
         .as_deref()
-        .and_then(|id| open_plain_log(&app.data_dir.run_log_path(spec.experiment, id)));
+        .and_then(|id| open_plain_log(&run_log_path(env, &spec.experiment, id)));
     let opts = WrapOptions {
-        command: spec.command,
+        command: &spec.command,
         pty: spec.pty,
         echo: spec.echo,
         plain_log,
@@ -115,7 +140,7 @@ pub fn run(
         |pid| {
             start_feed.event(Event::now(
                 "start",
-                json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(spec.tags), "agent_pid": std::process::id()}),
+                json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(&spec.tags), "agent_pid": std::process::id()}),
             ));
             on_spawn(pid, run_id.as_deref());
         },
@@ -164,6 +189,10 @@ pub fn run(
         run_id,
         result,
     })
+}
+
+fn run_log_path(env: &HolderEnv, experiment: &str, run_id: &str) -> std::path::PathBuf {
+    crate::paths::DataDir::at(env.data_dir.clone()).run_log_path(experiment, run_id)
 }
 
 /// A run's plain log file, opened for appending (mode 0600); a warning and

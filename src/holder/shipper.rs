@@ -1,8 +1,7 @@
 //! Starting the shipper, and starting it again when it dies.
 
 use super::capture::CaptureDir;
-use super::{CaptureFeed, ChildSpec, ShipResult};
-use crate::app::App;
+use super::{CaptureFeed, ChildSpec, HolderEnv, ShipResult};
 use crate::record::Event;
 use crate::run::StartMode;
 use crate::source::wrap::Feed;
@@ -40,15 +39,15 @@ struct Recipe {
 }
 
 impl Recipe {
-    fn new(app: &App, spec: &ChildSpec<'_>) -> Recipe {
+    fn new(env: &HolderEnv, spec: &ChildSpec) -> Recipe {
         Recipe {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pmon-agent")),
-            data_dir: app.data_dir.root().to_path_buf(),
-            config: app.config_path.clone(),
-            database_url: app.config.logging.database.url.clone(),
-            experiment: spec.experiment.to_string(),
+            data_dir: env.data_dir.clone(),
+            config: env.config.clone(),
+            database_url: env.database_url.clone(),
+            experiment: spec.experiment.clone(),
             pty: spec.pty,
-            daemon: spec.daemon.map(str::to_string),
+            daemon: spec.daemon.clone(),
         }
     }
 
@@ -87,8 +86,8 @@ impl Recipe {
 }
 
 /// Starts the first shipper, which registers the run (or refuses it).
-pub fn begin(app: &App, spec: &ChildSpec<'_>) -> anyhow::Result<Handshake> {
-    let mut cmd = Recipe::new(app, spec).command();
+pub fn begin(env: &HolderEnv, spec: &ChildSpec) -> anyhow::Result<Handshake> {
+    let mut cmd = Recipe::new(env, spec).command();
     let mode = match spec.mode {
         StartMode::Exclusive => "exclusive",
         StartMode::NewRun => "new-run",
@@ -97,9 +96,9 @@ pub fn begin(app: &App, spec: &ChildSpec<'_>) -> anyhow::Result<Handshake> {
     };
     cmd.args(["--mode", mode])
         .arg("--command-json")
-        .arg(serde_json::to_string(spec.command).unwrap_or_default())
+        .arg(serde_json::to_string(&spec.command).unwrap_or_default())
         .arg("--tags-json")
-        .arg(serde_json::to_string(spec.tags).unwrap_or_default());
+        .arg(serde_json::to_string(&spec.tags).unwrap_or_default());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -167,13 +166,13 @@ impl EndLine {
 }
 
 impl ShipperKeeper {
-    pub fn new(app: &App, spec: &ChildSpec<'_>, run_id: &str, mut child: Child) -> ShipperKeeper {
+    pub fn new(env: &HolderEnv, spec: &ChildSpec, run_id: &str, mut child: Child) -> ShipperKeeper {
         let line = EndLine {
             stdin: child.stdin.take(),
             end: None,
         };
         ShipperKeeper {
-            recipe: Recipe::new(app, spec),
+            recipe: Recipe::new(env, spec),
             run_id: run_id.to_string(),
             pid: child.id(),
             child: Mutex::new(Some(child)),

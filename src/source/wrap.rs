@@ -37,7 +37,7 @@ pub fn block_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None);
 }
 
-fn handled_signals() -> SigSet {
+pub fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
@@ -55,7 +55,7 @@ pub struct WrapOptions<'a> {
 }
 
 /// How the child ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct ChildOutcome {
     pub pid: u32,
     pub exit_code: Option<i32>,

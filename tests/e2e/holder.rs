@@ -216,17 +216,22 @@ fn a_daemons_shipper_killed_leaves_its_program_running() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_text(&out));
-    let supervisor = {
-        let mut pid = 0;
+    let (supervisor, program) = {
+        let (mut sup, mut prog) = (0, 0);
         wait_until("the daemon runs", || {
             let out = agent.run(&["daemon", "status", "keeps", "--format", "json"]);
             let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            pid = state["supervisor_pid"].as_u64().unwrap_or(0) as u32;
-            state["state"] == "running" && !state["pid"].is_null()
+            sup = state["supervisor_pid"].as_u64().unwrap_or(0) as u32;
+            prog = state["pid"].as_u64().unwrap_or(0) as u32;
+            state["state"] == "running" && prog != 0
         });
-        pid
+        (sup, prog)
     };
-    kill_shippers(&agent, "keeps", supervisor, 1);
+    // The run's holder is a process of its own under the supervisor; the
+    // program is its child.
+    let holder = holders_of(supervisor)[0];
+    assert_eq!(parent_of(program), Some(holder));
+    kill_shippers(&agent, "keeps", holder, 1);
     let before = stored(&agent, "keeps");
     wait_until("the next shipper stores more", || {
         stored(&agent, "keeps") > before + 50

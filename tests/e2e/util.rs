@@ -264,6 +264,16 @@ impl Drop for Running {
 /// The shippers running now under the holder `holder` (the `wrap` or daemon
 /// supervisor process): its children running `pmon-agent ship`.
 pub fn shippers_of(holder: u32) -> Vec<u32> {
+    children_with_arg(holder, b"ship")
+}
+
+/// The holder processes a daemon's supervisor runs (one per run).
+pub fn holders_of(supervisor: u32) -> Vec<u32> {
+    children_with_arg(supervisor, b"hold")
+}
+
+/// Live (not zombie) children of `parent` with `arg` among their arguments.
+fn children_with_arg(parent: u32, arg: &[u8]) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -277,8 +287,15 @@ pub fn shippers_of(holder: u32) -> Vec<u32> {
             let state = fields.next()?;
             let ppid: u32 = fields.next()?.parse().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let ship = cmdline.split(|b| *b == 0).any(|arg| arg == b"ship");
-            (ppid == holder && ship && state != "Z").then_some(pid)
+            let has = cmdline.split(|b| *b == 0).any(|a| a == arg);
+            (ppid == parent && has && state != "Z").then_some(pid)
         })
         .collect()
+}
+
+/// The parent pid of `pid`, if it lives.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(1)?.parse().ok()
 }

@@ -82,6 +82,23 @@ fn python_is_unbuffered_unless_the_user_says_otherwise() {
 }
 
 #[test]
+fn the_program_gets_the_users_environment_and_not_the_agents_plan() {
+    // `wrap` runs its holder as a fresh image of itself with the run's plan
+    // (and the database URL) in PMON_HOLDER_PLAN: never the program's.
+    let agent = Agent::new();
+    let code = "import os; print(sorted(k for k in os.environ if k.startswith('PMON_')), os.environ.get('MY_VAR'))";
+    let out = agent
+        .cmd(&["wrap", "-e", "env", "--", "python3", "-c", code])
+        .env("MY_VAR", "kept")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!printed.contains("PMON_HOLDER_PLAN"), "{printed}");
+    assert!(printed.ends_with(" kept\n"), "{printed}");
+}
+
+#[test]
 fn sigterm_to_the_agent_reaches_the_whole_process_group() {
     let agent = Agent::new();
     // A parent that traps TERM and reports how its grandchild ended: a
