@@ -530,6 +530,15 @@ def clean_up(tmp, keep, srv=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def copy_agent(src, dst):
+    """Copies the agent (and `pmon-agent-holder` beside it, which `wrap` runs
+    as its holder) into the temp dir: immune to a rebuild meanwhile."""
+    shutil.copy2(src, dst)
+    holder = os.path.join(os.path.dirname(src), "pmon-agent-holder")
+    if os.path.exists(holder):
+        shutil.copy2(holder, os.path.join(os.path.dirname(dst), "pmon-agent-holder"))
+
+
 def mib(kib):
     return "%.1f MiB" % (kib / 1024.0) if kib else "—"
 
@@ -553,7 +562,7 @@ def main():
     failed = False
     try:
         agent = os.path.join(tmp, "pmon-agent")
-        shutil.copy2(a.agent, agent)  # immune to the binary being rebuilt meanwhile
+        copy_agent(a.agent, agent)  # immune to the binary being rebuilt meanwhile
         with open(os.path.join(tmp, "empty-config.yml"), "w"):
             pass
 

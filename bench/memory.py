@@ -4,7 +4,9 @@
 For each path the shared workload takes, the peak resident memory (VmHWM, polled
 every 10 ms from /proc) of each process the agent runs, by role:
 
-  holder   the process the user started with `wrap` (owns the program's pipes)
+  holder   the process the user started with `wrap` (owns the program's pipes);
+           its first milliseconds, parsing the command line and configuration
+           before it executes `pmon-agent-holder` (same pid), count too
   shipper  its `pmon-agent ship` child (parses and stores)
   agent    the one process of `tail --once` and `spool replay`
 
@@ -91,7 +93,9 @@ class RolePoller(threading.Thread):
                 kib = hwm_kib(pid)
                 if kib is not None:
                     self.peak[role] = max(self.peak.get(role, 0), kib)
-            self.stop.wait(0.01)
+            # Every 1 ms at first: `wrap` parses its command line and config
+            # for a few ms before it becomes the holder (exec resets VmHWM).
+            self.stop.wait(0.001 if scan < 300 else 0.01)
 
 
 def run_polled(argv, cwd, env, root_role, stdin=None):
@@ -126,7 +130,7 @@ def main():
     rows = []  # (path, {role: kib}, ok, detail)
     try:
         agent = os.path.join(tmp, "pmon-agent")
-        shutil.copy2(a.agent, agent)
+        bench.copy_agent(a.agent, agent)
         with open(os.path.join(tmp, "empty-config.yml"), "w"):
             pass
         workload, summary, _ = bench.generate_workload(a.gen, a.lines, tmp)

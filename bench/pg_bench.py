@@ -292,7 +292,7 @@ def main():
     try:
         bindir = pg_bindir()
         agent = os.path.join(tmp, "pmon-agent")
-        shutil.copy2(a.agent, agent)
+        bench.copy_agent(a.agent, agent)
         with open(os.path.join(tmp, "empty-config.yml"), "w"):
             pass
 

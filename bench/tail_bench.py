@@ -442,7 +442,7 @@ def main():
     t_gen = t_split = 0.0
     try:
         agent = os.path.join(tmp, "pmon-agent")
-        shutil.copy2(a.agent, agent)  # immune to a rebuild meanwhile
+        bench.copy_agent(a.agent, agent)  # immune to a rebuild meanwhile
         with open(os.path.join(tmp, "empty-config.yml"), "w"):
             pass
         facts = bench.machine_facts(a.agent, a.repo)

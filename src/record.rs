@@ -124,6 +124,16 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// The bytes of text the record holds (what a queue of records costs).
+    pub fn text_bytes(&self) -> usize {
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.message.len()
+            + optional(&self.logger)
+            + optional(&self.traceback)
+            + optional(&self.exception_type)
+            + optional(&self.exception_message)
+    }
+
     /// A record with no structure: an INFO line as the program printed it.
     pub fn plain(message: String, stream: StreamKind, source: impl Into<Arc<str>>) -> LogRecord {
         LogRecord {

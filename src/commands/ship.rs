@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 /// How long the shipper sleeps when the capture has nothing new.
 const IDLE: Duration = Duration::from_millis(10);
-/// Most bytes read from a capture file at once.
-const READ_CHUNK: usize = 1 << 20;
+/// Most bytes read from a capture file at once (and handed on in one message).
+const READ_CHUNK: usize = crate::source::CHUNK_BYTES;
 
 pub fn run(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     let holder = nix::unistd::getppid();

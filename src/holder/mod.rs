@@ -57,6 +57,8 @@ pub struct ChildSpec {
 /// (The holder itself never reads the configuration file.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HolderEnv {
+    /// `pmon-agent` itself, which the shipper runs.
+    pub agent_exe: std::path::PathBuf,
     pub data_dir: std::path::PathBuf,
     pub config: Option<std::path::PathBuf>,
     pub database_url: Option<String>,
@@ -65,6 +67,7 @@ pub struct HolderEnv {
 impl HolderEnv {
     pub fn of(app: &App) -> HolderEnv {
         HolderEnv {
+            agent_exe: std::env::current_exe().unwrap_or_else(|_| "pmon-agent".into()),
             data_dir: app.data_dir.root().to_path_buf(),
             config: app.config_path.clone(),
             database_url: app.config.logging.database.url.clone(),

@@ -41,7 +41,7 @@ struct Recipe {
 impl Recipe {
     fn new(env: &HolderEnv, spec: &ChildSpec) -> Recipe {
         Recipe {
-            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pmon-agent")),
+            exe: env.agent_exe.clone(),
             data_dir: env.data_dir.clone(),
             config: env.config.clone(),
             database_url: env.database_url.clone(),

@@ -190,7 +190,8 @@ impl Pipeline {
         first_seq: crate::run::SeqStart,
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
-        // agent's memory growing without limit.
+        // agent's memory growing without limit. No message carries more
+        // than `source::CHUNK_BYTES`: at most 512 KiB waits here.
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(8);
         let counters = Arc::new(PipelineCounters::default());
         let thread_counters = counters.clone();
@@ -567,7 +568,7 @@ mod tests {
         };
         // The batches as the batcher cuts them (the sink thread may merge
         // some into one write, never split them).
-        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+        let (batch_tx, batch_rx) = crate::sink::batch_queue(usize::MAX);
         let (tx, rx) = crossbeam_channel::unbounded();
         let text = "INFO:app:line 0\nINFO:app:line 1\nERROR:app:line 2\n";
         let end = text.len() as u64;

@@ -8,13 +8,16 @@
 //! samples ride with the records (a sample's worth at a time). Records below the configured level are dropped
 //! here, after parsing, so a DEBUG line still ends a traceback.
 
-use super::{Batch, Checkpoint, SeqMetric, SeqRecord};
+use super::{Batch, BatchSender, Checkpoint, SeqMetric, SeqRecord};
 use crate::record::{Event, Level, LogRecord, Metric, ProgressUpdate};
 use crate::run::SeqStart;
-use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A batch is cut once its records hold this much text, whatever
+/// `batch_size` says: a hundred lines at the 1 MiB line cap are 100 MiB.
+const BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatcherSettings {
@@ -35,7 +38,9 @@ pub struct Batcher {
     /// The latest read position of each tailed file, sent with the next batch.
     checkpoints: BTreeMap<(u64, u64), Checkpoint>,
     checkpoints_due: Option<Instant>,
-    tx: Sender<Batch>,
+    tx: BatchSender,
+    /// The text bytes of the records in `current`.
+    current_bytes: usize,
     holding: bool,
     flush_wanted: bool,
     /// Records sent to the sink (after the level filter).
@@ -45,7 +50,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(settings: BatcherSettings, first_seq: SeqStart, tx: Sender<Batch>) -> Batcher {
+    pub fn new(settings: BatcherSettings, first_seq: SeqStart, tx: BatchSender) -> Batcher {
         Batcher {
             settings,
             stream_origins: Vec::new(),
@@ -58,6 +63,7 @@ impl Batcher {
             checkpoints: BTreeMap::new(),
             checkpoints_due: None,
             tx,
+            current_bytes: 0,
             holding: false,
             flush_wanted: false,
             records_sent: 0,
@@ -81,6 +87,7 @@ impl Batcher {
             return;
         }
         let urgent = record.is_urgent();
+        self.current_bytes += record.text_bytes();
         let (origin, seq) = match (file_origin, record.offset) {
             (Some(origin), Some(offset)) => (origin.clone(), offset),
             _ => {
@@ -94,7 +101,10 @@ impl Batcher {
             record,
         });
         self.oldest.get_or_insert(now);
-        if urgent || self.current.logs.len() >= self.settings.batch_size {
+        if urgent
+            || self.current.logs.len() >= self.settings.batch_size
+            || self.current_bytes >= BATCH_BYTES
+        {
             if self.holding {
                 self.flush_wanted = true;
             } else {
@@ -215,6 +225,7 @@ impl Batcher {
             return;
         }
         let batch = std::mem::take(&mut self.current);
+        self.current_bytes = 0;
         self.records_sent += batch.logs.len() as u64;
         self.oldest = None;
         // The worker only goes away when the agent is shutting down.
@@ -244,7 +255,7 @@ mod tests {
 
     #[test]
     fn batches_by_size_age_and_urgency_and_filters_by_level() {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crate::sink::batch_queue(usize::MAX);
         let mut b = Batcher::new(
             settings(),
             SeqStart {
@@ -271,5 +282,27 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().logs.len(), 1);
         b.record(rec(Level::Error), None, t0);
         assert_eq!(rx.try_recv().unwrap().logs[0].seq, 4);
+    }
+
+    #[test]
+    fn a_batch_is_cut_by_bytes_before_batch_size() {
+        let (tx, rx) = crate::sink::batch_queue(usize::MAX);
+        let big = BatcherSettings {
+            batch_size: 100,
+            ..settings()
+        };
+        let first = SeqStart {
+            logs: 0,
+            metrics: 0,
+        };
+        let mut b = Batcher::new(big, first, tx);
+        let t0 = Instant::now();
+        let line = |n: usize| LogRecord::plain("x".repeat(n), StreamKind::Stdout, "stdout");
+        b.record(line(BATCH_BYTES / 2), None, t0);
+        assert!(rx.try_recv().is_err());
+        b.record(line(BATCH_BYTES / 2), None, t0);
+        assert_eq!(rx.try_recv().unwrap().logs.len(), 2);
+        b.record(line(10), None, t0);
+        assert!(rx.try_recv().is_err(), "the count starts again");
     }
 }

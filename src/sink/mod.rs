@@ -9,11 +9,13 @@
 
 mod batch;
 pub mod postgres;
+mod queue;
 pub mod spool;
 pub mod sqlite;
 mod worker;
 
 pub use batch::{Batcher, BatcherSettings};
+pub use queue::{batch_queue, BatchReceiver, BatchSender, QUEUE_BYTES};
 pub use sqlite::SqliteStore;
 pub use worker::{SinkStats, SinkWorker};
 
@@ -90,6 +92,20 @@ impl Batch {
             && self.metrics.is_empty()
             && self.runs.is_empty()
             && self.checkpoints.is_empty()
+    }
+
+    /// About how much memory the batch holds: its records' text and their
+    /// fixed parts (events, progress and metrics are small and few).
+    pub fn heap_bytes(&self) -> usize {
+        const EACH: usize = std::mem::size_of::<SeqRecord>();
+        let logs: usize = self.logs.iter().map(|r| EACH + r.record.text_bytes()).sum();
+        logs + 256
+            * (self.events.len() + self.progress.len() + self.metrics.len() + self.runs.len())
+            + self
+                .checkpoints
+                .iter()
+                .map(|c| 128 + c.head.len() + c.path.len())
+                .sum::<usize>()
     }
 
     /// Every file position in the batch may be stored after its records.

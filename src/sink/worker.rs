@@ -1,8 +1,7 @@
 //! The sink thread: receives batches and writes them, coalescing whatever has
 //! queued up into one write so that a burst costs one transaction.
 
-use super::{Batch, RunContext, Sink};
-use crossbeam_channel::{Receiver, Sender};
+use super::{Batch, BatchReceiver, BatchSender, RunContext, Sink};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,8 +27,8 @@ impl SinkWorker {
         pending: std::sync::Arc<std::sync::atomic::AtomicU64>,
         closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
         shutdown_timeout: Duration,
-    ) -> (Sender<Batch>, SinkWorker) {
-        let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
+    ) -> (BatchSender, SinkWorker) {
+        let (tx, rx) = super::batch_queue(super::QUEUE_BYTES);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || {
@@ -133,7 +132,7 @@ fn write_one(
 fn run(
     sink: &mut dyn Sink,
     ctx: &RunContext,
-    rx: Receiver<Batch>,
+    rx: BatchReceiver,
     pending: &std::sync::atomic::AtomicU64,
     waits: &FullDiskWait,
 ) -> SinkStats {
@@ -150,12 +149,8 @@ fn run(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        while batch.logs.len() < coalesce_limit(&batch) {
-            match rx.try_recv() {
-                Ok(more) => batch.append(more),
-                Err(_) => break,
-            }
-        }
+        let limit = coalesce_limit(&batch);
+        rx.coalesce(&mut batch, limit);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
         }

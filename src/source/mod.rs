@@ -23,6 +23,11 @@ pub struct Tee {
     pub plain_log: Option<Arc<Mutex<File>>>,
 }
 
+/// The most bytes any source hands the pipeline in one message. The
+/// pipeline's inbox holds 8 messages, so at most 512 KiB of input waits
+/// there, whatever the program prints (its queues are bounded by bytes).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
 /// Reads `input` until end of file, copying every chunk to the echo target,
 /// the plain log and `deliver` (the pipeline, or the holder's capture
 /// files), in that order: the terminal never waits for parsing or storage. With `exit`, the reader also stops once the program has
@@ -37,7 +42,7 @@ pub fn pump<R: Read + AsFd>(
     deliver: &mut dyn FnMut(&[u8]) -> bool,
     exit: Option<&ProgramExit>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; CHUNK_BYTES];
     loop {
         if exit.is_some_and(|exit| !exit.wait_for_input(&input)) {
             break;

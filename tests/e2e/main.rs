@@ -7,6 +7,7 @@ mod daemon;
 mod end_of_run;
 mod full_disk;
 mod holder;
+mod memory;
 mod metrics;
 mod oom;
 mod pg_auth;
