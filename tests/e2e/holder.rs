@@ -252,3 +252,60 @@ fn a_daemons_shipper_killed_leaves_its_program_running() {
         1
     );
 }
+
+/// The supervisor of a daemon is not its program's holder: killed, it
+/// leaves the program printing and the run's holder shipping every line.
+#[test]
+fn a_daemons_supervisor_killed_leaves_its_program_and_holder_running() {
+    let agent = Agent::new().with_config("logging:\n  database:\n    flush_interval: 0.1\n");
+    let go = agent.dir.path().join("go");
+    let out = agent
+        .cmd(&[
+            "daemon", "start", "--name", "orphan", "--", "python3", "-c", UNTIL_GO,
+        ])
+        .env("PMON_GO", &go)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let mut state = serde_json::Value::Null;
+    wait_until("the daemon runs", || {
+        let out = agent.run(&["daemon", "status", "orphan", "--format", "json"]);
+        state = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        state["state"] == "running" && !state["pid"].is_null()
+    });
+    let supervisor = state["supervisor_pid"].as_u64().unwrap() as u32;
+    let program = state["pid"].as_u64().unwrap() as u32;
+    let holder = holders_of(supervisor)[0];
+    kill9(supervisor);
+    wait_until("the daemon shows lost", || {
+        let out = agent.run(&["daemon", "status", "orphan", "--format", "json"]);
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        state["state"] == "lost"
+    });
+    let before = stored(&agent, "orphan");
+    wait_until("lines printed after the kill are stored", || {
+        stored(&agent, "orphan") > before + 50
+    });
+    assert_eq!(
+        parent_of(program),
+        Some(holder),
+        "the program keeps its holder"
+    );
+    std::fs::write(&go, "").unwrap();
+    wait_until("the holder ends with its program", || {
+        parent_of(holder).is_none()
+            || shippers_of(holder).is_empty() && parent_of(program).is_none()
+    });
+    let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until("every line is stored", || {
+        stored(&agent, "orphan") >= printed
+    });
+    assert_eq!(
+        agent.line_counts("orphan"),
+        (printed, printed),
+        "every line once"
+    );
+}
