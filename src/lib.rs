@@ -32,7 +32,6 @@ use std::process::ExitCode;
 /// `pmon-agent`: parses the command line, dispatches, and turns errors into
 /// one readable message and an exit code.
 pub fn main() -> ExitCode {
-    fixed_mmap_threshold();
     // A holder (`wrap`'s own process, or a daemon run's) touches nothing
     // else: no command line parsing, no configuration.
     let result = match holder::run_if_held() {
@@ -51,20 +50,6 @@ pub fn holder_main() -> ExitCode {
             eprintln!("pmon-agent-holder: this program is started by pmon-agent to hold a run's output; run `pmon-agent wrap -- COMMAND` instead");
             ExitCode::from(2)
         }
-    }
-}
-
-/// glibc raises its mmap threshold each time a large block is freed, so
-/// that later blocks of that size come from the heap, where they fragment
-/// and stay resident; the agent's batches and encodings are such blocks.
-/// A fixed threshold (128 KiB, glibc's starting value) keeps them mmapped
-/// and returned at once: ~1 MiB less peak on the 1M-line workload.
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter; called before any
-    // thread exists.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

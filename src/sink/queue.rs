@@ -15,9 +15,13 @@ use std::time::Duration;
 /// What the sink queue holds at most.
 pub const QUEUE_BYTES: usize = 1 << 20;
 
-/// What one coalesced write takes at most ([`BatchReceiver::coalesce`]):
-/// a write is encoded whole (a COPY's rows, a spool row's JSON) and SQLite
-/// copies a spool row twice more, so this bounds three buffers.
+/// What one coalesced write takes at most ([`BatchReceiver::coalesce`]).
+/// Writes stream what they encode (a COPY in 64 KiB pieces, the spool in
+/// rows of 256 KiB), so this bounds the records held — and sets how many
+/// commits a burst costs (PostgreSQL flushes its WAL at each). Measured on
+/// the 1M-line workload: 1 MiB writes took the spooling shipper to 21.6 MiB,
+/// 512 KiB keeps it at 18; into PostgreSQL 0.59× of `\copy` where 1 MiB
+/// reached 0.65× and 256 KiB 0.54×.
 pub const COALESCE_BYTES: usize = 512 * 1024;
 
 pub fn batch_queue(max_bytes: usize) -> (BatchSender, BatchReceiver) {

@@ -24,6 +24,27 @@ pub struct SpoolStats {
 /// so this bounds the memory that spooling and replaying a large batch take.
 pub(super) const ROW_RECORDS: usize = 4_000;
 
+/// Most record text one spool row holds, for the same reason: SQLite copies
+/// a row's payload twice more while it inserts it.
+const ROW_BYTES: usize = 256 * 1024;
+
+/// The batch's records cut into rows' worth: at most [`ROW_RECORDS`]
+/// records and about [`ROW_BYTES`] of text each; one empty piece for a
+/// batch without records.
+fn pieces(logs: &[crate::sink::SeqRecord]) -> Vec<std::ops::Range<usize>> {
+    let mut pieces = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in logs.iter().enumerate() {
+        if i > start && (i - start >= ROW_RECORDS || bytes >= ROW_BYTES) {
+            pieces.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += record.record.text_bytes();
+    }
+    pieces.push(start..logs.len());
+    pieces
+}
+
 /// The ids of the rows one pushed batch took.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpoolRows {
@@ -71,7 +92,7 @@ impl Spool {
 
     /// Spools a batch and, in the same transaction, its file checkpoints.
     /// A large batch takes several rows of at most [`ROW_RECORDS`] records
-    /// (each row is encoded whole); events, progress and run states go in
+    /// and about [`ROW_BYTES`] of text (each row is encoded whole); events, progress and run states go in
     /// the last. Returns the rows' ids.
     pub fn push(&self, ctx: &RunContext, batch: &Batch) -> Result<SpoolRows, SinkError> {
         Ok(self.push_rows(ctx, batch, None)?.0)
@@ -108,17 +129,16 @@ impl Spool {
         room: Option<u64>,
     ) -> Result<(SpoolRows, u64), SinkError> {
         let tx = self.store.conn().unchecked_transaction()?;
-        let pieces = batch.logs.len().div_ceil(ROW_RECORDS).max(1);
+        let pieces = pieces(&batch.logs);
         let mut rows = SpoolRows { first: 0, last: 0 };
         let (mut written, mut left_out) = (0u64, 0u64);
-        for piece in 0..pieces {
-            let mut logs = &batch.logs[(piece * ROW_RECORDS).min(batch.logs.len())
-                ..((piece + 1) * ROW_RECORDS).min(batch.logs.len())];
+        for (n, piece) in pieces.iter().enumerate() {
+            let mut logs = &batch.logs[piece.clone()];
             if room.is_some_and(|room| written >= room) {
                 left_out += logs.len() as u64;
                 logs = &[];
             }
-            let last = piece + 1 == pieces;
+            let last = n + 1 == pieces.len();
             let row = BatchRow {
                 logs,
                 events: if last { &batch.events } else { &[] },
@@ -238,5 +258,37 @@ impl Spool {
                 })
             },
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LogRecord, StreamKind};
+    use crate::sink::SeqRecord;
+
+    fn records(sizes: &[usize]) -> Vec<SeqRecord> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(seq, n)| SeqRecord {
+                origin: "stdout".into(),
+                seq: seq as u64,
+                record: LogRecord::plain("x".repeat(*n), StreamKind::Stdout, "stdout"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_cut_by_bytes_and_by_count() {
+        let big = ROW_BYTES / 2;
+        assert_eq!(pieces(&records(&[big, big, big, 1])), vec![0..2, 2..4]);
+        assert_eq!(pieces(&records(&[ROW_BYTES * 3, 1])), vec![0..1, 1..2]);
+        let many = records(&vec![1; ROW_RECORDS + 1]);
+        assert_eq!(
+            pieces(&many),
+            vec![0..ROW_RECORDS, ROW_RECORDS..ROW_RECORDS + 1]
+        );
+        assert_eq!(pieces(&[]), vec![0..0]);
     }
 }
