@@ -4,9 +4,11 @@
 For each path the shared workload takes, the peak resident memory (VmHWM, polled
 every 10 ms from /proc) of each process the agent runs, by role:
 
-  holder   the process the user started with `wrap` (owns the program's pipes);
-           its first milliseconds, parsing the command line and configuration
-           before it executes `pmon-agent-holder` (same pid), count too
+  launcher the process the user started with `wrap`, in its first milliseconds:
+           `pmon-agent` parsing the command line and configuration, before it
+           executes `pmon-agent-holder` (same pid; no program runs yet). Polled
+           every 1 ms at first, and still often missed: shown, not bounded
+  holder   that process once it is `pmon-agent-holder` (owns the program's pipes)
   shipper  its `pmon-agent ship` child (parses and stores)
   agent    the one process of `tail --once` and `spool replay`
 
@@ -55,6 +57,13 @@ def cmdline(pid):
         return []
 
 
+def exe_of(pid):
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return ""
+
+
 def hwm_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -90,6 +99,8 @@ class RolePoller(threading.Thread):
                 known = list(set(known) | set(self.shippers()))
             scan += 1
             for role, pid in [(self.root_role, self.root)] + [("shipper", p) for p in known]:
+                if role == "holder" and not exe_of(pid).endswith("pmon-agent-holder"):
+                    role = "launcher"  # `wrap` before it becomes the holder (exec resets VmHWM)
                 kib = hwm_kib(pid)
                 if kib is not None:
                     self.peak[role] = max(self.peak.get(role, 0), kib)
@@ -216,17 +227,17 @@ def main():
 
     failed = False
     print()
-    print("| path | holder | shipper | agent | checks |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| path | launcher | holder | shipper | agent | checks |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, peak, ok, detail in rows:
         cells = []
-        for role in ("holder", "shipper", "agent"):
+        for role in ("launcher", "holder", "shipper", "agent"):
             kib = peak.get(role)
-            within = kib is None or kib <= BOUNDS_KIB[role]
+            within = kib is None or kib <= BOUNDS_KIB.get(role, kib)
             failed |= not within
             cells.append("–" if kib is None else "%s%s" % (bench.mib(kib), "" if within else " (over)"))
         failed |= not ok
-        print("| %s | %s | %s | %s | %s |" % (name, cells[0], cells[1], cells[2], "ok" if ok else "FAILED: " + detail))
+        print("| %s | %s | %s | %s | %s | %s |" % (name, cells[0], cells[1], cells[2], cells[3], "ok" if ok else "FAILED: " + detail))
     print()
     print("Peak RSS = VmHWM polled every 10 ms; bounds: holder %s, shipper and agent %s. %.0f s in all."
           % (bench.mib(BOUNDS_KIB["holder"]), bench.mib(BOUNDS_KIB["shipper"]), time.perf_counter() - t_start))

@@ -122,10 +122,10 @@ impl SqliteStore {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        // 512 KiB of page cache, not SQLite's 2 MiB: the agent appends, and a
+        // 1 MiB of page cache, not SQLite's 2 MiB: the agent appends, and a
         // transaction of large spool rows would otherwise hold all its dirty
         // pages (WAL mode spills them to the log instead).
-        self.conn.pragma_update(None, "cache_size", -512)?;
+        self.conn.pragma_update(None, "cache_size", -1024)?;
         Ok(())
     }
 
