@@ -530,6 +530,17 @@ def clean_up(tmp, keep, srv=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def arguments(doc):
+    """The arguments run.sh gives every bench script (--gen, --agent, --repo,
+    -n); each script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--gen", required=True, help="path of gen_workload.py")
+    ap.add_argument("--agent", required=True, help="pmon-agent binary (copied into the temp dir)")
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    return ap
+
+
 def copy_agent(src, dst):
     """Copies the agent (and `pmon-agent-holder` beside it, which `wrap` runs
     as its holder) into the temp dir: immune to a rebuild meanwhile."""
@@ -544,11 +555,7 @@ def mib(kib):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gen", required=True, help="path of gen_workload.py")
-    ap.add_argument("--agent", required=True, help="pmon-agent binary (copied into the temp dir)")
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    ap = arguments(__doc__)
     ap.add_argument("-r", "--repeat", type=int, default=1,
                     help="time the main baseline and the --no-echo agent run this many times; best is reported")
     ap.add_argument("--no-echo-run", action="store_true", help="skip the extra run with echo to /dev/null")

@@ -22,7 +22,6 @@ Exit status: 0 all checks passed and every figure within its bound (holder
 ≤ 5 MiB, shipper and agent ≤ 20 MiB), 1 otherwise, 2 setup error.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -127,11 +126,7 @@ def sqlite_count(data_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--agent", required=True)
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    ap = bench.arguments(__doc__)
     ap.add_argument("--no-postgres", action="store_true", help="only the embedded-store paths")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()

@@ -21,7 +21,6 @@ workload parsing and timing helpers of bench.py.  Steps, all in one invocation:
 6. print a Markdown table; exit 1 if a check failed.
 """
 
-import argparse
 import glob
 import hashlib
 import json
@@ -275,11 +274,7 @@ def spool_status(agent, env):
 # --------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--agent", required=True)
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    ap = bench.arguments(__doc__)
     ap.add_argument("--no-extra-baselines", action="store_true",
                     help="skip the informational \\copy baselines (without UNIQUE; with all indexes)")
     ap.add_argument("--no-replay", action="store_true", help="skip the spool/replay phase")

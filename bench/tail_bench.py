@@ -31,7 +31,6 @@ Latency (skipped with --no-latency):
 Prints Markdown tables; exit 1 if a correctness check failed, 2 on a setup error.
 """
 
-import argparse
 import math
 import multiprocessing
 import os
@@ -411,11 +410,7 @@ def new_file_run(agent, tmp, samples, poll_interval):
 # --------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--agent", required=True)
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    ap = bench.arguments(__doc__)
     ap.add_argument("--postgres", action="store_true", help="also tail --once into a private PostgreSQL server")
     ap.add_argument("--no-extra-baselines", action="store_true",
                     help="skip the informational rows (sqlite3 with indexes, wrap, \\copy full schema)")
