@@ -248,6 +248,12 @@ fn keep(
         if status.is_some_and(|s| s.success()) {
             return;
         }
+        // The run's capture is gone (its data dir deleted): there is
+        // nothing left to ship, and a new shipper could not start.
+        if !CaptureDir::new(&recipe.data_dir, run_id).path().is_dir() {
+            eprintln!("pmon-agent: warning: the capture files of run {run_id} are gone (was the data dir deleted?); its records are not all stored");
+            return;
+        }
         if restarts >= MAX_RESTARTS {
             eprintln!("pmon-agent: warning: the shipper of run {run_id} died {restarts} times; giving up: the program's output is in the plain log file, its records not all stored");
             return;
