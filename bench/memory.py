@@ -4,10 +4,9 @@
 For each path the shared workload takes, the peak resident memory (VmHWM, polled
 every 10 ms from /proc) of each process the agent runs, by role:
 
-  launcher the process the user started with `wrap`, in its first milliseconds:
-           `pmon-agent` parsing the command line and configuration, before it
-           executes `pmon-agent-holder` (same pid; no program runs yet). Polled
-           every 1 ms at first, and still often missed: shown, not bounded
+  launcher the process the user started with `wrap` while it is still
+           `pmon-agent`, before it executes `pmon-agent-holder` (same pid; an
+           instant, usually missed by the poller): shown, not bounded
   holder   that process once it is `pmon-agent-holder` (owns the program's pipes)
   shipper  its `pmon-agent ship` child (parses and stores)
   agent    the one process of `tail --once` and `spool replay`

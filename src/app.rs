@@ -13,14 +13,27 @@ pub struct App {
     pub data_dir: DataDir,
 }
 
+/// The config file given (an empty PMON_CONFIG / --config "" means "not given").
+pub fn explicit_config(global: &GlobalArgs) -> Option<&std::path::Path> {
+    global
+        .config
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The data dir in effect, from the flag (or PMON_DATA_DIR) or the default.
+pub fn data_dir(global: &GlobalArgs) -> anyhow::Result<DataDir> {
+    DataDir::resolve(
+        global
+            .data_dir
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
+    )
+}
+
 impl App {
     pub fn new(global: &GlobalArgs) -> anyhow::Result<App> {
-        // An empty PMON_CONFIG / --config "" means "not given".
-        let explicit = global
-            .config
-            .as_deref()
-            .filter(|p| !p.as_os_str().is_empty());
-        let (mut config, config_path) = Config::load(explicit)?;
+        let (mut config, config_path) = Config::load(explicit_config(global))?;
         // Said by the process the user started; a shipper it starts is quiet.
         if !global.quiet_config {
             if let Some(warning) = config_path
@@ -33,12 +46,7 @@ impl App {
         if let Some(url) = &global.database_url {
             config.logging.database.url = Some(url.clone());
         }
-        let data_dir = DataDir::resolve(
-            global
-                .data_dir
-                .as_deref()
-                .filter(|p| !p.as_os_str().is_empty()),
-        )?;
+        let data_dir = data_dir(global)?;
         Ok(App {
             config,
             config_path,

@@ -18,6 +18,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `pmon-agent wrap …` alone: what `pmon-agent-holder` parses the command
+/// line with, so that the holder carries no other command's code. Anything
+/// it does not take (help, a mistake) goes back to `pmon-agent` and [`Cli`],
+/// which says it as for every command.
+#[derive(Debug, Parser)]
+#[command(name = "pmon-agent")]
+pub struct WrapCli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: WrapOnly,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WrapOnly {
+    Wrap(WrapArgs),
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Configuration file [default: ./config.yml, then $XDG_CONFIG_HOME/pmon/config.yml]

@@ -203,11 +203,17 @@ pub enum ConfigError {
 impl Config {
     /// Loads the config file that applies (an explicit one must exist) and
     /// applies the environment on top.
-    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
-        let path = match explicit {
+    /// The config file in effect, without reading it: `explicit`, else the
+    /// first default location that exists.
+    pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+        match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => default_locations().into_iter().find(|p| p.is_file()),
-        };
+        }
+    }
+
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = Config::find(explicit);
         let mut config = match &path {
             Some(p) => Config::from_file(p)?,
             None => Config::default(),

@@ -36,18 +36,32 @@ pub fn main() -> ExitCode {
     // else: no command line parsing, no configuration.
     let result = match holder::run_if_held() {
         Some(held) => held,
-        None => commands::dispatch(cli::Cli::parse()),
+        None => {
+            holder::hand_wrap_to_holder();
+            commands::dispatch(cli::Cli::parse())
+        }
     };
     finish(result)
 }
 
-/// `pmon-agent-holder`: a run's holder, started by `pmon-agent` with the
-/// run's plan; nothing else.
+/// `pmon-agent-holder`: a run's holder — `pmon-agent wrap …` hands itself
+/// over to it, a daemon's supervisor starts it with the run's plan.
 pub fn holder_main() -> ExitCode {
-    match holder::run_if_held() {
-        Some(result) => finish(result),
-        None => {
-            eprintln!("pmon-agent-holder: this program is started by pmon-agent to hold a run's output; run `pmon-agent wrap -- COMMAND` instead");
+    if let Some(result) = holder::run_if_held() {
+        return finish(result);
+    }
+    match cli::WrapCli::try_parse() {
+        Ok(cli::WrapCli {
+            global,
+            command: cli::WrapOnly::Wrap(args),
+        }) => {
+            // Before any thread exists, so every thread inherits the mask.
+            source::wrap::block_signals();
+            finish(commands::wrap::hold_here(&global, args))
+        }
+        Err(_) => {
+            let e = holder::back_to_agent();
+            eprintln!("pmon-agent-holder: this program holds the output of `pmon-agent wrap`, and could not start pmon-agent beside it to read this command line ({e}); run pmon-agent wrap -- COMMAND");
             ExitCode::from(2)
         }
     }

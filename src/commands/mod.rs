@@ -31,9 +31,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
-        Command::Ship(args) => ship::run(&App::new(&cli.global)?, args),
+        Command::Ship(args) => ship::run(&cli.global, args),
         Command::Parsers(cmd) => parsers_cmd::run(cmd),
-        Command::Wrap(args) => wrap::run(&App::new(&cli.global)?, args),
+        Command::Wrap(args) => wrap::run(&cli.global, args),
         Command::Tail(args) => tail::run(&App::new(&cli.global)?, args),
         Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
         Command::Daemon(cmd) => daemon::run(&cli.global, cmd),

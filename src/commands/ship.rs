@@ -39,7 +39,21 @@ const IDLE: Duration = Duration::from_millis(10);
 /// Most bytes read from a capture file at once (and handed on in one message).
 const READ_CHUNK: usize = crate::source::CHUNK_BYTES;
 
-pub fn run(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
+pub fn run(global: &crate::cli::GlobalArgs, args: ShipArgs) -> anyhow::Result<i32> {
+    let app = match App::new(global) {
+        Ok(app) => app,
+        // The first shipper reads the configuration for `wrap`: what is
+        // wrong with it stops the run before the program starts.
+        Err(e) if args.run_id.is_none() => {
+            refuse(&format!("{e:#}"));
+            return Ok(1);
+        }
+        Err(e) => return Err(e),
+    };
+    ship(&app, args)
+}
+
+fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     let holder = nix::unistd::getppid();
     // The kernel's OOM killer takes the shipper before the holder or the
     // program: the holder starts another, the program never notices.
@@ -149,7 +163,7 @@ pub fn run(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
 }
 
 /// Registers the run and tells the holder (one line on stdout): `ready RUN`,
-/// `refused REASON` (a live run exists…) or `unrecorded` (no usable store;
+/// `refused "REASON"` (a live run exists, a bad config…) or `unrecorded` (no usable store;
 /// the reason is on stderr already). `None`: nothing to ship.
 fn begin(app: &App, args: &ShipArgs, holder: u32) -> Option<Recording> {
     let command: Vec<String> = args
@@ -170,7 +184,7 @@ fn begin(app: &App, args: &ShipArgs, holder: u32) -> Option<Recording> {
     };
     let said = match Recording::start_for(app, &args.experiment, &command, &tags, mode, holder) {
         Err(err) => {
-            say(&format!("refused {err:#}"));
+            refuse(&format!("{err:#}"));
             return None;
         }
         Ok(recording) => match &recording.run {
@@ -194,6 +208,12 @@ fn begin(app: &App, args: &ShipArgs, holder: u32) -> Option<Recording> {
         let _ = nix::unistd::dup2_stdout(null);
     }
     said
+}
+
+/// `refused "REASON"`: the reason as a JSON string, so that its lines
+/// (a config error's snippet) reach the user as they were.
+fn refuse(reason: &str) {
+    say(&format!("refused {}", serde_json::Value::from(reason)));
 }
 
 fn say(line: &str) {

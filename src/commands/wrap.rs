@@ -2,13 +2,31 @@
 //!
 //! This process is the run's holder (`holder`): it runs the program and
 //! hands its output to a shipper process that parses and stores it.
+//! Usually it is `pmon-agent-holder` by the time it parses its command line
+//! ([`hold_here`]); `pmon-agent` itself gets here ([`run`]) when that
+//! executable is missing.
 
-use crate::app::App;
-use crate::cli::WrapArgs;
+use crate::cli::{GlobalArgs, WrapArgs};
 use crate::holder::{self, ChildSpec, HolderEnv};
 use crate::run::{self, StartMode};
 
-pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
+/// `wrap` parsed by `pmon-agent`: becomes a fresh holder image (or, if it
+/// cannot, holds the run as it is).
+pub fn run(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<i32> {
+    let (env, spec) = plan(global, args)?;
+    let _ = holder::exec_as_holder(&env, &spec);
+    let ran = holder::run(&env, &spec, |_, _| {})?;
+    Ok(holder::exit_code(&ran))
+}
+
+/// `wrap` parsed by `pmon-agent-holder`: holds the run in this process.
+pub fn hold_here(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<i32> {
+    let (env, spec) = plan(global, args)?;
+    let ran = holder::run(&env, &spec, |_, _| {})?;
+    Ok(holder::exit_code(&ran))
+}
+
+fn plan(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<(HolderEnv, ChildSpec)> {
     let experiment = args
         .experiment
         .clone()
@@ -27,10 +45,5 @@ pub fn run(app: &App, args: WrapArgs) -> anyhow::Result<i32> {
         echo: !args.no_echo,
         daemon: None,
     };
-    let env = HolderEnv::of(app);
-    // This process becomes a fresh holder, without the pages parsing and
-    // configuration touched; if it cannot, it holds the run as it is.
-    let _ = holder::exec_as_holder(&env, &spec);
-    let ran = holder::run(&env, &spec, |_, _| {})?;
-    Ok(holder::exit_code(&ran))
+    Ok((HolderEnv::from_args(global)?, spec))
 }

@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use own_process::{
-    exec_as_holder, exit_code, forward_signals, run_if_held, run_in_own_process,
+    back_to_agent, exec_as_holder, exit_code, forward_signals, hand_wrap_to_holder, run_if_held,
+    run_in_own_process,
 };
 
 /// One run of a command: what `wrap` does once and a daemon supervisor does
@@ -62,15 +63,32 @@ pub struct HolderEnv {
     pub data_dir: std::path::PathBuf,
     pub config: Option<std::path::PathBuf>,
     pub database_url: Option<String>,
+    /// The configuration was read and its warnings said (the first
+    /// shipper says them otherwise).
+    pub config_read: bool,
 }
 
 impl HolderEnv {
+    /// From the command line alone, without reading the configuration:
+    /// `wrap` stays small until it becomes the holder, and the shipper reads
+    /// the configuration (and says what is wrong with it) itself.
+    pub fn from_args(global: &crate::cli::GlobalArgs) -> anyhow::Result<HolderEnv> {
+        Ok(HolderEnv {
+            agent_exe: own_process::agent_exe(),
+            data_dir: crate::app::data_dir(global)?.root().to_path_buf(),
+            config: crate::config::Config::find(crate::app::explicit_config(global)),
+            database_url: global.database_url.clone(),
+            config_read: false,
+        })
+    }
+
     pub fn of(app: &App) -> HolderEnv {
         HolderEnv {
             agent_exe: std::env::current_exe().unwrap_or_else(|_| "pmon-agent".into()),
             data_dir: app.data_dir.root().to_path_buf(),
             config: app.config_path.clone(),
             database_url: app.config.logging.database.url.clone(),
+            config_read: true,
         }
     }
 }

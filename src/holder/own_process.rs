@@ -1,26 +1,30 @@
 //! The holder in a fresh process of its own.
 //!
-//! A process's resident memory is every page it has ever touched. Once `wrap`
-//! has parsed its command line (clap builds every subcommand) and read its
-//! configuration (YAML), it would keep those pages for the whole run — a few
-//! MiB in a process that is meant to stay tiny for days. So `wrap` executes
-//! itself again — same pid, same command line, so the shell, `ps` and job
-//! control see nothing — with the run's plan in `PMON_HOLDER_PLAN`, and
-//! `main` hands such a process straight to [`run_if_held`], before anything
-//! else runs: it touches the holder's code and nothing more.
+//! A process's resident memory is every page it has ever touched, and the
+//! kernel maps code in 64 KiB blocks around each page touched: in the
+//! 12 MB `pmon-agent`, parsing the command line alone (clap) takes a
+//! process from 3.2 to 4.7 MiB, and reading the configuration adds 2 MiB
+//! more. A holder that did either would keep those pages for the whole run.
 //!
-//! Better still, the fresh image is `pmon-agent-holder`, an executable built
-//! from the same library that holds nothing but the holder's code: a
-//! process's untouched code costs nothing, but the kernel maps code in
-//! 64 KiB blocks around every page touched, and in a 12 MB executable the
-//! holder's functions sit among everyone else's. Measured on the 1M-line
-//! workload: 7.1 MiB in-process, 5.7 MiB re-executing `pmon-agent`, and
-//! the figure in the README's performance section with `pmon-agent-holder`.
-//! Without it beside `pmon-agent`, `pmon-agent` itself is re-executed.
+//! So the holder is `pmon-agent-holder`, an executable built from the same
+//! library that holds nothing but the holder's code — and parsing `wrap`'s
+//! command line, which in a small executable is cheap. `pmon-agent wrap …`
+//! executes it at once, before parsing anything ([`hand_wrap_to_holder`]):
+//! same pid, same arguments, so the shell, `ps` and job control see no
+//! change. The holder never reads the configuration (the first shipper does,
+//! and refuses the run if it is wrong). When it cannot make sense of the
+//! command line (`--help`, a mistake) it hands it back to `pmon-agent`
+//! ([`back_to_agent`]), which says what every command says. Measured on the
+//! 1M-line workload: 7.1 MiB holding the run inside `pmon-agent`, 5.7 MiB
+//! re-executing `pmon-agent`, figures with `pmon-agent-holder` in the
+//! README's performance section. Without `pmon-agent-holder` beside it,
+//! `pmon-agent` parses `wrap` itself and re-executes itself as the holder
+//! with the run's plan in `PMON_HOLDER_PLAN` ([`exec_as_holder`]).
 //!
-//! The daemon supervisor starts one such process per run
-//! ([`run_in_own_process`]) and reads how the run went from its stdout, so a
-//! supervisor that dies leaves the program and its holder running.
+//! The daemon supervisor starts one holder process per run
+//! ([`run_in_own_process`]), with the plan, and reads how the run went from
+//! its stdout, so a supervisor that dies leaves the program and its holder
+//! running.
 
 use super::{ChildSpec, HolderEnv, Ran};
 use anyhow::Context;
@@ -89,6 +93,77 @@ fn holder_exe() -> std::io::Result<std::path::PathBuf> {
 
 /// The holder's own executable: it holds only the holder's code.
 const HOLDER_EXE: &str = "pmon-agent-holder";
+
+/// Set on `pmon-agent` when the holder hands a command line back to it.
+const HANDED_BACK_VAR: &str = "PMON_WRAP_HANDED_BACK";
+
+/// `pmon-agent` itself (from `pmon-agent-holder`: the one beside it), which
+/// shippers run.
+pub fn agent_exe() -> std::path::PathBuf {
+    match std::env::current_exe() {
+        Ok(me) if me.file_name().is_some_and(|n| n == HOLDER_EXE) => {
+            me.with_file_name("pmon-agent")
+        }
+        Ok(me) => me,
+        Err(_) => "pmon-agent".into(),
+    }
+}
+
+/// `pmon-agent wrap …`: becomes `pmon-agent-holder` at once, before parsing
+/// anything. Returns (and `pmon-agent` goes on) if the command is not
+/// `wrap`, if there is no `pmon-agent-holder` beside it, or if the holder
+/// handed the command line back.
+pub fn hand_wrap_to_holder() {
+    if std::env::var_os(HANDED_BACK_VAR).is_some() {
+        // Not passed on to the program, nor to a `pmon-agent wrap` in it.
+        std::env::remove_var(HANDED_BACK_VAR);
+        return;
+    }
+    if !is_wrap(std::env::args_os().skip(1)) {
+        return;
+    }
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
+    let holder = me.with_file_name(HOLDER_EXE);
+    if holder.is_file() {
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "pmon-agent".into());
+        let _ = Command::new(holder).arg0(arg0).args(args).exec();
+    }
+}
+
+/// Whether the subcommand is `wrap`: the first argument that is not a
+/// global option (nor the value of one).
+fn is_wrap(mut args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy();
+        match arg.as_ref() {
+            "--config" | "--data-dir" | "--database-url" => {
+                args.next();
+            }
+            "--quiet-config" => {}
+            a if ["--config=", "--data-dir=", "--database-url="]
+                .iter()
+                .any(|o| a.starts_with(o)) => {}
+            a => return a == "wrap",
+        }
+    }
+    false
+}
+
+/// `pmon-agent-holder` could not parse its command line: `pmon-agent`
+/// parses it again and says what is wrong (or shows the help). Returns
+/// only if that could not be done.
+pub fn back_to_agent() -> std::io::Error {
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "pmon-agent".into());
+    Command::new(agent_exe())
+        .arg0(arg0)
+        .args(args)
+        .env(HANDED_BACK_VAR, "1")
+        .exec()
+}
 
 /// If this process was started as a holder, runs the run and returns the
 /// exit code to end with; `None` for every other process.
@@ -212,4 +287,25 @@ pub fn forward_signals(holder: Arc<AtomicU32>) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wrap;
+
+    fn wrap(args: &str) -> bool {
+        is_wrap(args.split(' ').filter(|a| !a.is_empty()).map(Into::into))
+    }
+
+    #[test]
+    fn the_subcommand_is_found_past_global_options_and_their_values() {
+        assert!(wrap("wrap -- true"));
+        assert!(wrap("--data-dir wrap wrap -- true"));
+        assert!(wrap("--config=c.yml --quiet-config wrap -e x -- true"));
+        assert!(!wrap("--config wrap query list"));
+        assert!(!wrap("query logs wrap"));
+        assert!(!wrap("--help wrap"));
+        assert!(!wrap("-e x wrap"));
+        assert!(!wrap(""));
+    }
 }

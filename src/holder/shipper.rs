@@ -33,6 +33,7 @@ struct Recipe {
     data_dir: PathBuf,
     config: Option<PathBuf>,
     database_url: Option<String>,
+    config_read: bool,
     experiment: String,
     pty: bool,
     daemon: Option<String>,
@@ -45,17 +46,21 @@ impl Recipe {
             data_dir: env.data_dir.clone(),
             config: env.config.clone(),
             database_url: env.database_url.clone(),
+            config_read: env.config_read,
             experiment: spec.experiment.clone(),
             pty: spec.pty,
             daemon: spec.daemon.clone(),
         }
     }
 
-    fn command(&self) -> Command {
+    /// The shipper's command; `restart` for one that takes over a run.
+    fn command(&self, restart: bool) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--quiet-config")
-            .arg("--data-dir")
-            .arg(&self.data_dir);
+        // The configuration's warnings are said once per run.
+        if self.config_read || restart {
+            cmd.arg("--quiet-config");
+        }
+        cmd.arg("--data-dir").arg(&self.data_dir);
         // Without one, the shipper looks where the holder looked (same
         // directory and environment) and finds none either.
         if let Some(config) = &self.config {
@@ -87,7 +92,7 @@ impl Recipe {
 
 /// Starts the first shipper, which registers the run (or refuses it).
 pub fn begin(env: &HolderEnv, spec: &ChildSpec) -> anyhow::Result<Handshake> {
-    let mut cmd = Recipe::new(env, spec).command();
+    let mut cmd = Recipe::new(env, spec).command(false);
     let mode = match spec.mode {
         StartMode::Exclusive => "exclusive",
         StartMode::NewRun => "new-run",
@@ -112,7 +117,10 @@ pub fn begin(env: &HolderEnv, spec: &ChildSpec) -> anyhow::Result<Handshake> {
     }
     let status = child.wait();
     match line.strip_prefix("refused ") {
-        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        Some(reason) => {
+            let reason = serde_json::from_str::<String>(reason).unwrap_or_else(|_| reason.into());
+            Err(anyhow::anyhow!("{reason}"))
+        }
         None if line == "unrecorded" => Ok(Handshake::Unrecorded),
         None => {
             let how = status.map_or_else(|e| e.to_string(), describe);
@@ -266,7 +274,7 @@ fn keep(
         ));
         // A shipper that dies at once (a broken store) is not started in a loop.
         std::thread::sleep(Duration::from_millis(100 * (1 << restarts.min(6))));
-        let mut cmd = recipe.command();
+        let mut cmd = recipe.command(true);
         // A restarted shipper has no handshake to make.
         cmd.args(["--run-id", run_id, "--restarts", &restarts.to_string()])
             .stdout(Stdio::null());
