@@ -11,6 +11,11 @@ pub struct App {
     /// The config file in effect, if any (a shipper reads the same one).
     pub config_path: Option<std::path::PathBuf>,
     pub data_dir: DataDir,
+    /// `--parser NAME…`: the chain restricted to these (empty: all).
+    pub parser_selection: Vec<String>,
+    /// Broken parser files are errors (a process the user started), not
+    /// warnings (a shipper restarted under a running program).
+    pub strict_parsers: bool,
 }
 
 /// The config file given (an empty PMON_CONFIG / --config "" means "not given").
@@ -51,7 +56,49 @@ impl App {
             config,
             config_path,
             data_dir,
+            parser_selection: Vec::new(),
+            strict_parsers: !global.quiet_config,
         })
+    }
+
+    /// As [`App::new`], for a command that parses with `--parser` given.
+    pub fn with_parsers(global: &GlobalArgs, parsers: &[String]) -> anyhow::Result<App> {
+        let mut app = App::new(global)?;
+        app.parser_selection = parsers.to_vec();
+        Ok(app)
+    }
+
+    /// The directories of `parsers.paths`; relative ones are relative to
+    /// the config file's directory (to the working directory without one).
+    pub fn parser_dirs(&self) -> Vec<std::path::PathBuf> {
+        let base = self
+            .config_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .filter(|p| !p.as_os_str().is_empty());
+        self.config
+            .parsers
+            .paths
+            .iter()
+            .map(|p| match base {
+                Some(base) if p.is_relative() => base.join(p),
+                _ => p.clone(),
+            })
+            .collect()
+    }
+
+    /// The parser chain of this invocation: the user's parser files, the
+    /// shipped ones and the built-in parsers, restricted by `--parser`.
+    pub fn parser_chain(&self) -> anyhow::Result<std::sync::Arc<crate::parse::ParserChain>> {
+        use crate::parse::{declarative, ParserChain};
+        let loaded = declarative::load(&self.parser_dirs(), self.strict_parsers).map_err(|e| {
+            anyhow::anyhow!("invalid parser file {e}\nfix the file, or move it out of the parsers directory (parsers.paths in config.yml)")
+        })?;
+        for warning in &loaded.warnings {
+            eprintln!("pmon-agent: warning: parser file {warning}");
+        }
+        let chain = ParserChain::select(&loaded, &self.parser_selection)?;
+        Ok(std::sync::Arc::new(chain))
     }
 
     /// The store, created if needed (commands that write).

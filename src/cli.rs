@@ -110,6 +110,8 @@ pub struct ShipArgs {
     /// The daemon the run belongs to (its live status file)
     #[arg(long)]
     pub daemon: Option<String>,
+    #[arg(long = "parser")]
+    pub parsers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +134,9 @@ pub struct WrapArgs {
     /// Tag the run (repeatable): --tag lr=0.1 --tag host=gpu3
     #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
+    /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
+    #[arg(long = "parser", value_name = "NAME")]
+    pub parsers: Vec<String>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -154,6 +159,9 @@ pub struct TailArgs {
     /// Read what is there now, then exit
     #[arg(long)]
     pub once: bool,
+    /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
+    #[arg(long = "parser", value_name = "NAME")]
+    pub parsers: Vec<String>,
     /// Files, directories or FIFOs
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<std::path::PathBuf>,
@@ -164,6 +172,9 @@ pub struct IngestArgs {
     /// Experiment name
     #[arg(short, long, value_name = "EXP", default_value = "stdin")]
     pub experiment: String,
+    /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
+    #[arg(long = "parser", value_name = "NAME")]
+    pub parsers: Vec<String>,
     /// Start a new run even if another run of the experiment is live
     #[arg(long)]
     pub new_run: bool,
@@ -358,6 +369,9 @@ pub struct DaemonStartArgs {
     /// When to start the command again after it ends
     #[arg(long, value_enum, default_value_t = crate::daemon::RestartPolicy::Never)]
     pub restart: crate::daemon::RestartPolicy,
+    /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
+    #[arg(long = "parser", value_name = "NAME")]
+    pub parsers: Vec<String>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -382,14 +396,25 @@ pub enum DbCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ParsersCommand {
-    /// The parser chain, in the order parsers are tried
-    List,
-    /// Which parser matched each line of FILE and what it extracted
+    /// The parser chain, in the order parsers are tried: name, file, what it extracts
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Which parser matched each line of FILE (or why none did) and what it extracted
     Test {
         /// A file of captured output
         file: PathBuf,
+        /// Use only these parsers (repeatable), as `wrap --parser` does
+        #[arg(long = "parser", value_name = "NAME")]
+        parsers: Vec<String>,
         #[command(flatten)]
         format: FormatArg,
+    },
+    /// Run every parser's examples; a readable diff per failure, non-zero exit if any fails
+    Check {
+        /// Check the parser files in DIR [default: parsers.paths and the shipped parsers]
+        dir: Option<PathBuf>,
     },
 }
 

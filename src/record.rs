@@ -109,6 +109,10 @@ pub struct LogRecord {
     pub traceback: Option<String>,
     pub exception_type: Option<String>,
     pub exception_message: Option<String>,
+    /// Captures of a declarative parser beyond the named record fields, as a
+    /// JSON object (`{"thread":"main"}`): stored in the `fields` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<String>,
     pub stream: StreamKind,
     /// `stdout`, `stderr` or the file's path: shared by every record of the
     /// stream, so a record costs no allocation for it.
@@ -132,6 +136,7 @@ impl LogRecord {
             + optional(&self.traceback)
             + optional(&self.exception_type)
             + optional(&self.exception_message)
+            + optional(&self.fields)
     }
 
     /// A record with no structure: an INFO line as the program printed it.
@@ -144,6 +149,7 @@ impl LogRecord {
             traceback: None,
             exception_type: None,
             exception_message: None,
+            fields: None,
             stream,
             source: source.into(),
             parsed_by: None,

@@ -31,6 +31,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                     name: &args.name,
                     experiment: &experiment,
                     restart: args.restart,
+                    parsers: &args.parsers,
                     command: &args.command,
                 },
             )
@@ -81,6 +82,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                 name: state.name.clone(),
                 experiment: Some(state.experiment_id.clone()),
                 restart: state.restart,
+                parsers: state.parsers.clone(),
                 command: state.command.clone(),
             };
             start(global, &app, &dir, &args)
@@ -112,6 +114,8 @@ fn start(
     args: &DaemonStartArgs,
 ) -> anyhow::Result<i32> {
     validate_name(&args.name).map_err(anyhow::Error::msg)?;
+    // A parser file or name that is wrong is said here, not in the background.
+    App::with_parsers(global, &args.parsers)?.parser_chain()?;
     if let Some(state) = dir.read(&args.name).map(DaemonState::with_liveness) {
         if state.state.is_live() {
             bail!(
@@ -139,6 +143,7 @@ fn start(
     }
     cmd.args(["daemon", "supervise", "--name", &args.name, "--restart"])
         .arg(restart_word(args))
+        .args(args.parsers.iter().flat_map(|p| ["--parser", p]))
         .args(
             args.experiment
                 .iter()

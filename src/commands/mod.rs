@@ -32,10 +32,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(&cli.global, cmd),
         Command::Ship(args) => ship::run(&cli.global, args),
-        Command::Parsers(cmd) => parsers_cmd::run(cmd),
+        Command::Parsers(cmd) => parsers_cmd::run(&cli.global, cmd),
         Command::Wrap(args) => wrap::run(&cli.global, args),
-        Command::Tail(args) => tail::run(&App::new(&cli.global)?, args),
-        Command::Ingest(args) => ingest::run(&App::new(&cli.global)?, args),
+        Command::Tail(args) => tail::run(&App::with_parsers(&cli.global, &args.parsers)?, args),
+        Command::Ingest(args) => ingest::run(&App::with_parsers(&cli.global, &args.parsers)?, args),
         Command::Daemon(cmd) => daemon::run(&cli.global, cmd),
         Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),

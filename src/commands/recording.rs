@@ -54,7 +54,7 @@ impl Recording {
         mode: StartMode,
         agent_pid: u32,
     ) -> anyhow::Result<Recording> {
-        let settings = pipeline_settings(app);
+        let settings = pipeline_settings(app)?;
         match Self::open(app, experiment, command, tags, mode, agent_pid) {
             Ok((registry, run, sink, continued)) => {
                 let ctx = RunContext {
@@ -142,7 +142,7 @@ impl Recording {
             run_id: run.run_id.clone(),
         };
         let first_seq = run::first_seqs(registry.conn(), &run, true)?;
-        let pipeline = Pipeline::start(pipeline_settings(app), sink, ctx, first_seq);
+        let pipeline = Pipeline::start(pipeline_settings(app)?, sink, ctx, first_seq);
         let plain_log_path = Some(app.data_dir.run_log_path(&run.experiment_id, &run.run_id));
         Ok(Recording {
             run: Some(run),
@@ -193,9 +193,10 @@ impl Recording {
     }
 }
 
-fn pipeline_settings(app: &App) -> PipelineSettings {
+fn pipeline_settings(app: &App) -> anyhow::Result<PipelineSettings> {
     let c = &app.config;
-    PipelineSettings {
+    Ok(PipelineSettings {
+        chain: app.parser_chain()?,
         batcher: BatcherSettings {
             batch_size: c.logging.database.batch_size,
             flush_interval: c.logging.database.flush_interval,
@@ -205,5 +206,5 @@ fn pipeline_settings(app: &App) -> PipelineSettings {
         timing: Default::default(),
         max_line_bytes: c.parsers.max_line_bytes,
         shutdown_timeout: c.logging.database.shutdown_timeout,
-    }
+    })
 }

@@ -40,7 +40,7 @@ const IDLE: Duration = Duration::from_millis(10);
 const READ_CHUNK: usize = crate::source::CHUNK_BYTES;
 
 pub fn run(global: &crate::cli::GlobalArgs, args: ShipArgs) -> anyhow::Result<i32> {
-    let app = match App::new(global) {
+    let mut app = match App::new(global) {
         Ok(app) => app,
         // The first shipper reads the configuration for `wrap`: what is
         // wrong with it stops the run before the program starts.
@@ -50,6 +50,7 @@ pub fn run(global: &crate::cli::GlobalArgs, args: ShipArgs) -> anyhow::Result<i3
         }
         Err(e) => return Err(e),
     };
+    app.parser_selection = args.parsers.clone();
     ship(&app, args)
 }
 

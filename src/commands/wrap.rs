@@ -44,6 +44,7 @@ fn plan(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<(HolderEnv, Child
         pty: args.pty,
         echo: !args.no_echo,
         daemon: None,
+        parsers: args.parsers,
     };
     Ok((HolderEnv::from_args(global)?, spec))
 }

@@ -46,6 +46,9 @@ pub struct DaemonState {
     pub experiment_id: String,
     pub command: Vec<String>,
     pub restart: RestartPolicy,
+    /// `--parser` given at start (kept for `daemon restart`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parsers: Vec<String>,
     pub state: RunState,
     /// The program's pid (also its process group).
     pub pid: Option<u32>,

@@ -22,6 +22,8 @@ pub struct Supervise<'a> {
     pub name: &'a str,
     pub experiment: &'a str,
     pub restart: RestartPolicy,
+    /// `--parser`: the parser chain restricted to these.
+    pub parsers: &'a [String],
     pub command: &'a [String],
 }
 
@@ -45,6 +47,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
         experiment_id: args.experiment.to_string(),
         command: args.command.to_vec(),
         restart: args.restart,
+        parsers: args.parsers.to_vec(),
         state: RunState::Running,
         pid: None,
         supervisor_pid: me,
@@ -202,6 +205,7 @@ fn run_once(
         pty: false,
         echo: false,
         daemon: Some(args.name.to_string()),
+        parsers: args.parsers.to_vec(),
     };
     let env = HolderEnv::of(app);
     let result = holder::run_in_own_process(&env, &spec, holder, |pid, run_id| {

@@ -51,6 +51,9 @@ pub struct ChildSpec {
     pub echo: bool,
     /// The daemon this run belongs to, if any (its live status file).
     pub daemon: Option<String>,
+    /// `--parser`: the shipper's parser chain restricted to these.
+    #[serde(default)]
+    pub parsers: Vec<String>,
 }
 
 /// What the holder needs of the agent's settings: where the data dir is,

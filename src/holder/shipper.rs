@@ -37,6 +37,7 @@ struct Recipe {
     experiment: String,
     pty: bool,
     daemon: Option<String>,
+    parsers: Vec<String>,
 }
 
 impl Recipe {
@@ -50,6 +51,7 @@ impl Recipe {
             experiment: spec.experiment.clone(),
             pty: spec.pty,
             daemon: spec.daemon.clone(),
+            parsers: spec.parsers.clone(),
         }
     }
 
@@ -77,6 +79,9 @@ impl Recipe {
         }
         if let Some(daemon) = &self.daemon {
             cmd.args(["--daemon", daemon]);
+        }
+        for parser in &self.parsers {
+            cmd.args(["--parser", parser]);
         }
         // Its own process group: a Ctrl-C or a signal to the holder's group
         // is not for it. Its stdout is the handshake; stderr is the user's.

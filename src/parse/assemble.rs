@@ -11,10 +11,11 @@
 //! passed, which is how a traceback at the very end of a burst is finished
 //! without waiting for the next line.
 
+use super::declarative::{Fed, Finished, MultilineRecord};
 use super::directive::{self, Directive};
 use super::progress::{ProgressMatch, ProgressParser};
 use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
-use super::ParserChain;
+use super::{LineFields, LineScan, ParserChain};
 use crate::framing::{Frame, Framed};
 use crate::record::{Level, LogRecord, Metric, ProgressUpdate, StreamKind};
 use chrono::{DateTime, Utc};
@@ -63,6 +64,8 @@ pub struct RecordAssembler {
     stream: StreamKind,
     source: Arc<str>,
     tracebacks: TracebackCollector,
+    /// A declarative parser's record that spans lines, in progress.
+    multiline: Option<MultilineRecord>,
     /// The last log record, held while a traceback may still follow it.
     pending: Option<LogRecord>,
     traceback_started: DateTime<Utc>,
@@ -100,6 +103,7 @@ impl RecordAssembler {
             stream,
             source: Arc::from(source),
             tracebacks: TracebackCollector::new(),
+            multiline: None,
             pending: None,
             traceback_started: Utc::now(),
             traceback_offset: 0,
@@ -152,10 +156,8 @@ impl RecordAssembler {
     pub fn held_offset(&self) -> Option<u64> {
         let pending = self.pending.as_ref().and_then(|r| r.offset);
         let traceback = self.tracebacks.is_active().then_some(self.traceback_offset);
-        match (pending, traceback) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let multiline = self.multiline.as_ref().map(MultilineRecord::first_offset);
+        [pending, traceback, multiline].into_iter().flatten().min()
     }
 
     /// The bytes that follow arrived at `at`.
@@ -188,6 +190,9 @@ impl RecordAssembler {
 
     /// When `on_idle` should next be called, if anything is waiting.
     pub fn deadline(&self) -> Option<Instant> {
+        if let Some(m) = &self.multiline {
+            return Some(self.last_activity + m.timeout());
+        }
         let wait = match self.tracebacks.idle_policy() {
             IdlePolicy::Short => self.timing.traceback_idle,
             IdlePolicy::Long => self.timing.traceback_max_wait,
@@ -200,7 +205,9 @@ impl RecordAssembler {
     /// Finishes what has waited past its deadline.
     pub fn on_idle(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.deadline().is_some_and(|d| now >= d) {
-            if self.tracebacks.is_active() {
+            if self.multiline.is_some() {
+                self.finish_multiline(out);
+            } else if self.tracebacks.is_active() {
                 self.tracebacks.finish(&mut self.events);
                 self.drain_events(out);
             } else {
@@ -211,12 +218,20 @@ impl RecordAssembler {
 
     /// End of stream: everything pending is emitted.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.finish_multiline(out);
         self.tracebacks.finish(&mut self.events);
         self.drain_events(out);
         self.release_pending(out);
     }
 
     fn line(&mut self, line: String, start: u64, out: &mut Vec<Output>) {
+        if let Some(m) = &mut self.multiline {
+            match m.feed(&line, start) {
+                Fed::Joined => return,
+                Fed::Ended => return self.finish_multiline(out),
+                Fed::NotMine => self.finish_multiline(out),
+            }
+        }
         if self.tracebacks.is_active() {
             let (chain, progress) = (&self.chain, &self.progress);
             let taken = self.tracebacks.feed(
@@ -249,10 +264,84 @@ impl RecordAssembler {
             self.tracebacks.feed(&line, |_| false, &mut self.events);
             return;
         }
-        self.structured_line(line, Some(start), out);
+        let scan = self.chain.scan(&line);
+        if let Some(index) = self.chain.multiline_start(&line, &scan) {
+            if let Some(parser) = self.chain.declarative(index).cloned() {
+                let started = self.now();
+                self.multiline = Some(MultilineRecord::start(index, parser, line, start, started));
+                return;
+            }
+        }
+        self.structured_line(line, Some(start), Some(scan), out);
     }
 
-    fn structured_line(&mut self, line: String, offset: Option<u64>, out: &mut Vec<Output>) {
+    /// Ends the multi-line record in progress: a record of its own, the
+    /// traceback of the log line before it, or (too short) its lines again.
+    fn finish_multiline(&mut self, out: &mut Vec<Output>) {
+        let Some(m) = self.multiline.take() else {
+            return;
+        };
+        let (index, started) = (m.parser_index, m.started);
+        match m.finish() {
+            Finished::Released(lines) => {
+                let mut lines = lines.into_iter();
+                if let Some((offset, first)) = lines.next() {
+                    self.structured_line(first, Some(offset), None, out);
+                }
+                for (offset, line) in lines {
+                    self.line(line, offset, out);
+                }
+            }
+            Finished::Record {
+                fields,
+                log_line,
+                offset,
+            } => {
+                if !log_line {
+                    if let Some(mut record) = self.pending.take() {
+                        record.traceback = fields.traceback;
+                        record.exception_type = fields.exception_type;
+                        record.exception_message = fields.exception_message;
+                        record.fields = record.fields.or(fields.fields);
+                        return out.push(Output::Record(record));
+                    }
+                }
+                self.release_pending(out);
+                let mut record = self.record_from(*fields, index, Some(offset));
+                if record.timestamp == DateTime::<Utc>::MIN_UTC {
+                    record.timestamp = started;
+                }
+                out.push(Output::Record(record));
+            }
+        }
+    }
+
+    /// A record from what a parser extracted; without a time of its own it
+    /// is stamped `MIN_UTC` for the caller to fill in.
+    fn record_from(&self, fields: LineFields, parser: usize, offset: Option<u64>) -> LogRecord {
+        LogRecord {
+            timestamp: fields.timestamp.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            level: fields.level,
+            logger: fields.logger,
+            message: fields.message,
+            traceback: fields.traceback,
+            exception_type: fields.exception_type,
+            exception_message: fields.exception_message,
+            fields: fields.fields,
+            stream: self.stream,
+            source: self.source.clone(),
+            parsed_by: Some(parser),
+            offset,
+        }
+    }
+
+    fn structured_line(
+        &mut self,
+        line: String,
+        offset: Option<u64>,
+        scan: Option<LineScan>,
+        out: &mut Vec<Output>,
+    ) {
         if line.trim().is_empty() {
             // Blank lines carry nothing to search for; the plain log file keeps them.
             return;
@@ -278,7 +367,8 @@ impl RecordAssembler {
                 return;
             }
         }
-        let Some((parser, fields)) = self.chain.parse(&line) else {
+        let scan = scan.unwrap_or_else(|| self.chain.scan(&line));
+        let Some((parser, mut fields)) = self.chain.parse_scanned(&line, &scan) else {
             self.release_pending(out);
             let mut record = LogRecord::plain(line, self.stream, self.source.clone());
             record.timestamp = self.now();
@@ -287,24 +377,15 @@ impl RecordAssembler {
             return;
         };
         self.release_pending(out);
-        let timestamp = match fields.timestamp {
-            Some(t) => t,
-            None => self.now(),
-        };
-        let mut record = LogRecord {
-            timestamp,
-            level: fields.level,
-            logger: fields.logger,
-            message: fields.message,
-            traceback: None,
-            exception_type: None,
-            exception_message: None,
-            stream: self.stream,
-            source: self.source.clone(),
-            parsed_by: Some(parser),
-            offset,
-        };
-        match fields.traceback {
+        if let Some(update) = fields.progress.take() {
+            out.push(Output::Progress(update));
+        }
+        let traceback = fields.traceback.take();
+        let mut record = self.record_from(fields, parser, offset);
+        if record.timestamp == DateTime::<Utc>::MIN_UTC {
+            record.timestamp = self.now();
+        }
+        match traceback {
             Some(text) => {
                 let lines = text.lines().map(str::to_string).collect();
                 attach(&mut record, super::traceback::describe(lines));
@@ -332,7 +413,7 @@ impl RecordAssembler {
                     };
                     out.push(Output::Record(record));
                 }
-                TracebackEvent::Released(line) => self.structured_line(line, None, out),
+                TracebackEvent::Released(line) => self.structured_line(line, None, None, out),
             }
         }
     }

@@ -46,6 +46,10 @@ impl LineParser for JsonParser {
             traceback: text(&obj, &["exc_info", "exception", "traceback", "exc_text"]).filter(
                 |t| t.contains("Traceback (most recent call last):") || t.contains("\n  File \""),
             ),
+            fields: None,
+            exception_type: None,
+            exception_message: None,
+            progress: None,
         })
     }
 }

@@ -143,11 +143,8 @@ fn is_level_word(word: &str) -> bool {
 
 fn fields(level: Level, logger: Option<&str>, message: &str) -> LineFields {
     LineFields {
-        timestamp: None,
-        level,
         logger: logger.map(str::to_string),
-        message: message.to_string(),
-        traceback: None,
+        ..LineFields::new(level, message.to_string())
     }
 }
 
@@ -184,6 +181,7 @@ impl LineParser for LogfmtParser {
             logger: get(&["logger", "name", "module"]),
             message,
             traceback: get(&["traceback", "exception", "exc_info"]),
+            ..LineFields::new(level, String::new())
         })
     }
 }

@@ -6,10 +6,13 @@
 //! chain sit the [`TracebackCollector`] (whole Python tracebacks) and the
 //! [`ProgressParser`]; [`RecordAssembler`] combines the three for one stream.
 //!
-//! New formats plug in by implementing [`LineParser`] (the declarative
-//! `parsers/*.yml` definitions will be one such implementation).
+//! New formats plug in without a rebuild as declarative parser files
+//! (`parsers/*.yml`, see [`declarative`]); the chain's order and prefilter
+//! are in `chain.rs`.
 
 mod assemble;
+mod chain;
+pub mod declarative;
 pub mod directive;
 #[cfg(test)]
 mod fuzz;
@@ -20,6 +23,7 @@ mod timestamp;
 pub mod traceback;
 
 pub use assemble::{AssemblerTiming, Output, RecordAssembler};
+pub use chain::{LineScan, ParserChain};
 pub use json::JsonParser;
 pub use logline::{LogfmtParser, PythonLoggingParser};
 pub use progress::ProgressParser;
@@ -36,6 +40,28 @@ pub struct LineFields {
     pub message: String,
     /// A traceback carried inside the line itself (JSON loggers put it in a field).
     pub traceback: Option<String>,
+    /// Other captures of a declarative parser, as a JSON object.
+    pub fields: Option<String>,
+    pub exception_type: Option<String>,
+    pub exception_message: Option<String>,
+    /// Progress the line reported besides being a log line.
+    pub progress: Option<crate::record::ProgressUpdate>,
+}
+
+impl LineFields {
+    pub fn new(level: Level, message: String) -> LineFields {
+        LineFields {
+            timestamp: None,
+            level,
+            logger: None,
+            message,
+            traceback: None,
+            fields: None,
+            exception_type: None,
+            exception_message: None,
+            progress: None,
+        }
+    }
 }
 
 /// Recognises one family of log line formats.
@@ -46,34 +72,4 @@ pub trait LineParser: Send + Sync {
     fn describe(&self) -> &str;
     /// `None` when the line is not in this parser's format.
     fn parse(&self, line: &str) -> Option<LineFields>;
-}
-
-/// Parsers tried in order; the first match wins.
-pub struct ParserChain {
-    parsers: Vec<Box<dyn LineParser>>,
-}
-
-impl ParserChain {
-    /// The parsers built into the agent.
-    pub fn builtin() -> ParserChain {
-        ParserChain {
-            parsers: vec![
-                Box::new(JsonParser),
-                Box::new(PythonLoggingParser),
-                Box::new(LogfmtParser),
-            ],
-        }
-    }
-
-    /// Returns the index of the matching parser and what it extracted.
-    pub fn parse(&self, line: &str) -> Option<(usize, LineFields)> {
-        self.parsers
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| p.parse(line).map(|f| (i, f)))
-    }
-
-    pub fn parsers(&self) -> &[Box<dyn LineParser>] {
-        &self.parsers
-    }
 }

@@ -75,8 +75,10 @@ pub enum Msg {
     Close,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct PipelineSettings {
+    /// The parsers every stream and file goes through.
+    pub chain: Arc<ParserChain>,
     pub batcher: BatcherSettings,
     pub timing: AssemblerTiming,
     pub max_line_bytes: usize,
@@ -239,7 +241,7 @@ fn process(
     mut outlet: Outlet,
     counters: &PipelineCounters,
 ) {
-    let chain = Arc::new(ParserChain::builtin());
+    let chain = settings.chain.clone();
     let progress = Arc::new(ProgressParser::new());
     let mut streams: HashMap<StreamKind, StreamState> = HashMap::new();
     let mut files: HashMap<String, FileState> = HashMap::new();
@@ -552,6 +554,7 @@ mod tests {
     #[test]
     fn a_copys_position_is_never_stored_ahead_of_its_sources_records() {
         let settings = PipelineSettings {
+            chain: Arc::new(ParserChain::builtin()),
             batcher: BatcherSettings {
                 batch_size: 2,
                 flush_interval: Duration::from_secs(3600),

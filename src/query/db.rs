@@ -559,6 +559,7 @@ fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error> {
         exception_message: row.try_get(9)?,
         stream: row.try_get(10)?,
         source: row.try_get(11)?,
+        fields: row.try_get(12)?,
     };
     Ok((record, timestamp))
 }

@@ -26,9 +26,11 @@ pub struct LogRow {
     pub exception_message: Option<String>,
     pub stream: String,
     pub source: String,
+    /// A declarative parser's other captures (a JSON object), if any.
+    pub fields: Option<serde_json::Value>,
 }
 
-pub const LOG_COLUMNS: &str = "id, experiment_id, run_id, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
+pub const LOG_COLUMNS: &str = "id, experiment_id, run_id, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields";
 
 impl LogRow {
     pub fn from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
@@ -45,6 +47,9 @@ impl LogRow {
             exception_message: row.get(9)?,
             stream: row.get(10)?,
             source: row.get(11)?,
+            fields: row
+                .get::<_, Option<String>>(12)?
+                .and_then(|f| serde_json::from_str(&f).ok()),
         })
     }
 

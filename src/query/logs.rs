@@ -665,6 +665,7 @@ mod tests {
                 "exception_message",
                 "exception_type",
                 "experiment_id",
+                "fields",
                 "level",
                 "logger",
                 "message",
@@ -854,6 +855,7 @@ mod tests {
             exception_message: Some("'k'".into()),
             stream: "stderr".into(),
             source: "stderr".into(),
+            fields: None,
         };
         let text = text_record(&record, true);
         let time = local_time(&record.timestamp, true);

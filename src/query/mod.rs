@@ -26,7 +26,7 @@ mod list;
 mod logs;
 mod metrics;
 mod metrics_read;
-mod output;
+pub(crate) mod output;
 mod select;
 mod status;
 pub mod watch;

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "metrics",
         include_str!("../../migrations/postgres/0002_metrics.sql"),
     ),
+    (
+        3,
+        "fields",
+        include_str!("../../migrations/postgres/0003_fields.sql"),
+    ),
 ];
 
 /// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
@@ -37,7 +42,7 @@ const MIN_SERVER_VERSION: i64 = 130000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-const LOG_COLUMNS: &str = "experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source";
+const LOG_COLUMNS: &str = "experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -377,7 +382,7 @@ async fn copy_logs(
         }
         Err(e) => return Err(e),
     }
-    tx.execute("CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, origin text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text) ON COMMIT DELETE ROWS")
+    tx.execute("CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, origin text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text, fields jsonb) ON COMMIT DELETE ROWS")
         .await?;
     copy_into(tx, "pmon_logs_in", ctx, rows).await?;
     tx.execute(AssertSqlSafe(format!(
@@ -482,7 +487,7 @@ async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Resul
 /// One row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
     let rec = &r.record;
-    let fields: [Option<&str>; 13] = [
+    let fields: [Option<&str>; 14] = [
         Some(&ctx.experiment_id),
         Some(&ctx.run_id),
         Some(&r.origin),
@@ -496,6 +501,7 @@ fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
         rec.exception_message.as_deref(),
         Some(rec.stream.as_str()),
         Some(&rec.source),
+        rec.fields.as_deref(),
     ];
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {

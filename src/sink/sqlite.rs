@@ -26,6 +26,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_metrics.sql"),
+    include_str!("../../migrations/sqlite/0003_fields.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +195,7 @@ impl Sink for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut logs = tx.prepare_cached(
-                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for r in &batch.logs {
                 let rec = &r.record;
@@ -212,6 +213,7 @@ impl Sink for SqliteStore {
                     rec.exception_message,
                     rec.stream.as_str(),
                     rec.source,
+                    rec.fields,
                 ])?;
             }
             let mut events = tx.prepare_cached(

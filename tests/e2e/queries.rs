@@ -55,6 +55,7 @@ fn json_records_carry_the_spec_fields() {
             "exception_message",
             "exception_type",
             "experiment_id",
+            "fields",
             "level",
             "logger",
             "message",
