@@ -223,18 +223,23 @@ fn print_record(
             })
         );
     }
-    let at = match first {
-        Some(l) if r.traceback.is_some() && r.parsed_by.is_some() => {
-            format!("{l}-{}", l + count - 1)
-        }
-        Some(l) => l.to_string(),
-        None => "-".into(),
+    // A stack trace's text starts at the record's line; a traceback
+    // attached to a log line follows it.
+    let own_text = match r.parsed_by {
+        None => true,
+        Some(i) => chain.declarative(i).is_some_and(|d| d.multiline.is_some()),
+    };
+    let at = match (first, &r.traceback) {
+        (Some(l), Some(_)) if own_text => format!("{l}-{}", l + count - 1),
+        (Some(l), Some(_)) => format!("{l}-{}", l + count),
+        (Some(l), None) => l.to_string(),
+        (None, _) => "-".into(),
     };
     let logger = r.logger.as_deref().map(escape_text).unwrap_or("-".into());
     writeln!(
         out,
         "{at:<9} {parser:<18} {:<8} {logger}: {}",
-        r.level,
+        r.level.as_str(),
         escape_text(&r.message)
     )?;
     if parser == "none" {

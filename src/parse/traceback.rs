@@ -12,6 +12,8 @@
 //! * exception groups (`+ Exception Group Traceback`, `+-+----`, `| `), nested;
 //! * SyntaxError blocks, also at compile time, where there is no header and the
 //!   traceback starts at `  File "x.py", line 3`;
+//! * loguru's `diagnose` form: blank lines between frames, `> File` marking
+//!   the frame that caught the exception, `│ └` variable values;
 //! * exception lines without a colon (`KeyboardInterrupt`), notes added with
 //!   `add_note` and messages that span several lines.
 //!
@@ -187,7 +189,7 @@ impl TracebackCollector {
             }
             return self.take(line);
         }
-        if !line.is_empty() && !is_indented(line) {
+        if !line.is_empty() && !is_indented(line) && !is_file_line(line) {
             self.state = State::AfterException { message_lines: 0 };
         }
         self.take(line)
@@ -263,9 +265,13 @@ fn is_indented(line: &str) -> bool {
     line.starts_with([' ', '\t'])
 }
 
-/// `  File "x.py", line 3` or `  File "x.py", line 3, in f`.
+/// `  File "x.py", line 3` or `  File "x.py", line 3, in f`; loguru
+/// (`diagnose=True`) marks the frame that caught the exception `> File "…`.
 fn is_file_line(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("  File \"") else {
+    let Some(rest) = line
+        .strip_prefix("  File \"")
+        .or_else(|| line.strip_prefix("> File \""))
+    else {
         return false;
     };
     match rest.rfind("\", line ") {
@@ -349,7 +355,7 @@ pub fn describe(lines: Vec<String>) -> Traceback {
 fn plain_exception(part: &[String]) -> (String, Vec<String>) {
     let start = part
         .iter()
-        .position(|l| !l.is_empty() && !is_indented(l) && l != HEADER);
+        .position(|l| !l.is_empty() && !is_indented(l) && l != HEADER && !is_file_line(l));
     match start {
         Some(i) => (part[i].clone(), trim_blank_tail(&part[i + 1..])),
         None => (

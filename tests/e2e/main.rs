@@ -10,6 +10,7 @@ mod holder;
 mod memory;
 mod metrics;
 mod oom;
+mod parsers;
 mod pg_auth;
 mod pg_server;
 mod pg_tls;

@@ -356,16 +356,28 @@ pub(crate) fn compile_regex(
             ParserFileError::new(
                 origin,
                 Some(source.referenced.line()),
-                format!("`{key}` is not a valid regex: {}", one_line(&e.to_string())),
+                format!("`{key}` is not a valid regex: {}", regex_reason(&e)),
             )
         })
 }
 
-/// regex's errors draw the pattern over several lines; keep them readable in
-/// a `file:line: reason` message.
-fn one_line(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    lines.join(" | ")
+/// regex draws the pattern with a caret under the fault over several lines;
+/// a `file:line: reason` message keeps the reason and the column.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(&text);
+    let column = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && l.trim().chars().all(|c| c == '^'))
+        .and_then(|l| l.find('^'))
+        .map(|c| c.saturating_sub(4) + 1);
+    match column {
+        Some(c) => format!("{reason} (at column {c} of the pattern)"),
+        None => reason.to_string(),
+    }
 }
 
 fn compile_multiline(

@@ -183,3 +183,168 @@ fn add(loaded: &mut LoadedParsers, parser: Arc<DeclarativeParser>, shipped: bool
     }
     loaded.parsers.push(parser);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{LineParser, Output, ParserChain, ProgressParser};
+    use crate::record::Level;
+
+    fn compile(yaml: &str) -> Result<DeclarativeParser, ParserFileError> {
+        compile_source(&ParserSource {
+            origin: "p.yml".into(),
+            text: yaml.into(),
+        })
+    }
+
+    #[test]
+    fn broken_files_name_the_line_and_the_reason() {
+        let e = compile("name: x\nregex: '(a'\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.reason
+                .starts_with("`regex` is not a valid regex: unclosed group"),
+            "{e}"
+        );
+        let e = compile("name: x\nregex: a\nlevles: {}\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.reason.contains("levles"), "{e}");
+        let e = compile("name: x\nregex: a\ntime_format: '%Q'\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = compile("name: x\nregex: a\nlevels: {W: LOUD}\n").unwrap_err();
+        assert!(e.reason.contains("LOUD"), "{e}");
+        let e = compile("name: x\n").unwrap_err();
+        assert!(e.reason.contains("needs a `regex:`"), "{e}");
+        let e = compile("name: x\nmultiline:\n  start: a\n").unwrap_err();
+        assert!(e.reason.contains("continue"), "{e}");
+        assert_eq!(e.to_string(), format!("p.yml:3: {}", e.reason));
+    }
+
+    #[test]
+    fn levels_map_text_and_numbers_and_fall_back_to_level_names() {
+        let p = compile(
+            "name: x\nregex: '^(?P<level>\\w+) (?P<message>.*)'\nlevels: {\"3\": ERROR, W: WARNING}\ndefaults: {level: DEBUG}\n",
+        )
+        .unwrap();
+        let level = |l: &str| p.parse(l).unwrap().level;
+        assert_eq!(level("3 x"), Level::Error);
+        assert_eq!(level("W x"), Level::Warning);
+        assert_eq!(level("w x"), Level::Warning);
+        assert_eq!(level("fatal x"), Level::Critical);
+        assert_eq!(level("zzz x"), Level::Debug);
+    }
+
+    #[test]
+    fn time_formats_read_with_and_without_a_year() {
+        let p = compile("name: x\nregex: '^(?P<timestamp>\\S+ \\S+) (?P<message>.*)'\ntime_format: '%m%d %H:%M:%S%.6f'\ntimezone: utc\n").unwrap();
+        let ts = p
+            .parse("0102 03:04:05.000006 hi")
+            .unwrap()
+            .timestamp
+            .unwrap();
+        use chrono::Datelike;
+        assert_eq!(
+            ts.format("%m-%d %H:%M:%S%.6f").to_string(),
+            "01-02 03:04:05.000006"
+        );
+        assert!(ts <= chrono::Utc::now() + chrono::Duration::days(1));
+        assert!(ts.year() >= 2025);
+        let p = compile(
+            "name: x\nregex: '^(?P<timestamp>\\d+) (?P<message>.*)'\ntime_format: unix_ms\n",
+        )
+        .unwrap();
+        let ts = p.parse("1764547200123 hi").unwrap().timestamp.unwrap();
+        assert_eq!(crate::record::format_ts(&ts), "2025-12-01T00:00:00.123000Z");
+    }
+
+    fn run(yaml: &str, input: &str) -> Vec<Output> {
+        let chain = Arc::new(ParserChain::new(vec![Arc::new(compile(yaml).unwrap())]));
+        examples::assemble(&chain, &Arc::new(ProgressParser::new()), input)
+    }
+
+    fn records(out: &[Output]) -> Vec<&crate::record::LogRecord> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Record(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const STACK: &str = "name: s\nmultiline:\n  start: '^Boom: (?P<exception_message>.*)'\n  continue: '^\\s+at |^$'\ndefaults: {exception_type: Boom}\n";
+
+    #[test]
+    fn a_start_line_alone_is_an_ordinary_line_with_its_own_offset() {
+        let out = run(STACK, "Boom: not a trace\nnext\n");
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            (recs[0].message.as_str(), recs[0].offset),
+            ("Boom: not a trace", Some(0))
+        );
+        assert_eq!(recs[0].traceback, None);
+        assert_eq!(recs[1].offset, Some(18));
+    }
+
+    #[test]
+    fn blank_lines_belong_only_between_lines_that_belong() {
+        let out = run(STACK, "Boom: x\n  at a\n\n  at b\n\n\nafter\n");
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2, "{recs:#?}");
+        assert_eq!(
+            recs[0].traceback.as_deref(),
+            Some("Boom: x\n  at a\n\n  at b\n")
+        );
+        assert_eq!(recs[0].exception_type.as_deref(), Some("Boom"));
+        assert_eq!(recs[0].level, Level::Error);
+        assert_eq!(
+            (recs[1].message.as_str(), recs[1].offset),
+            ("after", Some(25))
+        );
+    }
+
+    #[test]
+    fn a_stack_trace_after_an_error_line_is_that_records_traceback() {
+        let out = run(
+            STACK,
+            "ERROR:loader:shard failed\nBoom: x\n  at a\nINFO:root:next\n",
+        );
+        let recs = records(&out);
+        assert_eq!(recs.len(), 2, "{recs:#?}");
+        assert_eq!(recs[0].message, "shard failed");
+        assert_eq!(recs[0].traceback.as_deref(), Some("Boom: x\n  at a\n"));
+        assert_eq!(recs[0].exception_type.as_deref(), Some("Boom"));
+    }
+
+    #[test]
+    fn a_broken_user_file_is_an_error_when_strict_and_left_out_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yml"), "name: a\nregex: '(x'\n").unwrap();
+        std::fs::write(
+            dir.path().join("b.yml"),
+            "name: b\nregex: '^b (?P<message>.*)'\n",
+        )
+        .unwrap();
+        let dirs = [dir.path().to_path_buf()];
+        let e = load(&dirs, true).err().unwrap();
+        assert!(e.to_string().contains("a.yml:2:"), "{e}");
+        let loaded = load(&dirs, false).unwrap();
+        assert!(
+            loaded.warnings[0].contains("a.yml:2:"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert_eq!(loaded.parsers[0].name, "b");
+        assert!(loaded.parsers.iter().any(|p| p.name == "java"));
+    }
+
+    #[test]
+    fn every_shipped_parser_compiles_and_passes_its_examples() {
+        for source in shipped_sources() {
+            let parser = Arc::new(compile_source(&source).unwrap());
+            assert!(!parser.examples.is_empty(), "{}", source.origin);
+            let failures = run_examples(&parser);
+            assert!(failures.is_empty(), "{}: {:?}", source.origin, failures);
+        }
+    }
+}
