@@ -408,6 +408,9 @@ pub enum ParsersCommand {
         /// Use only these parsers (repeatable), as `wrap --parser` does
         #[arg(long = "parser", value_name = "NAME")]
         parsers: Vec<String>,
+        /// Only how many records each parser made (a quick look at a big file)
+        #[arg(long)]
+        summary: bool,
         #[command(flatten)]
         format: FormatArg,
     },

@@ -23,10 +23,11 @@ pub fn run(global: &GlobalArgs, cmd: ParsersCommand) -> anyhow::Result<i32> {
         ParsersCommand::Test {
             file,
             parsers,
+            summary,
             format,
         } => {
             app.parser_selection = parsers;
-            test(&app, &file, format.format)
+            test(&app, &file, format.format, summary)
         }
         ParsersCommand::Check { dir } => check(&app, dir.as_deref()),
     }
@@ -88,20 +89,50 @@ fn owned((a, b, c, d): (&str, &str, &str, &str)) -> (String, String, String, Str
     (a.into(), b.into(), c.into(), d.into())
 }
 
-fn test(app: &App, file: &Path, format: Format) -> anyhow::Result<i32> {
+fn test(app: &App, file: &Path, format: Format, summary: bool) -> anyhow::Result<i32> {
     let chain = app.parser_chain()?;
     let bytes =
         std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
-    let outputs = assemble(&chain, &bytes, &file.display().to_string());
     let lines = LineIndex::new(&bytes);
-    let mut out = std::io::stdout().lock();
-    for o in &outputs {
-        print_output(&mut out, &chain, &lines, o, format)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    let mut result = Ok(());
+    assemble(&chain, &bytes, &file.display().to_string(), |o| {
+        if summary {
+            count(&mut counts, &chain, o);
+        } else if result.is_ok() {
+            result = print_output(&mut out, &chain, &lines, o, format);
+        }
+    });
+    result?;
+    if summary {
+        for (parser, n) in counts {
+            match format {
+                Format::Json => writeln!(out, "{}", json!({"parser": parser, "records": n}))?,
+                Format::Text => writeln!(out, "{parser:<18} {n}")?,
+            }
+        }
     }
+    out.flush()?;
     Ok(0)
 }
 
-fn assemble(chain: &Arc<ParserChain>, bytes: &[u8], source: &str) -> Vec<Output> {
+/// Records (and progress updates, metrics) per parser, in order of first use.
+fn count(counts: &mut Vec<(String, u64)>, chain: &ParserChain, o: &Output) {
+    let name = match o {
+        Output::Record(r) => parser_of(chain, r),
+        Output::Progress(_) => "progress",
+        Output::Metric(_) => "metric",
+        Output::ParseError { .. } => "directive",
+    };
+    match counts.iter_mut().find(|(n, _)| n == name) {
+        Some((_, c)) => *c += 1,
+        None => counts.push((name.to_string(), 1)),
+    }
+}
+
+/// Runs the file through one assembler, handing on each output as it comes.
+fn assemble(chain: &Arc<ParserChain>, bytes: &[u8], source: &str, mut each: impl FnMut(&Output)) {
     let mut assembler = RecordAssembler::new(
         chain.clone(),
         Arc::new(ProgressParser::new()),
@@ -111,15 +142,21 @@ fn assemble(chain: &Arc<ParserChain>, bytes: &[u8], source: &str) -> Vec<Output>
     );
     let mut framer = LineFramer::new(1 << 20);
     let mut frames = Vec::new();
-    framer.push(bytes, &mut frames);
-    framer.finish(&mut frames);
     let mut outputs = Vec::new();
     let now = Instant::now();
-    for f in frames {
+    for chunk in bytes.chunks(crate::source::CHUNK_BYTES) {
+        framer.push(chunk, &mut frames);
+        for f in frames.drain(..) {
+            assembler.frame(f, now, &mut outputs);
+        }
+        outputs.drain(..).for_each(|o| each(&o));
+    }
+    framer.finish(&mut frames);
+    for f in frames.drain(..) {
         assembler.frame(f, now, &mut outputs);
     }
     assembler.finish(&mut outputs);
-    outputs
+    outputs.drain(..).for_each(|o| each(&o));
 }
 
 /// Byte offset → 1-based line number.
