@@ -361,3 +361,75 @@ fn parsers_test_explains_every_line_of_the_captures() {
         std::fs::read_to_string(&path).expect("snapshot: run with PMON_UPDATE_SNAPSHOTS=1 once");
     pretty_assertions::assert_eq!(expected, snapshot);
 }
+
+/// Prints `<<I|work>> line N` every 2 ms until `$PMON_GO` exists, writes how
+/// many to `$PMON_GO.count` and exits with code 3.
+const UNTIL_GO: &str = r#"
+import os, time
+go = os.environ['PMON_GO']
+i = 0
+while not os.path.exists(go):
+    print(f'<<I|work>> line {i}', flush=True)
+    i += 1
+    time.sleep(0.002)
+with open(go + '.count', 'w') as f:
+    f.write(str(i))
+raise SystemExit(3)
+"#;
+
+#[test]
+fn a_parser_file_broken_while_a_program_runs_never_takes_the_agent_down() {
+    use crate::util::{shippers_of, wait_until, Running};
+    let (agent, dir) = agent_with_user_parser(USER_PARSER);
+    let go = agent.dir.path().join("go");
+    let wrap = Running::new(
+        agent
+            .cmd(&[
+                "wrap",
+                "-e",
+                "edit",
+                "--no-echo",
+                "--",
+                "python3",
+                "-c",
+                UNTIL_GO,
+            ])
+            .env("PMON_GO", &go)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stored = |extra: &str| {
+        agent.count(&format!(
+            "SELECT count(*) FROM pipeline_logs WHERE experiment_id = 'edit' AND message LIKE '%line %' {extra}"
+        ))
+    };
+    wait_until("the user parser's records are stored", || {
+        stored("AND fields IS NOT NULL") > 50
+    });
+    std::fs::write(dir.join("bracket.yml"), USER_PARSER.replace(")$'", "$'")).unwrap();
+    let shipper = shippers_of(wrap.id())[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shipper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        "a new shipper, without the broken parser, stores more",
+        || stored("AND fields IS NULL") > 50,
+    );
+    std::fs::write(&go, "").unwrap();
+    let out = wrap.wait_with_output();
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("my-parsers/bracket.yml:3: `regex` is not a valid regex")
+            && err.contains("left out"),
+        "{err}"
+    );
+    let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(stored(""), printed, "every line once");
+}

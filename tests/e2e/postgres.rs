@@ -1207,3 +1207,35 @@ fn daemon_stop_ends_the_background_shipping_of_an_ended_daemon() {
     );
     assert!(supervisor_log(&agent).contains("5000 records stay in it"));
 }
+
+/// A declarative parser's other captures reach the `fields` column of both
+/// stores and come back alike (jsonb in PostgreSQL, JSON text in SQLite).
+#[test]
+fn parser_fields_are_stored_and_queried_alike_in_postgresql() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let (pg, local) = (Agent::new(), Agent::new());
+    let program = r#"import sys
+sys.stderr.write('W1127 10:00:01.000001 7 cuda.cc:412] no TensorRT\n')
+sys.stderr.write('Exception in thread "main" java.lang.IllegalStateException: shard 3\n\tat A.b(A.java:1)\n')
+"#;
+    let args = ["wrap", "-e", "fields", "--", "python3", "-c", program];
+    assert!(pg_run(&pg, &url, &args).status.success());
+    assert!(local.run(&args).status.success());
+    let from_pg = without_run_and_time(&pg_json(&pg, &url, &["query", "logs", "fields"]));
+    let from_local = without_run_and_time(&local.json_lines(&["query", "logs", "fields"]));
+    assert_eq!(from_pg, from_local);
+    let fields: Vec<&Value> = from_pg.iter().map(|r| &r["fields"]).collect();
+    assert_eq!(
+        fields,
+        [
+            &serde_json::json!({"thread": "7", "file": "cuda.cc", "line": "412"}),
+            &serde_json::json!({"thread": "main"}),
+        ]
+    );
+    let via_sql = server.psql(
+        &db,
+        "SELECT fields->>'file' FROM pipeline_logs WHERE experiment_id = 'fields' AND level = 'WARNING'",
+    );
+    assert_eq!(via_sql.trim(), "cuda.cc");
+}
