@@ -4,17 +4,15 @@
 
 use crate::app::App;
 use crate::cli::{Format, GlobalArgs, ParsersCommand};
-use crate::framing::LineFramer;
 use crate::parse::declarative::{self, DeclarativeParser, ParserSource};
-use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
+use crate::parse::{assemble_bytes, Output, ParserChain};
 use crate::query::output::escape_text;
-use crate::record::{LogRecord, StreamKind};
+use crate::record::LogRecord;
 use anyhow::Context;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub fn run(global: &GlobalArgs, cmd: ParsersCommand) -> anyhow::Result<i32> {
     let mut app = App::new(global)?;
@@ -97,11 +95,11 @@ fn test(app: &App, file: &Path, format: Format, summary: bool) -> anyhow::Result
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut counts: Vec<(String, u64)> = Vec::new();
     let mut result = Ok(());
-    assemble(&chain, &bytes, &file.display().to_string(), |o| {
+    assemble_bytes(&chain, &file.display().to_string(), &bytes, |o| {
         if summary {
-            count(&mut counts, &chain, o);
+            count(&mut counts, &chain, &o);
         } else if result.is_ok() {
-            result = print_output(&mut out, &chain, &lines, o, format);
+            result = print_output(&mut out, &chain, &lines, &o, format);
         }
     });
     result?;
@@ -129,34 +127,6 @@ fn count(counts: &mut Vec<(String, u64)>, chain: &ParserChain, o: &Output) {
         Some((_, c)) => *c += 1,
         None => counts.push((name.to_string(), 1)),
     }
-}
-
-/// Runs the file through one assembler, handing on each output as it comes.
-fn assemble(chain: &Arc<ParserChain>, bytes: &[u8], source: &str, mut each: impl FnMut(&Output)) {
-    let mut assembler = RecordAssembler::new(
-        chain.clone(),
-        Arc::new(ProgressParser::new()),
-        AssemblerTiming::default(),
-        StreamKind::File,
-        source,
-    );
-    let mut framer = LineFramer::new(1 << 20);
-    let mut frames = Vec::new();
-    let mut outputs = Vec::new();
-    let now = Instant::now();
-    for chunk in bytes.chunks(crate::source::CHUNK_BYTES) {
-        framer.push(chunk, &mut frames);
-        for f in frames.drain(..) {
-            assembler.frame(f, now, &mut outputs);
-        }
-        outputs.drain(..).for_each(|o| each(&o));
-    }
-    framer.finish(&mut frames);
-    for f in frames.drain(..) {
-        assembler.frame(f, now, &mut outputs);
-    }
-    assembler.finish(&mut outputs);
-    outputs.drain(..).for_each(|o| each(&o));
 }
 
 /// Byte offset → 1-based line number.

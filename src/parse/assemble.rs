@@ -435,6 +435,39 @@ impl RecordAssembler {
     }
 }
 
+/// Runs `bytes` through a fresh assembler as one file, `source`, handing on
+/// each output as it comes: what `parsers test` and parser examples see.
+pub fn assemble_bytes(
+    chain: &Arc<ParserChain>,
+    source: &str,
+    bytes: &[u8],
+    mut each: impl FnMut(Output),
+) {
+    let mut assembler = RecordAssembler::new(
+        chain.clone(),
+        Arc::new(ProgressParser::new()),
+        AssemblerTiming::default(),
+        StreamKind::File,
+        source,
+    );
+    let mut framer = crate::framing::LineFramer::new(1 << 20);
+    let (mut frames, mut outputs) = (Vec::new(), Vec::new());
+    let now = Instant::now();
+    for chunk in bytes.chunks(crate::source::CHUNK_BYTES) {
+        framer.push(chunk, &mut frames);
+        for f in frames.drain(..) {
+            assembler.frame(f, now, &mut outputs);
+        }
+        outputs.drain(..).for_each(&mut each);
+    }
+    framer.finish(&mut frames);
+    for f in frames.drain(..) {
+        assembler.frame(f, now, &mut outputs);
+    }
+    assembler.finish(&mut outputs);
+    outputs.drain(..).for_each(each);
+}
+
 fn attach(record: &mut LogRecord, tb: Traceback) {
     record.traceback = Some(tb.text);
     record.exception_type = Some(tb.exception_type);
@@ -444,25 +477,11 @@ fn attach(record: &mut LogRecord, tb: Traceback) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::LineFramer;
 
     fn assemble(stream_text: &str) -> Vec<Output> {
-        let mut a = RecordAssembler::new(
-            Arc::new(ParserChain::builtin()),
-            Arc::new(ProgressParser::new()),
-            AssemblerTiming::default(),
-            StreamKind::Stderr,
-            "stderr",
-        );
-        let mut framer = LineFramer::new(1 << 20);
-        let mut frames = Vec::new();
-        framer.push(stream_text.as_bytes(), &mut frames);
-        framer.finish(&mut frames);
         let mut out = Vec::new();
-        for f in frames {
-            a.frame(f, Instant::now(), &mut out);
-        }
-        a.finish(&mut out);
+        let chain = Arc::new(ParserChain::builtin());
+        assemble_bytes(&chain, "stderr", stream_text.as_bytes(), |o| out.push(o));
         out
     }
 

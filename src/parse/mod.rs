@@ -22,7 +22,7 @@ mod progress;
 mod timestamp;
 pub mod traceback;
 
-pub use assemble::{AssemblerTiming, Output, RecordAssembler};
+pub use assemble::{assemble_bytes, AssemblerTiming, Output, RecordAssembler};
 pub use chain::{LineScan, ParserChain};
 pub use json::JsonParser;
 pub use logline::{LogfmtParser, PythonLoggingParser};

@@ -27,20 +27,9 @@ fn stored(agent: &Agent, exp: &str) -> i64 {
     ))
 }
 
-/// Prints `line N` every 2 ms until `$PMON_GO` exists, writes how many to
-/// `$PMON_GO.count` and exits with code 3.
-const UNTIL_GO: &str = r#"
-import os, time
-go = os.environ['PMON_GO']
-i = 0
-while not os.path.exists(go):
-    print(f'INFO:work:line {i}', flush=True)
-    i += 1
-    time.sleep(0.002)
-with open(go + '.count', 'w') as f:
-    f.write(str(i))
-raise SystemExit(3)
-"#;
+/// `INFO:work:line N` every 2 ms until `$PMON_GO` exists (see [`until_go`]).
+static UNTIL_GO: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| until_go("INFO:work:line"));
 
 /// Kills the shipper of `holder` `times` times, each time once the store has
 /// grown since (so each shipper has done some work) and a new shipper runs.
@@ -72,7 +61,7 @@ fn a_shipper_killed_twice_leaves_the_program_running_and_every_line_once() {
                 "--",
                 "python3",
                 "-c",
-                UNTIL_GO,
+                &UNTIL_GO,
             ])
             .env("PMON_GO", &go)
             .stderr(Stdio::piped())
@@ -142,6 +131,7 @@ fn records_shipped_after_a_restart_keep_their_arrival_time() {
     let program = r#"
 import os, time
 go = os.environ['PMON_GO']
+open(go + '.started', 'w').close()
 while not os.path.exists(go + '.stopped'):
     time.sleep(0.01)
 for i in range(20):
@@ -168,12 +158,10 @@ while not os.path.exists(go):
             .unwrap(),
     );
     let holder = wrap.id();
-    let mut shipper = None;
-    wait_until("the shipper runs", || {
-        shipper = shipper_of(holder);
-        shipper.is_some()
-    });
-    let shipper = shipper.unwrap();
+    // The program starts once the shipper has registered the run: stopping
+    // the shipper before that would stop the program from ever starting.
+    wait_until("the program runs", || go.with_extension("started").exists());
+    let shipper = shipper_of(holder).expect("the shipper runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shipper as i32),
         nix::sys::signal::Signal::SIGSTOP,
@@ -210,7 +198,7 @@ fn a_daemons_shipper_killed_leaves_its_program_running() {
     let go = agent.dir.path().join("go");
     let out = agent
         .cmd(&[
-            "daemon", "start", "--name", "keeps", "--", "python3", "-c", UNTIL_GO,
+            "daemon", "start", "--name", "keeps", "--", "python3", "-c", &UNTIL_GO,
         ])
         .env("PMON_GO", &go)
         .output()
@@ -261,7 +249,7 @@ fn a_daemons_supervisor_killed_leaves_its_program_and_holder_running() {
     let go = agent.dir.path().join("go");
     let out = agent
         .cmd(&[
-            "daemon", "start", "--name", "orphan", "--", "python3", "-c", UNTIL_GO,
+            "daemon", "start", "--name", "orphan", "--", "python3", "-c", &UNTIL_GO,
         ])
         .env("PMON_GO", &go)
         .output()

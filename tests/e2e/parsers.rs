@@ -362,24 +362,9 @@ fn parsers_test_explains_every_line_of_the_captures() {
     pretty_assertions::assert_eq!(expected, snapshot);
 }
 
-/// Prints `<<I|work>> line N` every 2 ms until `$PMON_GO` exists, writes how
-/// many to `$PMON_GO.count` and exits with code 3.
-const UNTIL_GO: &str = r#"
-import os, time
-go = os.environ['PMON_GO']
-i = 0
-while not os.path.exists(go):
-    print(f'<<I|work>> line {i}', flush=True)
-    i += 1
-    time.sleep(0.002)
-with open(go + '.count', 'w') as f:
-    f.write(str(i))
-raise SystemExit(3)
-"#;
-
 #[test]
 fn a_parser_file_broken_while_a_program_runs_never_takes_the_agent_down() {
-    use crate::util::{shippers_of, wait_until, Running};
+    use crate::util::{shippers_of, until_go, wait_until, Running};
     let (agent, dir) = agent_with_user_parser(USER_PARSER);
     let go = agent.dir.path().join("go");
     let wrap = Running::new(
@@ -392,7 +377,7 @@ fn a_parser_file_broken_while_a_program_runs_never_takes_the_agent_down() {
                 "--",
                 "python3",
                 "-c",
-                UNTIL_GO,
+                &until_go("<<I|work>> line"),
             ])
             .env("PMON_GO", &go)
             .stderr(std::process::Stdio::piped())

@@ -299,3 +299,24 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     let after = &stat[stat.rfind(')')? + 2..];
     after.split(' ').nth(1)?.parse().ok()
 }
+
+/// A Python program that prints `{prefix} N` every 2 ms until the file
+/// `$PMON_GO` exists, then writes how many lines it printed to
+/// `$PMON_GO.count` and exits with code 3: the test, not a clock, decides
+/// when it ends.
+pub fn until_go(prefix: &str) -> String {
+    format!(
+        r#"
+import os, time
+go = os.environ['PMON_GO']
+i = 0
+while not os.path.exists(go):
+    print(f'{prefix} {{i}}', flush=True)
+    i += 1
+    time.sleep(0.002)
+with open(go + '.count', 'w') as f:
+    f.write(str(i))
+raise SystemExit(3)
+"#
+    )
+}

@@ -3,12 +3,10 @@
 
 use super::compile::DeclarativeParser;
 use super::format::Expected;
-use crate::framing::LineFramer;
-use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
-use crate::record::{format_ts, LogRecord, ProgressUpdate, StreamKind};
+use crate::parse::{assemble_bytes, Output, ParserChain};
+use crate::record::{format_ts, LogRecord, ProgressUpdate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// One example that did not come out as its file says.
 #[derive(Debug, Clone)]
@@ -59,10 +57,9 @@ impl ExampleFailure {
 /// Every failing example of `parser`.
 pub fn run_examples(parser: &Arc<DeclarativeParser>) -> Vec<ExampleFailure> {
     let chain = Arc::new(ParserChain::new(vec![parser.clone()]));
-    let progress = Arc::new(ProgressParser::new());
     let mut failures = Vec::new();
     for (index, example) in parser.examples.iter().enumerate() {
-        let outputs = assemble(&chain, &progress, &example.spec.input);
+        let outputs = assemble(&chain, &example.spec.input);
         let mine: Vec<&LogRecord> = outputs
             .iter()
             .filter_map(|o| match o {
@@ -112,28 +109,9 @@ pub fn run_examples(parser: &Arc<DeclarativeParser>) -> Vec<ExampleFailure> {
     failures
 }
 
-pub(crate) fn assemble(
-    chain: &Arc<ParserChain>,
-    progress: &Arc<ProgressParser>,
-    input: &str,
-) -> Vec<Output> {
-    let mut assembler = RecordAssembler::new(
-        chain.clone(),
-        progress.clone(),
-        AssemblerTiming::default(),
-        StreamKind::Stderr,
-        "example",
-    );
-    let mut framer = LineFramer::new(1 << 20);
-    let mut frames = Vec::new();
-    framer.push(input.as_bytes(), &mut frames);
-    framer.finish(&mut frames);
+pub(crate) fn assemble(chain: &Arc<ParserChain>, input: &str) -> Vec<Output> {
     let mut out = Vec::new();
-    let now = Instant::now();
-    for f in frames {
-        assembler.frame(f, now, &mut out);
-    }
-    assembler.finish(&mut out);
+    assemble_bytes(chain, "example", input.as_bytes(), |o| out.push(o));
     out
 }
 

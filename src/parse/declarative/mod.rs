@@ -187,7 +187,7 @@ fn add(loaded: &mut LoadedParsers, parser: Arc<DeclarativeParser>, shipped: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{LineParser, Output, ParserChain, ProgressParser};
+    use crate::parse::{LineParser, Output, ParserChain};
     use crate::record::Level;
 
     fn compile(yaml: &str) -> Result<DeclarativeParser, ParserFileError> {
@@ -259,7 +259,7 @@ mod tests {
 
     fn run(yaml: &str, input: &str) -> Vec<Output> {
         let chain = Arc::new(ParserChain::new(vec![Arc::new(compile(yaml).unwrap())]));
-        examples::assemble(&chain, &Arc::new(ProgressParser::new()), input)
+        examples::assemble(&chain, input)
     }
 
     fn records(out: &[Output]) -> Vec<&crate::record::LogRecord> {
