@@ -19,6 +19,7 @@ mod compile;
 mod examples;
 mod format;
 mod multiline;
+mod time;
 
 pub use compile::DeclarativeParser;
 pub use examples::run_examples;
@@ -336,6 +337,20 @@ mod tests {
         );
         assert_eq!(loaded.parsers[0].name, "b");
         assert!(loaded.parsers.iter().any(|p| p.name == "java"));
+    }
+
+    #[test]
+    fn progress_captures_are_a_progress_update_and_the_line_a_record() {
+        let yaml = "name: steps\nregex: '^step (?P<progress_current>\\d+)/(?P<progress_total>\\d+) (?P<message>.*)'\ndefaults: {progress_task: train}\n";
+        let out = run(yaml, "step 30/100 loss=0.2\n");
+        let Output::Progress(p) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (p.task.as_str(), p.current, p.total),
+            ("train", 30.0, Some(100.0))
+        );
+        assert_eq!(records(&out)[0].message, "loss=0.2");
     }
 
     #[test]
