@@ -3,18 +3,17 @@
 //! record fields.
 
 use super::format::{DurationText, ExampleSpec, ParserFile};
+use super::lazy::LazyRegex;
 use super::time::TimeReader;
 use super::ParserFileError;
 use crate::parse::{LineFields, LineParser};
 use crate::record::{Level, ProgressUpdate};
 use chrono::Utc;
-use regex::{Captures, Regex, RegexBuilder};
+use regex::{Captures, Regex};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A compiled regex may use this much memory; a bigger one is refused.
-const REGEX_SIZE_LIMIT: usize = 2 << 20;
 /// Captures that are record fields; every other one lands in `fields`.
 const RECORD_CAPTURES: [&str; 10] = [
     "level",
@@ -37,7 +36,7 @@ pub struct DeclarativeParser {
     /// Where it was read from (`parsers/java.yml`, or `shipped:java.yml`).
     pub origin: String,
     /// Claims single lines.
-    pub(crate) regex: Option<Regex>,
+    pub(crate) regex: Option<LazyRegex>,
     pub multiline: Option<MultilineRule>,
     time: TimeReader,
     levels: HashMap<String, Level>,
@@ -51,10 +50,10 @@ pub struct DeclarativeParser {
 /// How a record that spans lines begins, goes on and ends.
 #[derive(Debug)]
 pub struct MultilineRule {
-    pub start: Regex,
+    pub start: LazyRegex,
     /// `None`: every line belongs until `end`.
-    pub continue_: Option<Regex>,
-    pub end: Option<Regex>,
+    pub continue_: Option<LazyRegex>,
+    pub end: Option<LazyRegex>,
     pub timeout: Duration,
     pub min_lines: usize,
     pub max_lines: usize,
@@ -225,7 +224,7 @@ impl DeclarativeParser {
                 .chain(m.continue_.iter())
                 .chain(m.end.iter())
         }));
-        for re in regexes {
+        for re in regexes.filter_map(LazyRegex::get) {
             for n in re.capture_names().flatten() {
                 let n = base_name(n);
                 let n = if RECORD_CAPTURES.contains(&n) {
@@ -309,8 +308,7 @@ impl DeclarativeParser {
 
     /// What the line regex captured, if it matches.
     pub fn capture_line(&self, line: &str) -> Option<Captured> {
-        let regex = self.regex.as_ref()?;
-        let caps = regex.captures(line)?;
+        let (regex, caps) = self.regex.as_ref()?.captures(line)?;
         let mut captured = Captured::default();
         captured.take(regex, &caps);
         Some(captured)
@@ -342,40 +340,12 @@ fn number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
-pub(crate) fn compile_regex(
+fn compile_regex(
     source: &Spanned<String>,
     key: &str,
     origin: &str,
-) -> Result<Regex, ParserFileError> {
-    RegexBuilder::new(&source.value)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| {
-            ParserFileError::new(
-                origin,
-                Some(source.referenced.line()),
-                format!("`{key}` is not a valid regex: {}", regex_reason(&e)),
-            )
-        })
-}
-
-/// regex draws the pattern with a caret under the fault over several lines;
-/// a `file:line: reason` message keeps the reason and the column.
-fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    let reason = text
-        .lines()
-        .find_map(|l| l.strip_prefix("error: "))
-        .unwrap_or(&text);
-    let column = text
-        .lines()
-        .find(|l| !l.trim().is_empty() && l.trim().chars().all(|c| c == '^'))
-        .and_then(|l| l.find('^'))
-        .map(|c| c.saturating_sub(4) + 1);
-    match column {
-        Some(c) => format!("{reason} (at column {c} of the pattern)"),
-        None => reason.to_string(),
-    }
+) -> Result<LazyRegex, ParserFileError> {
+    LazyRegex::check(source, key, origin)
 }
 
 fn compile_multiline(

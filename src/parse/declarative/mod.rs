@@ -18,6 +18,7 @@
 mod compile;
 mod examples;
 mod format;
+mod lazy;
 mod multiline;
 mod time;
 

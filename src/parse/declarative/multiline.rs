@@ -59,8 +59,8 @@ impl MultilineRecord {
     ) -> MultilineRecord {
         let mut captured = Captured::default();
         if let Some(rule) = &parser.multiline {
-            if let Some(caps) = rule.start.captures(&line) {
-                captured.take(&rule.start, &caps);
+            if let Some((re, caps)) = rule.start.captures(&line) {
+                captured.take(re, &caps);
             }
         }
         if let Some(c) = parser.capture_line(&line) {
@@ -99,10 +99,10 @@ impl MultilineRecord {
         }
         let blank = line.trim().is_empty();
         if let Some(end) = &rule.end {
-            if let Some(caps) = end.captures(line) {
+            if let Some((re, caps)) = end.captures(line) {
                 // A blank line that ends a record is not part of its text.
                 if !blank {
-                    self.captured.take(end, &caps);
+                    self.captured.take(re, &caps);
                     self.push(line, offset);
                 }
                 return Fed::Ended;
@@ -110,8 +110,8 @@ impl MultilineRecord {
         }
         let belongs = match &rule.continue_ {
             Some(cont) => match cont.captures(line) {
-                Some(caps) => {
-                    self.captured.take(cont, &caps);
+                Some((re, caps)) => {
+                    self.captured.take(re, &caps);
                     true
                 }
                 None => false,
