@@ -16,8 +16,9 @@
 //! visible after a row with a higher id, which `--follow` allows for with
 //! [`QueryDb::follow_lookback`].
 
-use super::logs::{IdBound, LogFilter, LogRow, Order, PageAfter};
-use super::status::ProgressRow;
+use super::filter::{IdBound, LogFilter, Order, PageAfter};
+use super::rows::{LogRow, ProgressRow};
+use super::sql::{Dialect, SqlValue};
 use crate::app::App;
 use crate::cli::Format;
 use crate::procinfo;
@@ -28,7 +29,6 @@ use crate::sink::spool::Spool;
 use crate::sink::SqliteStore;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::types::ToSqlOutput;
 use rusqlite::{params_from_iter, Connection};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row};
@@ -46,60 +46,6 @@ const PG_PAGE_MAX: usize = 2000;
 /// milliseconds; two polls (half a second) covers that many times over, at
 /// the cost of reading the last half second's rows again.
 const PG_FOLLOW_LOOKBACK_POLLS: usize = 2;
-
-/// The SQL dialect of a store, for the few places where the text differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-}
-
-impl Dialect {
-    /// The placeholder for the `n`th (1-based) bound value.
-    pub fn placeholder(self, n: usize) -> String {
-        match self {
-            Dialect::Sqlite => "?".to_string(),
-            Dialect::Postgres => format!("${n}"),
-        }
-    }
-
-    /// The function giving where a substring starts (0 if absent):
-    /// `instr(haystack, needle)` in SQLite, `strpos(haystack, needle)` in
-    /// PostgreSQL, both case-sensitive like `grep`.
-    pub fn find_function(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "instr",
-            Dialect::Postgres => "strpos",
-        }
-    }
-
-    /// A bound stored-format timestamp (`2026-11-27T10:00:00.000000Z`) that
-    /// can be compared with the `timestamp` column.
-    pub fn timestamp_param(self, placeholder: &str) -> String {
-        match self {
-            Dialect::Sqlite => placeholder.to_string(),
-            Dialect::Postgres => format!("{placeholder}::timestamptz"),
-        }
-    }
-}
-
-/// A value bound to a query parameter, in a form both drivers take.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    Text(String),
-    Int(i64),
-    Time(DateTime<Utc>),
-}
-
-impl rusqlite::ToSql for SqlValue {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            SqlValue::Text(text) => ToSqlOutput::from(text.as_str()),
-            SqlValue::Int(n) => ToSqlOutput::from(*n),
-            SqlValue::Time(time) => ToSqlOutput::from(format_ts(time)),
-        })
-    }
-}
 
 /// The store a query reads, as the configuration says: PostgreSQL when a
 /// database URL is set (the records are there, not in the local file), else
@@ -541,7 +487,7 @@ fn pg_progress(row: &PgRow) -> Result<ProgressRow, sqlx::Error> {
     ))
 }
 
-/// A log row selected as [`super::logs::LOG_COLUMNS`] (in that order, as
+/// A log row selected as [`super::rows::LOG_COLUMNS`] (in that order, as
 /// [`LogRow::from_row`] reads SQLite's), with its timestamp as a time too:
 /// the key of the next page.
 fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error> {

@@ -1,70 +1,9 @@
-//! Which log records a query reads: the row as printed, and the filter
-//! (experiment, runs, level, search, time, id bounds) rendered as SQL for
-//! either store.
+//! Which log records a query reads: the filter (experiment, runs, level,
+//! search, time, id bounds) rendered as SQL for either store.
 
-use super::db::{Dialect, SqlValue};
-use super::output::first_line;
-use super::select::{Experiment, RunScope};
+use super::rows::LOG_COLUMNS;
+use super::sql::{Dialect, SqlValue};
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
-use serde::Serialize;
-
-/// One row of `pipeline_logs`, serialised with exactly the spec's field names.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogRow {
-    /// Insertion order; lets `--follow` ask for "anything newer than this".
-    #[serde(skip)]
-    pub id: i64,
-    pub experiment_id: String,
-    pub run_id: String,
-    pub timestamp: String,
-    pub level: String,
-    pub logger: Option<String>,
-    pub message: String,
-    pub traceback: Option<String>,
-    pub exception_type: Option<String>,
-    pub exception_message: Option<String>,
-    pub stream: String,
-    pub source: String,
-    /// A declarative parser's other captures (a JSON object), if any.
-    pub fields: Option<serde_json::Value>,
-}
-
-pub const LOG_COLUMNS: &str = "id, experiment_id, run_id, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields";
-
-impl LogRow {
-    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
-        Ok(LogRow {
-            id: row.get(0)?,
-            experiment_id: row.get(1)?,
-            run_id: row.get(2)?,
-            timestamp: row.get(3)?,
-            level: row.get(4)?,
-            logger: row.get(5)?,
-            message: row.get(6)?,
-            traceback: row.get(7)?,
-            exception_type: row.get(8)?,
-            exception_message: row.get(9)?,
-            stream: row.get(10)?,
-            source: row.get(11)?,
-            fields: row
-                .get::<_, Option<String>>(12)?
-                .and_then(|f| serde_json::from_str(&f).ok()),
-        })
-    }
-
-    /// `ValueError: bad shard`: the exception's type and the first line of its
-    /// message, or the record's message when it carries no exception.
-    pub fn error_summary(&self) -> String {
-        match (&self.exception_type, &self.exception_message) {
-            (Some(kind), Some(text)) if !text.is_empty() => {
-                format!("{kind}: {}", first_line(text))
-            }
-            (Some(kind), _) => kind.clone(),
-            (None, _) => first_line(&self.message).to_string(),
-        }
-    }
-}
 
 /// The SQL-side filters of a log query.
 #[derive(Debug, Clone, Default)]
@@ -102,17 +41,6 @@ pub enum Order {
 }
 
 impl LogFilter {
-    pub fn for_scope(experiment: &Experiment, scope: RunScope<'_>) -> LogFilter {
-        LogFilter {
-            experiment: experiment.name().to_string(),
-            run_id: match scope {
-                RunScope::One(run) => Some(run.run_id.clone()),
-                RunScope::All => None,
-            },
-            ..LogFilter::default()
-        }
-    }
-
     /// The embedded store's statement: one query streams every row.
     pub fn sql(&self, bound: IdBound, order: Order) -> (String, Vec<SqlValue>) {
         self.render(Dialect::Sqlite, bound, order, None, None)

@@ -2,8 +2,8 @@
 //! runs are alive, which failed, and which have errors worth a look.
 
 use super::db::{self, QueryDb, Store};
+use super::output::run_duration;
 use super::output::{escape_text, humanize_duration, local_time, write_json_line};
-use super::run_duration;
 use crate::app::App;
 use crate::cli::{Format, ListArgs};
 use crate::run::{Run, RunState};

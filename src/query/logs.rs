@@ -28,7 +28,8 @@ use std::time::Duration;
 /// rare enough to cost nothing.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-pub use super::filter::{IdBound, LogFilter, LogRow, Order, PageAfter};
+use super::filter::{IdBound, LogFilter, Order};
+use super::rows::LogRow;
 
 /// Everything `query logs` was asked for, validated before the store is touched.
 #[derive(Debug)]
@@ -286,7 +287,7 @@ pub fn write_logs(
         levels: options.level.map(levels_from),
         search: options.search.clone(),
         since: options.since.clone(),
-        ..LogFilter::for_scope(experiment, scope)
+        ..experiment.log_filter(scope)
     };
     let mut printer = RecordPrinter::new(options.format, options.traceback, experiment, scope);
     let snapshot = db.max_log_id()?;
@@ -500,7 +501,7 @@ pub fn write_errors(
 ) -> anyhow::Result<usize> {
     let filter = LogFilter {
         levels: Some(levels_from(Level::Error)),
-        ..LogFilter::for_scope(experiment, scope)
+        ..experiment.log_filter(scope)
     };
     let mut printer = RecordPrinter::new(args.format.format, args.traceback, experiment, scope);
     let limit = args.limit.unwrap_or(usize::MAX);
@@ -550,8 +551,9 @@ fn scope_words(scope: RunScope<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::db::{Dialect, SqlValue};
-    use super::super::filter::LOG_COLUMNS;
+    use super::super::filter::PageAfter;
+    use super::super::rows::LOG_COLUMNS;
+    use super::super::sql::{Dialect, SqlValue};
     use super::*;
     use crate::query::tests::{insert_log, insert_run, temp_store, TestLog};
     use rusqlite::{params_from_iter, Connection};
@@ -972,7 +974,7 @@ mod tests {
         let scope = exp.pick(&RunChoice::Latest).unwrap();
         let filter = LogFilter {
             levels: Some(levels_from(Level::Info)),
-            ..LogFilter::for_scope(&exp, scope)
+            ..exp.log_filter(scope)
         };
         let mut printer = RecordPrinter::new(Format::Json, false, &exp, scope);
         let db = &mut QueryDb::Sqlite(conn);
@@ -999,7 +1001,7 @@ mod tests {
         let conn = store.conn();
         let exp = experiment(conn);
         let scope = exp.pick(&RunChoice::Latest).unwrap();
-        let filter = LogFilter::for_scope(&exp, scope);
+        let filter = exp.log_filter(scope);
         let mut printer = RecordPrinter::new(Format::Json, false, &exp, scope);
         let db = &mut QueryDb::Sqlite(conn);
         let start = db.max_log_id().unwrap();

@@ -2,7 +2,8 @@
 //! `query status`. Samples are read in pages in the order they were taken
 //! (`seq`, keyset paging), so memory stays bounded however long the run.
 
-use super::db::{decode_all, pg_query, QueryDb, SqlValue};
+use super::db::{decode_all, pg_query, QueryDb};
+use super::sql::SqlValue;
 use crate::record::format_ts;
 use chrono::{DateTime, Utc};
 use rusqlite::params_from_iter;

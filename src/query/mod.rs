@@ -27,7 +27,9 @@ mod logs;
 mod metrics;
 mod metrics_read;
 pub(crate) mod output;
+mod rows;
 mod select;
+mod sql;
 mod status;
 pub mod watch;
 
@@ -36,9 +38,6 @@ pub use output::escape_text;
 
 use crate::app::App;
 use crate::cli::QueryCommand;
-use crate::run::RunState;
-use chrono::{DateTime, Utc};
-use std::time::Duration;
 
 /// Runs one `query` subcommand, printing to standard output; returns the
 /// exit code.
@@ -54,29 +53,10 @@ pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<i32> {
     done.map(|()| 0)
 }
 
-/// How long a run took, or has taken so far while it is live. `None` when
-/// that cannot be known: a lost run never recorded its end. A clock that went
-/// backwards gives zero, not an error.
-fn run_duration(
-    state: RunState,
-    started_at: &str,
-    ended_at: Option<&str>,
-    now: DateTime<Utc>,
-) -> Option<Duration> {
-    let started = crate::record::parse_ts(started_at)?;
-    let end = match ended_at {
-        Some(ended) => crate::record::parse_ts(ended)?,
-        None if state.is_live() => now,
-        None => return None,
-    };
-    Some((end - started).to_std().unwrap_or(Duration::ZERO))
-}
-
 /// A temporary store and SQL shortcuts that fill it, shared by the tests of
 /// every query command.
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
     use crate::sink::SqliteStore;
     use rusqlite::{params, Connection};
 
@@ -168,26 +148,5 @@ pub(crate) mod tests {
             params![run_id, task, current, total, unit],
         )
         .expect("insert progress");
-    }
-
-    #[test]
-    fn durations_of_ended_live_and_lost_runs() {
-        let now = crate::record::parse_ts("2026-11-27T10:05:00Z").expect("time");
-        let start = "2026-11-27T10:00:00.000000Z";
-        let ended = Some("2026-11-27T10:02:13.000000Z");
-        assert_eq!(
-            run_duration(RunState::Failed, start, ended, now),
-            Some(Duration::from_secs(133))
-        );
-        assert_eq!(
-            run_duration(RunState::Running, start, None, now),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(run_duration(RunState::Lost, start, None, now), None);
-        let before_start = crate::record::parse_ts("2026-11-27T09:00:00Z").expect("time");
-        assert_eq!(
-            run_duration(RunState::Running, start, None, before_start),
-            Some(Duration::ZERO)
-        );
     }
 }

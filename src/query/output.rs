@@ -9,7 +9,8 @@
 //! A reader that goes away early (`| head`) is not an error: writing stops
 //! quietly, as `cat` and `journalctl` do.
 
-use chrono::{DateTime, Local};
+use crate::run::RunState;
+use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -161,6 +162,24 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// How long a run took, or has taken so far while it is live. `None` when
+/// that cannot be known: a lost run never recorded its end. A clock that went
+/// backwards gives zero, not an error.
+pub fn run_duration(
+    state: RunState,
+    started_at: &str,
+    ended_at: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let started = crate::record::parse_ts(started_at)?;
+    let end = match ended_at {
+        Some(ended) => crate::record::parse_ts(ended)?,
+        None if state.is_live() => now,
+        None => return None,
+    };
+    Some((end - started).to_std().unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +243,26 @@ mod tests {
         )));
         assert!(is_broken_pipe(&anyhow::Error::from(json_err)));
         assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn durations_of_ended_live_and_lost_runs() {
+        let now = crate::record::parse_ts("2026-11-27T10:05:00Z").expect("time");
+        let start = "2026-11-27T10:00:00.000000Z";
+        let ended = Some("2026-11-27T10:02:13.000000Z");
+        assert_eq!(
+            run_duration(RunState::Failed, start, ended, now),
+            Some(Duration::from_secs(133))
+        );
+        assert_eq!(
+            run_duration(RunState::Running, start, None, now),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(run_duration(RunState::Lost, start, None, now), None);
+        let before_start = crate::record::parse_ts("2026-11-27T09:00:00Z").expect("time");
+        assert_eq!(
+            run_duration(RunState::Running, start, None, before_start),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! the next attempt can succeed.
 
 use super::db::{QueryDb, Store};
+use super::filter::LogFilter;
 use crate::app::App;
 use crate::run::Run;
 use anyhow::bail;
@@ -91,6 +92,18 @@ impl Experiment {
                 "'{command}' describes one run, so --run all does not fit; pass --run N or a run id ({})",
                 self.ordinal_range()
             ),
+        }
+    }
+
+    /// The log filter of this experiment's runs in `scope`.
+    pub fn log_filter(&self, scope: RunScope<'_>) -> LogFilter {
+        LogFilter {
+            experiment: self.name().to_string(),
+            run_id: match scope {
+                RunScope::One(run) => Some(run.run_id.clone()),
+                RunScope::All => None,
+            },
+            ..LogFilter::default()
         }
     }
 

@@ -3,15 +3,15 @@
 //! last error, and is anything still waiting to be shipped.
 
 use super::db::QueryDb;
-use super::logs::LogRow;
+use super::output::run_duration;
 use super::output::{escape_text, first_line, humanize_duration, local_time, write_json_line};
-use super::run_duration;
+use super::rows::LogRow;
+use super::rows::ProgressRow;
 use super::select::{self, RunChoice};
 use crate::app::App;
 use crate::cli::{Format, StatusArgs};
 use crate::run::{Run, RunState};
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -44,69 +44,6 @@ pub struct LastMetric {
     pub value: f64,
     pub unit: Option<String>,
     pub timestamp: String,
-}
-
-/// One task's current progress, from `pipeline_progress`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProgressRow {
-    pub task: String,
-    pub current: f64,
-    pub total: Option<f64>,
-    pub unit: Option<String>,
-    pub rate: Option<f64>,
-    pub updated_at: String,
-    /// Seconds left at the current rate, while the run is live.
-    pub eta_s: Option<f64>,
-    /// The task this one is part of (`train` for `train/epoch`).
-    pub parent: Option<String>,
-}
-
-impl ProgressRow {
-    pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<ProgressRow> {
-        Ok(ProgressRow::new(
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-        ))
-    }
-
-    pub(super) fn new(
-        task: String,
-        current: f64,
-        total: Option<f64>,
-        unit: Option<String>,
-        rate: Option<f64>,
-        updated_at: String,
-    ) -> ProgressRow {
-        let parent = task
-            .trim_end_matches('/')
-            .rsplit_once('/')
-            .map(|(parent, _)| parent.to_string())
-            .filter(|p| !p.is_empty());
-        ProgressRow {
-            task,
-            current,
-            total,
-            unit,
-            rate,
-            updated_at,
-            eta_s: None,
-            parent,
-        }
-    }
-
-    /// Seconds until `total` at `rate` (0 once there); `None` without both.
-    fn eta(&self) -> Option<f64> {
-        let total = self.total?;
-        if self.current >= total {
-            return Some(0.0);
-        }
-        let rate = self.rate.filter(|r| *r > 0.0)?;
-        Some((total - self.current) / rate)
-    }
 }
 
 /// Records waiting in the local spool for PostgreSQL.

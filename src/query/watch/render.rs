@@ -6,10 +6,11 @@
 //! control character a program printed reaches the terminal.
 
 use super::snapshot::Snapshot;
-use crate::query::filter::LogRow;
 use crate::query::metrics::human;
 use crate::query::output::{escape_text, first_line, humanize_duration, local_time};
-use crate::query::status::{signal_name, ProgressRow};
+use crate::query::rows::LogRow;
+use crate::query::rows::ProgressRow;
+use crate::query::status::signal_name;
 use crate::run::RunState;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};

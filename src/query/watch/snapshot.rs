@@ -5,10 +5,11 @@
 //! latest errors and the log tail.
 
 use crate::query::db::{QueryDb, Store};
-use crate::query::filter::{IdBound, LogFilter, LogRow, Order};
+use crate::query::filter::{IdBound, LogFilter, Order};
 use crate::query::metrics_read::MetricFilter;
+use crate::query::rows::LogRow;
+use crate::query::rows::ProgressRow;
 use crate::query::select::Experiment;
-use crate::query::status::ProgressRow;
 use crate::record::{parse_ts, Level};
 use crate::run::Run;
 use crate::sink::sqlite::levels_from;
