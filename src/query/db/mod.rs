@@ -16,28 +16,25 @@
 //! visible after a row with a higher id, which `--follow` allows for with
 //! [`QueryDb::follow_lookback`].
 
-use super::filter::{IdBound, LogFilter, Order, PageAfter};
+mod postgres;
+mod sqlite;
+
+use super::filter::{IdBound, LogFilter, Order};
 use super::rows::{LogRow, ProgressRow};
 use super::sql::{Dialect, SqlValue};
 use crate::app::App;
 use crate::cli::Format;
 use crate::procinfo;
-use crate::record::format_ts;
-use crate::run::{self, Run, RunState};
+use crate::run::{self, Run};
 use crate::sink::postgres::{PgError, PostgresStore};
 use crate::sink::spool::Spool;
 use crate::sink::SqliteStore;
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use rusqlite::{params_from_iter, Connection};
-use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{AssertSqlSafe, Postgres, Row};
-
-/// How many log rows the first PostgreSQL page holds; later pages double up
-/// to [`PG_PAGE_MAX`]. `status` and `errors --limit 1` want one row, a full
-/// `logs` wants millions: small pages first, big ones once it is clear.
-const PG_PAGE_FIRST: usize = 50;
-const PG_PAGE_MAX: usize = 2000;
+pub(super) use postgres::{decode_all, pg_query};
+use postgres::{pg_each_log, pg_progress, pg_runs, pg_scalar, PG_RUN_COLUMNS};
+use rusqlite::Connection;
+use sqlite::{sqlite_each_log, sqlite_progress};
+use sqlx::Row;
 
 /// How many earlier polls `--follow` looks back over in PostgreSQL. Its row
 /// ids come from a sequence when a row is inserted, but the row appears only
@@ -312,207 +309,11 @@ impl QueryDb<'_> {
     }
 }
 
-fn sqlite_progress(conn: &Connection, sql: &str, run_id: &str) -> anyhow::Result<Vec<ProgressRow>> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt
-        .query_map([run_id], ProgressRow::from_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
-}
-
-fn sqlite_each_log(
-    conn: &Connection,
-    filter: &LogFilter,
-    bound: IdBound,
-    order: Order,
-    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let (sql, values) = filter.sql(bound, order);
-    let mut stmt = conn
-        .prepare(&sql)
-        .context("could not query the log records")?;
-    let mut rows = stmt
-        .query(params_from_iter(values))
-        .context("could not query the log records")?;
-    while let Some(row) = rows.next().context("could not read the log records")? {
-        let record = LogRow::from_row(row).context("could not read a log record")?;
-        if !visit(record)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
-fn pg_each_log(
-    pg: &mut PostgresStore,
-    filter: &LogFilter,
-    bound: IdBound,
-    order: Order,
-    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let mut fetch = |sql: &str, values: Vec<SqlValue>| {
-        let rows = pg.fetch_all(pg_query(sql, values))?;
-        decode_all(&rows, pg_log)
-    };
-    each_log_paged(Dialect::Postgres, filter, bound, order, &mut fetch, visit)
-}
-
-/// One page of log rows, each with its timestamp as a time (the page key).
-type Page = Vec<(LogRow, DateTime<Utc>)>;
-
-/// Reads the matching rows page by page: `fetch` runs one page's statement,
-/// and each page starts just after the last row of the one before.
-fn each_log_paged(
-    dialect: Dialect,
-    filter: &LogFilter,
-    bound: IdBound,
-    order: Order,
-    fetch: &mut dyn FnMut(&str, Vec<SqlValue>) -> anyhow::Result<Page>,
-    visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let mut after = None;
-    let mut page_rows = PG_PAGE_FIRST;
-    loop {
-        let (sql, values) = filter.render(dialect, bound, order, after, Some(page_rows));
-        let rows = fetch(&sql, values).context("could not read the log records")?;
-        let last_page = rows.len() < page_rows;
-        for (record, timestamp) in rows {
-            after = Some(PageAfter {
-                timestamp,
-                id: record.id,
-            });
-            if !visit(record)? {
-                return Ok(());
-            }
-        }
-        if last_page {
-            return Ok(());
-        }
-        page_rows = (page_rows * 2).min(PG_PAGE_MAX);
-    }
-}
-
-/// `pipeline_runs` columns in [`Run`]'s order, JSONB read as text so that it
-/// is parsed exactly as the SQLite store's text is.
-const PG_RUN_COLUMNS: &str = "run_id, experiment_id, ordinal, state, command::text AS command, tags::text AS tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal";
-
-/// A query with its values bound in order.
-pub(super) fn pg_query(
-    sql: &str,
-    values: Vec<SqlValue>,
-) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    values.into_iter().fold(
-        // Unnamed: see `postgres::unnamed` (PgBouncer).
-        sqlx::query(AssertSqlSafe(sql.to_string())).persistent(false),
-        |query, value| match value {
-            SqlValue::Text(text) => query.bind(text),
-            SqlValue::Int(n) => query.bind(n),
-            SqlValue::Time(time) => query.bind(time),
-        },
-    )
-}
-
-fn pg_scalar(
-    pg: &mut PostgresStore,
-    query: sqlx::query::Query<'static, Postgres, PgArguments>,
-) -> anyhow::Result<i64> {
-    let rows = pg.fetch_all(query)?;
-    let first = rows
-        .first()
-        .context("PostgreSQL returned no row for an aggregate")?;
-    Ok(first.try_get::<i64, _>(0)?)
-}
-
-/// Decodes every row; a value of an unexpected type is an error, not a panic.
-pub(super) fn decode_all<T>(
-    rows: &[PgRow],
-    decode: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
-) -> anyhow::Result<Vec<T>> {
-    rows.iter()
-        .map(|row| decode(row).map_err(anyhow::Error::from))
-        .collect()
-}
-
-fn pg_runs(
-    pg: &mut PostgresStore,
-    query: sqlx::query::Query<'static, Postgres, PgArguments>,
-    host: &str,
-) -> anyhow::Result<Vec<Run>> {
-    let rows = pg.fetch_all(query)?;
-    let mut runs = decode_all(&rows, pg_run)?;
-    for run in &mut runs {
-        run.mark_lost_if_agent_gone(host);
-    }
-    Ok(runs)
-}
-
-fn pg_run(row: &PgRow) -> Result<Run, sqlx::Error> {
-    let command: String = row.try_get(4)?;
-    let tags: String = row.try_get(5)?;
-    let pid = |index: usize| -> Result<Option<u32>, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<i64>, _>(index)?
-            .and_then(|pid| u32::try_from(pid).ok()))
-    };
-    Ok(Run {
-        run_id: row.try_get(0)?,
-        experiment_id: row.try_get(1)?,
-        ordinal: row.try_get(2)?,
-        state: RunState::parse(&row.try_get::<String, _>(3)?),
-        command: serde_json::from_str(&command).unwrap_or_default(),
-        tags: serde_json::from_str(&tags).unwrap_or(serde_json::Value::Null),
-        host: row.try_get(6)?,
-        agent_pid: pid(7)?,
-        agent_start: row
-            .try_get::<Option<i64>, _>(8)?
-            .and_then(|start| u64::try_from(start).ok()),
-        child_pid: pid(9)?,
-        started_at: format_ts(&row.try_get::<DateTime<Utc>, _>(10)?),
-        ended_at: row
-            .try_get::<Option<DateTime<Utc>>, _>(11)?
-            .map(|ended| format_ts(&ended)),
-        exit_code: row.try_get(12)?,
-        signal: row.try_get(13)?,
-    })
-}
-
-fn pg_progress(row: &PgRow) -> Result<ProgressRow, sqlx::Error> {
-    Ok(ProgressRow::new(
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        format_ts(&row.try_get::<DateTime<Utc>, _>(5)?),
-    ))
-}
-
-/// A log row selected as [`super::rows::LOG_COLUMNS`] (in that order, as
-/// [`LogRow::from_row`] reads SQLite's), with its timestamp as a time too:
-/// the key of the next page.
-fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error> {
-    let timestamp: DateTime<Utc> = row.try_get(3)?;
-    let record = LogRow {
-        id: row.try_get(0)?,
-        experiment_id: row.try_get(1)?,
-        run_id: row.try_get(2)?,
-        timestamp: format_ts(&timestamp),
-        level: row.try_get(4)?,
-        logger: row.try_get(5)?,
-        message: row.try_get(6)?,
-        traceback: row.try_get(7)?,
-        exception_type: row.try_get(8)?,
-        exception_message: row.try_get(9)?,
-        stream: row.try_get(10)?,
-        source: row.try_get(11)?,
-        fields: row.try_get(12)?,
-    };
-    Ok((record, timestamp))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::postgres::{each_log_paged, Page, PG_PAGE_FIRST};
     use super::*;
+    use rusqlite::params_from_iter;
 
     #[test]
     fn the_spool_note_counts_records_or_else_batches() {
