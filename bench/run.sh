@@ -8,6 +8,7 @@
 #        bench/run.sh --postgres [-n LINES] [--no-extra-baselines] [--no-replay] [--keep]
 #        bench/run.sh --memory [-n LINES] [--no-postgres] [--keep]
 #        bench/run.sh --parsers [-n LINES] [-r REPEAT] [--keep]
+#        bench/run.sh --schema [-n LINES] [-r REPEAT] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
@@ -21,6 +22,8 @@
 #              --no-postgres keeps to the embedded store
 #   --parsers  what every shipped parsers/*.yml costs (parsers_bench.py): `parsers test --summary` and
 #              `tail --once` with the whole chain against `--parser python-logging` alone (-r: best of, 3)
+#   --schema   `psql \copy` of the workload's rows into schema variants of pipeline_logs (schema_bench.py):
+#              plain, one index at a time, today's table, time-partitioned ones; no agent run
 #   --no-latency / --latency-only   (--tail) only the throughput / only the latency part
 #   --probes N, --probe-interval MS (--tail) probe lines per latency run (400), between appends (50)
 #   --info-flush-interval DUR       (--tail) flush_interval of the third latency run (100ms; none: skip it)
@@ -46,6 +49,7 @@ postgres=
 tail=
 memory=
 parsers=
+schema=
 tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -57,13 +61,14 @@ while [ $# -gt 0 ]; do
         --tail) tail=1; shift ;;
         --memory) memory=1; shift ;;
         --parsers) parsers=1; shift ;;
+        --schema) schema=1; shift ;;
         --no-postgres) tailpass+=("$1"); shift ;;
         --no-latency|--latency-only) tailpass+=("$1"); shift ;;
         --probes|--probe-interval|--info-flush-interval|--new-files)
             [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -74,7 +79,10 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-if [ -n "$parsers" ]; then
+if [ -n "$schema" ]; then
+    [ -z "$postgres$tail$memory$parsers" ] || { echo "run.sh: --schema is a bench of its own" >&2; exit 2; }
+    tools="python3"
+elif [ -n "$parsers" ]; then
     [ -z "$postgres$tail$memory" ] || { echo "run.sh: --parsers is a bench of its own; drop --postgres/--tail/--memory" >&2; exit 2; }
     tools="python3 sqlite3"
 elif [ -n "$memory" ]; then
@@ -121,7 +129,9 @@ fi
 
 script=bench.py
 [ -z "$postgres" ] || script=pg_bench.py
-if [ -n "$parsers" ]; then
+if [ -n "$schema" ]; then
+    script=schema_bench.py
+elif [ -n "$parsers" ]; then
     script=parsers_bench.py
 elif [ -n "$memory" ]; then
     script=memory.py
