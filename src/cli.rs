@@ -392,6 +392,17 @@ pub enum SpoolCommand {
 pub enum DbCommand {
     /// Apply migrations/postgres (also done automatically on first connect)
     Migrate,
+    /// Drop runs that ended, and records, older than D; a live run is kept whole
+    Prune {
+        /// How old (30d, 12h) [default: logging.database.retention]
+        #[arg(long, value_name = "D")]
+        older_than: Option<String>,
+        /// Say what would go, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -107,6 +107,10 @@ pub struct DatabaseConfig {
     /// At exit, how long the agent may spend shipping what waits in the spool.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
+    /// Records older than this are pruned by daemons (and `db prune` takes
+    /// it as its default); `None` keeps everything.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -146,6 +150,7 @@ impl Default for DatabaseConfig {
             retry_first_backoff: Duration::from_millis(500),
             retry_max_backoff: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            retention: None,
         }
     }
 }
@@ -161,6 +166,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("retry_first_backoff", &self.retry_first_backoff)
             .field("retry_max_backoff", &self.retry_max_backoff)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -333,6 +339,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!("'{text}' is not a duration ({e}); use seconds like 5.0 or 5s, 250ms, 1h")
     })
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "de_duration")] Duration);
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -1,8 +1,9 @@
-//! `pmon-agent spool status|replay` and `pmon-agent db migrate`.
+//! `pmon-agent spool status|replay`, `pmon-agent db migrate` and `db prune`.
 
 use crate::app::App;
 use crate::cli::{DbCommand, Format, SpoolCommand};
 use crate::sink::postgres::PostgresStore;
+use crate::sink::retention::{self, PruneReport};
 use crate::sink::spool::{RetryBackoff, Spool, SpoolStats, SpoolingSink};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -88,7 +89,54 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        DbCommand::Prune {
+            older_than,
+            dry_run,
+            format,
+        } => {
+            let age = match (&older_than, app.config.logging.database.retention) {
+                (Some(text), _) => crate::config::parse_duration(text).map_err(anyhow::Error::msg)?,
+                (None, Some(age)) => age,
+                (None, None) => anyhow::bail!(
+                    "say how old: pmon-agent db prune --older-than 30d (or set logging.database.retention in config.yml)"
+                ),
+            };
+            let report = prune(app, age, dry_run)?;
+            match format.format {
+                Format::Json => println!("{}", serde_json::to_string(&report)?),
+                Format::Text => println!("{}", prune_text(&report, age)),
+            }
+            Ok(0)
+        }
     }
+}
+
+/// Prunes the store in effect (PostgreSQL when configured, else the
+/// embedded one) of what is older than `age`.
+pub fn prune(app: &App, age: std::time::Duration, dry_run: bool) -> anyhow::Result<PruneReport> {
+    let url = app.config.logging.database.url.as_deref();
+    retention::prune_store(url, &app.data_dir.db_path(), age, dry_run)
+}
+
+fn prune_text(r: &PruneReport, age: std::time::Duration) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let mut text = format!(
+        "{verb} {} runs that ended, {} log records, {} events, {} metric samples and {} progress rows older than {} ({} ago)",
+        r.runs,
+        r.logs,
+        r.events,
+        r.metrics,
+        r.progress,
+        r.cutoff,
+        humantime::format_duration(age)
+    );
+    if r.live_runs_kept > 0 {
+        text.push_str(&format!(
+            "; {} live runs with older records are kept whole",
+            r.live_runs_kept
+        ));
+    }
+    text
 }
 
 fn database_url(app: &App) -> anyhow::Result<&str> {

@@ -27,6 +27,33 @@ pub struct Supervise<'a> {
     pub command: &'a [String],
 }
 
+/// How often a daemon prunes the store when `logging.database.retention` is set.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the store of what is older than `age` now and every hour after,
+/// on a thread of its own: a slow or failing prune never delays the
+/// daemon's program. What it did goes to the supervisor's log.
+fn start_pruning(app: &App, age: Duration) {
+    let url = app.config.logging.database.url.clone();
+    let db_path = app.data_dir.db_path();
+    let spawned = std::thread::Builder::new()
+        .name("prune".into())
+        .spawn(move || loop {
+            match crate::sink::retention::prune_store(url.as_deref(), &db_path, age, false) {
+                Ok(r) if !r.is_empty() => eprintln!(
+                    "pmon-agent: pruned {} runs, {} log records, {} events, {} metric samples older than {}",
+                    r.runs, r.logs, r.events, r.metrics, r.cutoff
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("pmon-agent: warning: pruning the store failed: {e:#}; tried again in an hour"),
+            }
+            std::thread::sleep(PRUNE_EVERY);
+        });
+    if let Err(e) = spawned {
+        eprintln!("pmon-agent: warning: could not start pruning ({e}); records are kept");
+    }
+}
+
 /// Runs until the command ends for good; returns the supervisor's exit code.
 pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
     let dir = DaemonDir::new(&app.data_dir);
@@ -41,6 +68,9 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| anyhow::anyhow!("daemon '{}' already has a running supervisor", args.name))?;
     let _ = std::fs::remove_file(dir.stop_path(args.name));
+    if let Some(age) = app.config.logging.database.retention {
+        start_pruning(app, age);
+    }
     let me = std::process::id();
     let mut state = DaemonState {
         name: args.name.to_string(),

@@ -10,6 +10,7 @@
 mod batch;
 pub mod postgres;
 mod queue;
+pub mod retention;
 pub mod spool;
 pub mod sqlite;
 mod worker;

@@ -17,6 +17,7 @@ mod pg_tls;
 mod pgbouncer;
 mod postgres;
 mod queries;
+mod retention;
 mod run_monitored;
 mod tail;
 mod tail_logrotate;
