@@ -9,6 +9,7 @@
 #        bench/run.sh --memory [-n LINES] [--no-postgres] [--keep]
 #        bench/run.sh --parsers [-n LINES] [-r REPEAT] [--keep]
 #        bench/run.sh --schema [-n LINES] [-r REPEAT] [--keep]
+#        bench/run.sh --queries [--records N] [-r REPEAT] [--no-postgres] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
@@ -24,6 +25,8 @@
 #              `tail --once` with the whole chain against `--parser python-logging` alone (-r: best of, 3)
 #   --schema   `psql \copy` of the workload's rows into schema variants of pipeline_logs (schema_bench.py):
 #              plain, one index at a time, today's table, time-partitioned ones; no agent run
+#   --queries  query commands' p50/p99 with N records (10,000,000) over 1,000 experiments in both stores
+#              (query_bench.py; --records 100000 for the small figure)
 #   --no-latency / --latency-only   (--tail) only the throughput / only the latency part
 #   --probes N, --probe-interval MS (--tail) probe lines per latency run (400), between appends (50)
 #   --info-flush-interval DUR       (--tail) flush_interval of the third latency run (100ms; none: skip it)
@@ -50,6 +53,7 @@ tail=
 memory=
 parsers=
 schema=
+queries=
 tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,13 +66,17 @@ while [ $# -gt 0 ]; do
         --memory) memory=1; shift ;;
         --parsers) parsers=1; shift ;;
         --schema) schema=1; shift ;;
+        --queries) queries=1; shift ;;
+        --records)
+            [ $# -ge 2 ] || { echo "run.sh: --records needs a value" >&2; exit 2; }
+            pass+=(--records "$2"); shift 2 ;;
         --no-postgres) tailpass+=("$1"); shift ;;
         --no-latency|--latency-only) tailpass+=("$1"); shift ;;
         --probes|--probe-interval|--info-flush-interval|--new-files)
             [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -79,7 +87,11 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-if [ -n "$schema" ]; then
+if [ -n "$queries" ]; then
+    tools="python3 sqlite3"
+    pass+=(${tailpass[@]+"${tailpass[@]}"})
+    tailpass=()
+elif [ -n "$schema" ]; then
     [ -z "$postgres$tail$memory$parsers" ] || { echo "run.sh: --schema is a bench of its own" >&2; exit 2; }
     tools="python3"
 elif [ -n "$parsers" ]; then
@@ -129,7 +141,9 @@ fi
 
 script=bench.py
 [ -z "$postgres" ] || script=pg_bench.py
-if [ -n "$schema" ]; then
+if [ -n "$queries" ]; then
+    script=query_bench.py
+elif [ -n "$schema" ]; then
     script=schema_bench.py
 elif [ -n "$parsers" ]; then
     script=parsers_bench.py

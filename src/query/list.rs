@@ -55,16 +55,16 @@ pub fn summaries(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<ExperimentSummary>> {
     let runs = db.latest_runs()?;
-    runs.iter().map(|run| summarize(db, run, now)).collect()
+    let errors = db.error_counts(&runs)?;
+    Ok(runs
+        .iter()
+        .map(|run| summarize(run, errors.get(&run.run_id).copied().unwrap_or(0), now))
+        .collect())
 }
 
-fn summarize(
-    db: &mut QueryDb<'_>,
-    run: &Run,
-    now: DateTime<Utc>,
-) -> anyhow::Result<ExperimentSummary> {
+fn summarize(run: &Run, error_count: u64, now: DateTime<Utc>) -> ExperimentSummary {
     let duration = run_duration(run.state, &run.started_at, run.ended_at.as_deref(), now);
-    Ok(ExperimentSummary {
+    ExperimentSummary {
         experiment_id: run.experiment_id.clone(),
         run_id: run.run_id.clone(),
         run: run.ordinal,
@@ -72,10 +72,10 @@ fn summarize(
         started_at: run.started_at.clone(),
         ended_at: run.ended_at.clone(),
         duration_s: duration.map(|d| (d.as_millis() as f64) / 1000.0),
-        error_count: db.error_count(&run.run_id)?,
+        error_count,
         exit_code: run.exit_code,
         signal: run.signal,
-    })
+    }
 }
 
 /// Prints the summaries as an aligned table with a header, or as JSON Lines.

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fields",
         include_str!("../../migrations/postgres/0003_fields.sql"),
     ),
+    (
+        4,
+        "errors by run",
+        include_str!("../../migrations/postgres/0004_errors_by_run.sql"),
+    ),
 ];
 
 /// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_metrics.sql"),
     include_str!("../../migrations/sqlite/0003_fields.sql"),
+    include_str!("../../migrations/sqlite/0004_errors_by_run.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -31,9 +31,10 @@ use crate::sink::spool::Spool;
 use crate::sink::SqliteStore;
 use anyhow::Context;
 pub(super) use postgres::{decode_all, pg_query};
-use postgres::{pg_each_log, pg_progress, pg_runs, pg_scalar, PG_RUN_COLUMNS};
+use postgres::{pg_each_log, pg_error_counts, pg_progress, pg_runs, pg_scalar, PG_RUN_COLUMNS};
 use rusqlite::Connection;
-use sqlite::{sqlite_each_log, sqlite_progress};
+use sqlite::{sqlite_each_log, sqlite_error_counts, sqlite_progress};
+use std::collections::HashMap;
 use sqlx::Row;
 
 /// How many earlier polls `--follow` looks back over in PostgreSQL. Its row
@@ -230,23 +231,16 @@ impl QueryDb<'_> {
         read.context("could not list the experiments")
     }
 
-    /// ERROR and CRITICAL records of a run.
-    pub fn error_count(&mut self, run_id: &str) -> anyhow::Result<u64> {
-        let sql = format!(
-            "SELECT count(*) FROM pipeline_logs WHERE run_id = {} AND level IN ('ERROR', 'CRITICAL')",
-            self.dialect().placeholder(1)
-        );
-        let count: anyhow::Result<i64> = match self {
-            QueryDb::Sqlite(conn) => conn
-                .query_row(&sql, [run_id], |row| row.get(0))
-                .map_err(anyhow::Error::from),
-            QueryDb::Postgres(pg) => {
-                pg_scalar(pg, pg_query(&sql, vec![SqlValue::Text(run_id.into())]))
-            }
+    /// ERROR and CRITICAL records of each run, by run id: one statement in
+    /// PostgreSQL (a round trip per run made `query list` of 1,000
+    /// experiments take 220 ms), and in both stores read from the partial
+    /// index of errors by run, not from every row of the runs.
+    pub fn error_counts(&mut self, runs: &[Run]) -> anyhow::Result<HashMap<String, u64>> {
+        let counts: anyhow::Result<HashMap<String, u64>> = match self {
+            QueryDb::Sqlite(conn) => sqlite_error_counts(conn, runs).map_err(anyhow::Error::from),
+            QueryDb::Postgres(pg) => pg_error_counts(pg, runs).map_err(anyhow::Error::from),
         };
-        count
-            .map(|n| n.max(0) as u64)
-            .with_context(|| format!("could not count the errors of run {run_id}"))
+        counts.context("could not count the errors of the runs")
     }
 
     /// A run's progress, one row per task, by task name.

@@ -11,6 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row};
+use std::collections::HashMap;
 
 /// How many log rows the first PostgreSQL page holds; later pages double up
 /// to [`PG_PAGE_MAX`]. `status` and `errors --limit 1` want one row, a full
@@ -183,4 +184,26 @@ pub(super) fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error
         fields: row.try_get(12)?,
     };
     Ok((record, timestamp))
+}
+
+/// Errors per run in one statement (runs with none are absent).
+pub(super) fn pg_error_counts(
+    pg: &mut PostgresStore,
+    runs: &[Run],
+) -> Result<HashMap<String, u64>, crate::sink::postgres::PgError> {
+    let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    let query = sqlx::query(
+        "SELECT run_id, count(*) FROM pipeline_logs WHERE run_id = ANY($1) AND level IN ('ERROR', 'CRITICAL') GROUP BY run_id",
+    )
+    .persistent(false)
+    .bind(run_ids);
+    let rows = pg.fetch_all(query)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let run: String = r.try_get(0).ok()?;
+            let n: i64 = r.try_get(1).ok()?;
+            Some((run, n.max(0) as u64))
+        })
+        .collect())
 }

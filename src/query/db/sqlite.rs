@@ -3,7 +3,9 @@
 use super::super::filter::{IdBound, LogFilter, Order};
 use super::super::rows::{LogRow, ProgressRow};
 use anyhow::Context;
+use crate::run::Run;
 use rusqlite::{params_from_iter, Connection};
+use std::collections::HashMap;
 
 pub(super) fn sqlite_progress(
     conn: &Connection,
@@ -38,4 +40,24 @@ pub(super) fn sqlite_each_log(
         }
     }
     Ok(())
+}
+
+/// Errors per run, each counted through the partial errors index.
+pub(super) fn sqlite_error_counts(
+    conn: &Connection,
+    runs: &[Run],
+) -> rusqlite::Result<HashMap<String, u64>> {
+    // Through the partial index on run_id (migration 0004); named, because
+    // SQLite would otherwise take the (run_id, origin, seq) key and read
+    // every row of the run (3.6 s for `query list` of 1,000 experiments at
+    // 10 million records).
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM pipeline_logs INDEXED BY pipeline_logs_errors_run WHERE run_id = ?1 AND level IN ('ERROR', 'CRITICAL')",
+    )?;
+    runs.iter()
+        .map(|run| {
+            let n: i64 = stmt.query_row([&run.run_id], |r| r.get(0))?;
+            Ok((run.run_id.clone(), n.max(0) as u64))
+        })
+        .collect()
 }
