@@ -34,8 +34,8 @@ pub(super) use postgres::{decode_all, pg_query};
 use postgres::{pg_each_log, pg_error_counts, pg_progress, pg_runs, pg_scalar, PG_RUN_COLUMNS};
 use rusqlite::Connection;
 use sqlite::{sqlite_each_log, sqlite_error_counts, sqlite_progress};
-use std::collections::HashMap;
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// How many earlier polls `--follow` looks back over in PostgreSQL. Its row
 /// ids come from a sequence when a row is inserted, but the row appears only
