@@ -10,6 +10,7 @@
 #        bench/run.sh --parsers [-n LINES] [-r REPEAT] [--keep]
 #        bench/run.sh --schema [-n LINES] [-r REPEAT] [--keep]
 #        bench/run.sh --queries [--records N] [-r REPEAT] [--no-postgres] [--keep]
+#        bench/run.sh --agents [-n LINES] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
@@ -27,6 +28,8 @@
 #              plain, one index at a time, today's table, time-partitioned ones; no agent run
 #   --queries  query commands' p50/p99 with N records (10,000,000) over 1,000 experiments in both stores
 #              (query_bench.py; --records 100000 for the small figure)
+#   --agents   1, 8 and 32 agents (tail --once of -n lines, default here 100000) into one PostgreSQL:
+#              aggregate records/s vs one \copy, server CPU per 100k records, peak connections
 #   --no-latency / --latency-only   (--tail) only the throughput / only the latency part
 #   --probes N, --probe-interval MS (--tail) probe lines per latency run (400), between appends (50)
 #   --info-flush-interval DUR       (--tail) flush_interval of the third latency run (100ms; none: skip it)
@@ -47,6 +50,7 @@ repo=$(dirname "$here")
 gen="$(dirname "$repo")/shared/bench/gen_workload.py"
 
 lines=1000000
+lines_given=
 pass=()
 postgres=
 tail=
@@ -54,11 +58,12 @@ memory=
 parsers=
 schema=
 queries=
+agents=
 tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; shift 2 ;;
-        -n*) lines=${1#-n}; shift ;;
+        -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; lines_given=1; shift 2 ;;
+        -n*) lines=${1#-n}; lines_given=1; shift ;;
         -r) [ $# -ge 2 ] || { echo "run.sh: -r needs a value" >&2; exit 2; }; pass+=(--repeat "$2"); shift 2 ;;
         --no-echo-run|--no-extra-baselines|--keep|--no-replay) pass+=("$1"); shift ;;
         --postgres) postgres=1; shift ;;
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
         --parsers) parsers=1; shift ;;
         --schema) schema=1; shift ;;
         --queries) queries=1; shift ;;
+        --agents) agents=1; shift ;;
         --records)
             [ $# -ge 2 ] || { echo "run.sh: --records needs a value" >&2; exit 2; }
             pass+=(--records "$2"); shift 2 ;;
@@ -76,7 +82,7 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -87,7 +93,10 @@ if [ ! -f "$gen" ]; then
     echo "        (it lives in shared/bench/ beside the repository checkout: $(dirname "$repo")/shared/bench/)" >&2
     exit 2
 fi
-if [ -n "$queries" ]; then
+if [ -n "$agents" ]; then
+    tools="python3"
+    [ "$lines_given" ] || lines=100000
+elif [ -n "$queries" ]; then
     tools="python3 sqlite3"
     pass+=(${tailpass[@]+"${tailpass[@]}"})
     tailpass=()
@@ -141,7 +150,9 @@ fi
 
 script=bench.py
 [ -z "$postgres" ] || script=pg_bench.py
-if [ -n "$queries" ]; then
+if [ -n "$agents" ]; then
+    script=agents_bench.py
+elif [ -n "$queries" ]; then
     script=query_bench.py
 elif [ -n "$schema" ]; then
     script=schema_bench.py
