@@ -167,6 +167,21 @@ impl PostgresStore {
         result
     }
 
+    /// Closes the connection, if there is one: an agent with nothing to
+    /// write for a while need not hold one of the server's connections (a
+    /// hundred idle tails would hold a hundred). The next write connects.
+    pub fn disconnect(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), conn.close()).await
+            });
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// The connection, connecting (and migrating) first if needed; the caller
     /// puts it back only after a success.
     fn take_conn(&mut self) -> Result<PgConnection, PgError> {

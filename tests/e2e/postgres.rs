@@ -1239,3 +1239,56 @@ sys.stderr.write('Exception in thread "main" java.lang.IllegalStateException: sh
     );
     assert_eq!(via_sql.trim(), "cuda.cc");
 }
+
+/// A following `tail` with nothing to write lets go of its connection, and
+/// takes one again when lines come: a hundred idle agents do not hold a
+/// hundred of the server's connections.
+#[test]
+fn an_idle_agent_releases_its_connection_and_reconnects_for_new_lines() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let agent = Agent::new();
+    let file = agent.dir.path().join("app.log");
+    std::fs::write(&file, "INFO:app:first\n").unwrap();
+    let tail = Running::new(
+        with_db(
+            &agent,
+            &url,
+            &["tail", "-e", "idle", file.to_str().unwrap()],
+        )
+        .env("PMON_TEST_IDLE_DISCONNECT", "1s")
+        .spawn()
+        .unwrap(),
+    );
+    let connections = || {
+        server
+            .psql(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    wait_until("the first line is stored", || {
+        count_lines(server, &db, "idle") == 1
+    });
+    wait_until("the idle agent has closed its connection", || {
+        connections() == 0
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"INFO:app:second\n").unwrap();
+    wait_until("the next line is stored over a new connection", || {
+        count_lines(server, &db, "idle") == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tail.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tail.wait_with_output();
+    assert!(out.status.success(), "{}", stderr_text(&out));
+}

@@ -58,6 +58,20 @@ pub struct SpoolingSink {
     known_pending: u64,
     /// Records replayed after an outage, not yet told in a `replay` event.
     replayed: ReplayTally,
+    /// The last write: after `idle_disconnect()` without one, the
+    /// connection is closed.
+    last_write: Instant,
+}
+
+/// How long a sink with nothing to write keeps its PostgreSQL connection.
+const IDLE_DISCONNECT: Duration = Duration::from_secs(60);
+
+/// `IDLE_DISCONNECT`, or `PMON_TEST_IDLE_DISCONNECT` (tests).
+fn idle_disconnect() -> Duration {
+    std::env::var("PMON_TEST_IDLE_DISCONNECT")
+        .ok()
+        .and_then(|t| crate::config::parse_duration(&t).ok())
+        .unwrap_or(IDLE_DISCONNECT)
 }
 
 impl SpoolingSink {
@@ -79,6 +93,7 @@ impl SpoolingSink {
             spool_path,
             known_pending: 1,
             replayed: ReplayTally::default(),
+            last_write: Instant::now(),
         }
     }
 
@@ -300,6 +315,7 @@ impl ReplayTally {
 
 impl Sink for SpoolingSink {
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
+        self.last_write = Instant::now();
         if !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag() {
             // A file's read position must never lag what PostgreSQL holds (a
             // copytruncate copy is recognised by it after a restart), and two
@@ -345,6 +361,13 @@ impl Sink for SpoolingSink {
     fn idle(&mut self) {
         if self.ready() && self.spool.stats().is_ok_and(|s| s.batches > 0) {
             let _ = self.drain(None, None);
+            self.last_write = Instant::now();
+        }
+        if self.pg.is_connected()
+            && self.last_write.elapsed() >= idle_disconnect()
+            && self.pending() == 0
+        {
+            self.pg.disconnect();
         }
     }
 
