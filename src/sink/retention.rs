@@ -296,10 +296,9 @@ mod tests {
             Some("2026-06-01T00:00:00.000000Z"),
         );
         run(conn, "LIVE", "running", "2026-01-01T00:00:00.000000Z", None);
-        for (i, r) in ["OLD", "MID", "LIVE"].iter().enumerate() {
+        for r in ["OLD", "MID", "LIVE"] {
             log(conn, r, 1, "2026-01-01T10:00:00.000000Z");
             log(conn, r, 2, "2026-05-31T10:00:00.000000Z");
-            let _ = i;
         }
         conn.execute(
             "INSERT INTO pipeline_progress (experiment_id, run_id, task, current, updated_at) VALUES ('x', 'OLD', 't', 1, '2026-01-01T00:00:00.000000Z')",

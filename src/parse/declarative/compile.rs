@@ -167,7 +167,7 @@ impl DeclarativeParser {
         let regex = file
             .regex
             .as_ref()
-            .map(|r| compile_regex(r, "regex", origin))
+            .map(|r| LazyRegex::check(r, "regex", origin))
             .transpose()?;
         let multiline = file
             .multiline
@@ -340,22 +340,14 @@ fn number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
-fn compile_regex(
-    source: &Spanned<String>,
-    key: &str,
-    origin: &str,
-) -> Result<LazyRegex, ParserFileError> {
-    LazyRegex::check(source, key, origin)
-}
-
 fn compile_multiline(
     spec: super::format::MultilineSpec,
     regex: Option<&Spanned<String>>,
     origin: &str,
 ) -> Result<MultilineRule, ParserFileError> {
     let start = match (&spec.start, regex) {
-        (Some(s), _) => compile_regex(s, "multiline.start", origin)?,
-        (None, Some(r)) => compile_regex(r, "regex", origin)?,
+        (Some(s), _) => LazyRegex::check(s, "multiline.start", origin)?,
+        (None, Some(r)) => LazyRegex::check(r, "regex", origin)?,
         (None, None) => {
             return Err(ParserFileError::new(
                 origin,
@@ -367,12 +359,12 @@ fn compile_multiline(
     let continue_ = spec
         .continue_
         .as_ref()
-        .map(|r| compile_regex(r, "multiline.continue", origin))
+        .map(|r| LazyRegex::check(r, "multiline.continue", origin))
         .transpose()?;
     let end = spec
         .end
         .as_ref()
-        .map(|r| compile_regex(r, "multiline.end", origin))
+        .map(|r| LazyRegex::check(r, "multiline.end", origin))
         .transpose()?;
     if continue_.is_none() && end.is_none() {
         return Err(ParserFileError::new(
