@@ -173,9 +173,10 @@ class PgServer:
     def createdb(self, db):
         self.sql("postgres", "CREATE DATABASE %s;" % db)
 
-    def copy_in(self, db, rows_file, table="pipeline_logs", tmp=None):
+    def copy_in(self, db, rows_file, table="pipeline_logs", tmp=None, cols=COLS, binary=False):
         """Timed `psql -c '\\copy ...'`; returns bench.run_timed's dict."""
-        argv = self.psql_argv(db) + ["-c", "\\copy %s (%s) FROM '%s'" % (table, ", ".join(COLS), rows_file)]
+        options = " WITH (FORMAT binary)" if binary else ""
+        argv = self.psql_argv(db) + ["-c", "\\copy %s (%s) FROM '%s'%s" % (table, ", ".join(cols), rows_file, options)]
         r = bench.run_timed(argv, tmp=tmp)
         if r["rc"] != 0:
             raise Failure("\\copy into %s failed: %s" % (db, r["stderr"][-2000:]))

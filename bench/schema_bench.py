@@ -35,6 +35,11 @@ COLUMNS = """
     source            TEXT NOT NULL"""
 
 ERRORS = "CREATE INDEX ON pipeline_logs (experiment_id, timestamp) WHERE level IN ('ERROR', 'CRITICAL');"
+ERRORS_BY_RUN = "CREATE INDEX ON pipeline_logs (run_id) WHERE level IN ('ERROR', 'CRITICAL');"
+# The shipped shape (migration 0005): rows carry an id the agent assigns
+# (batch number << 15 | position, no sequence per row), no per-row key.
+SHIPPED = ("CREATE INDEX ON pipeline_logs USING brin (timestamp);"
+           "CREATE INDEX ON pipeline_logs USING brin (id);" + ERRORS + ERRORS_BY_RUN)
 
 
 def plain(extra=""):
@@ -67,7 +72,66 @@ def variants(days):
         ("partitioned by day + BRIN + errors + b-tree (experiment_id, timestamp)",
          partitioned("", days) + "CREATE INDEX ON pipeline_logs USING brin (timestamp);" + ERRORS
          + "CREATE INDEX ON pipeline_logs (experiment_id, timestamp);"),
+        ("partitioned by day, agent-given id, BRIN (timestamp), BRIN (id), 2 partial errors indexes",
+         partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED, True),
+        ("… + BRIN bloom (experiment_id), 16 pages per range",
+         partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED
+         + "CREATE INDEX ON pipeline_logs USING brin (experiment_id text_bloom_ops) WITH (pages_per_range = 16);",
+         True),
+        ("… + b-tree (experiment_id, timestamp)",
+         partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED
+         + "CREATE INDEX ON pipeline_logs (experiment_id, timestamp);", True),
+        ("partitioned by day, agent-given id, BRIN (timestamp), BRIN (id), 2 partial errors indexes, **binary COPY**",
+         partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED, "binary"),
+        ("plain 13-column table + id, binary COPY", plain(",\n    id BIGINT NOT NULL"), "binary"),
     ]
+
+
+def unescape_copy(field):
+    """One COPY text field → its value (None for \\N)."""
+    if field == "\\N":
+        return None
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    table = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+    while i < len(field):
+        c = field[i]
+        if c == "\\" and i + 1 < len(field):
+            out.append(table.get(field[i + 1], field[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def write_binary(rows, dest):
+    """rows.copy (text) → COPY binary format with a leading id column: what
+    the agent could send instead of text (no timestamp or escape parsing on
+    the server)."""
+    import datetime
+    import struct
+    epoch = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    with open(rows, encoding="utf-8") as src, open(dest, "wb") as dst:
+        dst.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+        for n, line in enumerate(src):
+            fields = [unescape_copy(f) for f in line.rstrip("\n").split("\t")]
+            out = [struct.pack(">hiq", len(fields) + 1, 8, n + 1)]
+            for i, f in enumerate(fields):
+                if f is None:
+                    out.append(struct.pack(">i", -1))
+                elif i == 2:
+                    out.append(struct.pack(">iq", 8, int(f)))
+                elif i == 3:
+                    t = datetime.datetime.fromisoformat(f.replace("Z", "+00:00"))
+                    us = (t - epoch) // datetime.timedelta(microseconds=1)
+                    out.append(struct.pack(">iq", 8, us))
+                else:
+                    b = f.encode("utf-8")
+                    out.append(struct.pack(">i", len(b)) + b)
+            dst.write(b"".join(out))
+        dst.write(struct.pack(">h", -1))
 
 
 def days_of(rows):
@@ -105,13 +169,25 @@ def main():
         version = srv.one("postgres", "SHOW server_version")
         results = []
         checks = []
-        for i, (label, ddl) in enumerate(variants(days)):
+        rows_id = os.path.join(tmp, "rows_id.copy")
+        with open(rows, encoding="utf-8") as src, open(rows_id, "w", encoding="utf-8") as dst:
+            for i, line in enumerate(src):
+                dst.write("%d\t%s" % (i + 1, line))
+        rows_bin = os.path.join(tmp, "rows.bin")
+        write_binary(rows, rows_bin)
+        for i, variant in enumerate(variants(days)):
+            label, ddl, with_id = (variant + (False,))[:3]
             best, counts = None, []
             for r in range(a.repeat):
                 db = "v%d_%d" % (i, r)
                 srv.createdb(db)
                 srv.sql(db, ddl)
-                t = srv.copy_in(db, rows, tmp=tmp)["wall"]
+                if with_id == "binary":
+                    t = srv.copy_in(db, rows_bin, tmp=tmp, cols=["id"] + pg_bench.COLS, binary=True)["wall"]
+                elif with_id:
+                    t = srv.copy_in(db, rows_id, tmp=tmp, cols=["id"] + pg_bench.COLS)["wall"]
+                else:
+                    t = srv.copy_in(db, rows, tmp=tmp)["wall"]
                 counts.append(int(srv.one(db, "SELECT count(*) FROM pipeline_logs")))
                 best = t if best is None else min(best, t)
                 srv.sql("postgres", "DROP DATABASE %s;" % db)
