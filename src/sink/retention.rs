@@ -8,13 +8,18 @@
 //! on another host may still be alive (only this host can tell its own pids
 //! are gone).
 //!
-//! Rows are deleted in bounded chunks, each its own transaction, so writers
-//! are never held up behind one long delete: in SQLite the freed pages are
+//! In PostgreSQL a day partition of `pipeline_logs` or `pipeline_metrics`
+//! that lies wholly before the cutoff and holds no live run's rows is
+//! dropped whole: no row-by-row delete, no bloat, the disk space back at
+//! once. Everything else — the embedded store, the legacy partition of an
+//! upgraded database, a day a live run wrote to, the unpartitioned tables —
+//! is deleted in bounded chunks, each its own transaction, so writers are
+//! never held up behind one long delete: in SQLite the freed pages are
 //! reused by the rows that come next; in PostgreSQL autovacuum reclaims
-//! them. (Dropping whole time partitions in PostgreSQL comes with the
-//! partitioned schema.)
+//! them. Rows are judged by their day: a day partition that begins after
+//! the cutoff is not read at all.
 
-use super::postgres::{PgError, PostgresStore};
+use super::postgres::{partitions, PgError, PostgresStore};
 use crate::procinfo;
 use crate::record::format_ts;
 use crate::run;
@@ -152,7 +157,7 @@ pub fn prune_postgres(
     };
     report.live_runs_kept = number(
         pg,
-        "SELECT count(DISTINCT run_id) FROM pipeline_logs WHERE timestamp < $1 AND run_id = ANY($2)".into(),
+        "SELECT count(DISTINCT run_id) FROM pipeline_batches WHERE first_time < $1 AND run_id = ANY($2)".into(),
         true,
     )?;
     report.runs = number(
@@ -166,27 +171,51 @@ pub fn prune_postgres(
         false,
     )?;
     let condition = format!("(timestamp < $1 OR run_id IN ({PG_ENDED})) AND run_id <> ALL($2)");
-    for table in TIMED_TABLES {
-        let n = if dry_run {
-            number(
-                pg,
-                format!("SELECT count(*) FROM {table} WHERE {condition}"),
-                true,
-            )?
-        } else {
-            let sql = format!(
-                "WITH gone AS (DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {condition} LIMIT {CHUNK}) RETURNING 1) SELECT count(*) FROM gone"
-            );
-            let mut total = 0u64;
-            loop {
-                let deleted = number(pg, sql.clone(), true)?;
-                total += deleted;
-                if deleted == 0 {
-                    break total;
-                }
+    let cutoff_day = cutoff.date_naive();
+    for table in partitions::TABLES {
+        for part in partitions_of(pg, table)? {
+            let day = partitions::day_of(table, &part);
+            if day.is_some_and(|d| d > cutoff_day) {
+                continue;
             }
-        };
-        *report.slot(table) = n;
+            let whole = day.is_some_and(|d| d < cutoff_day);
+            let n = if whole && !live_rows_in(pg, table, &part, &live)? {
+                let n = unbound_number(pg, format!("SELECT count(*) FROM {part}"))?;
+                if !dry_run {
+                    unbound_number(pg, format!("DROP TABLE IF EXISTS {part}"))?;
+                }
+                n
+            } else if dry_run {
+                number(
+                    pg,
+                    format!("SELECT count(*) FROM {part} WHERE {condition}"),
+                    true,
+                )?
+            } else {
+                delete_in_chunks(pg, &number, &format!(
+                    "WITH gone AS (DELETE FROM {part} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {part} WHERE {condition} LIMIT {CHUNK})) RETURNING 1) SELECT count(*) FROM gone"
+                ))?
+            };
+            *report.slot(table) += n;
+        }
+    }
+    report.events = if dry_run {
+        number(
+            pg,
+            format!("SELECT count(*) FROM pipeline_events WHERE {condition}"),
+            true,
+        )?
+    } else {
+        delete_in_chunks(pg, &number, &format!(
+            "WITH gone AS (DELETE FROM pipeline_events WHERE id IN (SELECT id FROM pipeline_events WHERE {condition} LIMIT {CHUNK}) RETURNING 1) SELECT count(*) FROM gone"
+        ))?
+    };
+    if !dry_run {
+        // The ledger's memory of what was stored goes with the rows.
+        let ledger = format!("(last_time < $1 OR run_id IN ({PG_ENDED})) AND run_id <> ALL($2)");
+        delete_in_chunks(pg, &number, &format!(
+            "WITH gone AS (DELETE FROM pipeline_batches WHERE ctid = ANY(ARRAY(SELECT ctid FROM pipeline_batches WHERE {ledger} LIMIT {CHUNK})) RETURNING 1) SELECT count(*) FROM gone"
+        ))?;
     }
     if !dry_run {
         for table in ["pipeline_progress", "pipeline_runs"] {
@@ -198,6 +227,74 @@ pub fn prune_postgres(
         }
     }
     Ok(report)
+}
+
+/// The number a statement without parameters returns (0 for none).
+fn unbound_number(pg: &mut PostgresStore, sql: String) -> Result<u64, PgError> {
+    let rows = pg.fetch_all(sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.try_get::<i64, _>(0).ok())
+        .unwrap_or(0) as u64)
+}
+
+/// Runs `sql` (a chunked delete returning its count) until it deletes nothing.
+fn delete_in_chunks(
+    pg: &mut PostgresStore,
+    number: &dyn Fn(&mut PostgresStore, String, bool) -> Result<u64, PgError>,
+    sql: &str,
+) -> Result<u64, PgError> {
+    let mut total = 0u64;
+    loop {
+        let deleted = number(pg, sql.to_string(), true)?;
+        total += deleted;
+        if deleted == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The partitions of `table`, day partitions and the legacy one.
+fn partitions_of(pg: &mut PostgresStore, table: &str) -> Result<Vec<String>, PgError> {
+    let rows = pg.fetch_all(
+        super::postgres::unnamed(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = $1::regclass ORDER BY 1",
+        )
+        .bind(table.to_string()),
+    )?;
+    Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+}
+
+/// Whether a live run has rows in this partition: for logs the ledger tells
+/// (the partition has no index by run), for metrics the run index does.
+fn live_rows_in(
+    pg: &mut PostgresStore,
+    table: &str,
+    part: &str,
+    live: &[String],
+) -> Result<bool, PgError> {
+    if live.is_empty() {
+        return Ok(false);
+    }
+    let sql = if table == "pipeline_logs" {
+        let day = partitions::day_of(table, part).unwrap_or_default();
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM pipeline_batches WHERE run_id = ANY($1) AND first_time < '{}' AND last_time >= '{day}')",
+            day + chrono::Days::new(1)
+        )
+    } else {
+        format!("SELECT EXISTS (SELECT 1 FROM {part} WHERE run_id = ANY($1))")
+    };
+    let rows = pg.fetch_all(
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(live.to_vec()),
+    )?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.try_get::<bool, _>(0).ok())
+        .unwrap_or(true))
 }
 
 /// Prunes PostgreSQL when `url` is given, else the embedded store at

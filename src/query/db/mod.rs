@@ -264,13 +264,25 @@ impl QueryDb<'_> {
     }
 
     /// The highest log row id now in the store: where a follow starts from.
+    /// PostgreSQL's ids are given per batch (number × 32768 + position) and
+    /// its table has no b-tree on id, so there it is the end of the highest
+    /// committed batch number's range, read from the ledger's index.
     pub fn max_log_id(&mut self) -> anyhow::Result<i64> {
-        const SQL: &str = "SELECT coalesce(max(id), 0) FROM pipeline_logs";
         let max = match self {
             QueryDb::Sqlite(conn) => conn
-                .query_row(SQL, [], |row| row.get(0))
+                .query_row(
+                    "SELECT coalesce(max(id), 0) FROM pipeline_logs",
+                    [],
+                    |row| row.get(0),
+                )
                 .map_err(anyhow::Error::from),
-            QueryDb::Postgres(pg) => pg_scalar(pg, pg_query(SQL, Vec::new())),
+            QueryDb::Postgres(pg) => pg_scalar(
+                pg,
+                pg_query(
+                    "SELECT (coalesce(max(batch), 0) + 1) * 32768 - 1 FROM pipeline_batches",
+                    Vec::new(),
+                ),
+            ),
         };
         max.context("could not read the log records")
     }

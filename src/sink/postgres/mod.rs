@@ -1,20 +1,25 @@
 //! The PostgreSQL store, written through sqlx on a small single-threaded tokio
 //! runtime owned by the sink thread (the rest of the agent is plain threads).
 //!
-//! Log records go in with `COPY … FROM STDIN` into a per-connection temporary
-//! table, then `INSERT … SELECT … ON CONFLICT DO NOTHING` on the idempotency
-//! key (run_id, origin, seq): a batch written twice — replayed after a crash
-//! between PostgreSQL's commit and the spool's delete — is stored once. Events
-//! carry a ULID, progress and runs are upserts, so the whole batch is
-//! idempotent. Values PostgreSQL would reject (NUL bytes) are made safe first,
-//! so one bad row never fails a batch.
+//! Log records go in with a binary `COPY … FROM STDIN` straight into the
+//! day-partitioned `pipeline_logs` ([`partitions`]); the `pipeline_batches`
+//! ledger, written in the same transaction, makes a batch written twice —
+//! replayed after a crash between PostgreSQL's commit and the spool's delete
+//! — land once ([`ledger`]). Events carry a ULID, metric samples a unique
+//! key, progress and runs are upserts, so the whole batch is idempotent.
+//! Values PostgreSQL would reject (NUL bytes) are made safe first, so one
+//! bad row never fails a batch. Every key and conflict target names
+//! experiment_id, so the same SQL runs on a Citus cluster distributed by it.
+
+mod copy;
+mod ledger;
+pub mod partitions;
 
 use super::{Batch, RunContext};
 use crate::config::redact_url;
-use crate::record::format_ts;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use sqlx::{Connection, Row};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -22,32 +27,35 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../../migrations/postgres/0001_init.sql"),
     ),
     (
         2,
         "metrics",
-        include_str!("../../migrations/postgres/0002_metrics.sql"),
+        include_str!("../../../migrations/postgres/0002_metrics.sql"),
     ),
     (
         3,
         "fields",
-        include_str!("../../migrations/postgres/0003_fields.sql"),
+        include_str!("../../../migrations/postgres/0003_fields.sql"),
     ),
     (
         4,
         "errors by run",
-        include_str!("../../migrations/postgres/0004_errors_by_run.sql"),
+        include_str!("../../../migrations/postgres/0004_errors_by_run.sql"),
+    ),
+    (
+        5,
+        "partitioned",
+        include_str!("../../../migrations/postgres/0005_partitioned.sql"),
     ),
 ];
 
-/// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
-const MIN_SERVER_VERSION: i64 = 130000;
+/// The oldest PostgreSQL we support (bloom BRIN indexes came with 14).
+const MIN_SERVER_VERSION: i64 = 140000;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-const LOG_COLUMNS: &str = "experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -55,7 +63,7 @@ pub enum PgError {
     BadUrl { url: String, reason: String },
     #[error("could not connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 13 or newer")]
+    #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 14 or newer")]
     TooOld { url: String, version: String },
     #[error("could not apply migrations/postgres to {url}: {reason}")]
     Migrate { url: String, reason: String },
@@ -73,6 +81,8 @@ pub struct PostgresStore {
     /// The URL with its password masked: the only form that is ever shown.
     display_url: String,
     conn: Option<PgConnection>,
+    /// Day partitions known to exist.
+    partitions: partitions::Partitions,
     /// When set, no connect or write waits past this moment (shutdown).
     deadline: Option<Instant>,
 }
@@ -102,6 +112,7 @@ impl PostgresStore {
             options,
             display_url,
             conn: None,
+            partitions: partitions::Partitions::default(),
             deadline: None,
         })
     }
@@ -158,11 +169,16 @@ impl PostgresStore {
     /// the next call starts from a clean one.
     pub fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), PgError> {
         let mut conn = self.take_conn()?;
-        let result = self.bounded(write_batch(&mut conn, ctx, batch), |url, reason| {
-            PgError::Write { url, reason }
-        });
+        let mut partitions = std::mem::take(&mut self.partitions);
+        let result = self.bounded(
+            write_with_partitions(&mut conn, &mut partitions, ctx, batch),
+            |url, reason| PgError::Write { url, reason },
+        );
+        self.partitions = partitions;
         if result.is_ok() {
             self.conn = Some(conn);
+        } else {
+            self.partitions.forget();
         }
         result
     }
@@ -171,6 +187,7 @@ impl PostgresStore {
     /// write for a while need not hold one of the server's connections (a
     /// hundred idle tails would hold a hundred). The next write connects.
     pub fn disconnect(&mut self) {
+        self.partitions.forget();
         if let Some(conn) = self.conn.take() {
             let _ = self.rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(2), conn.close()).await
@@ -342,13 +359,37 @@ async fn applied_count(conn: &mut PgConnection) -> usize {
         .unwrap_or(0)
 }
 
+/// Makes the partitions the batch needs, then writes it; a partition that
+/// vanished since (dropped by `db prune`) is made again and the write tried
+/// once more.
+async fn write_with_partitions(
+    conn: &mut PgConnection,
+    partitions: &mut partitions::Partitions,
+    ctx: &RunContext,
+    batch: &Batch,
+) -> sqlx::Result<()> {
+    for attempt in 0..2 {
+        let log_times = batch.logs.iter().map(|r| r.record.timestamp);
+        partitions.ensure(conn, "pipeline_logs", log_times).await?;
+        let metric_times = batch.metrics.iter().map(|m| m.metric.timestamp);
+        partitions
+            .ensure(conn, "pipeline_metrics", metric_times)
+            .await?;
+        match write_batch(conn, ctx, batch).await {
+            Err(e) if attempt == 0 && partitions::is_missing_partition(&e) => partitions.forget(),
+            result => return result,
+        }
+    }
+    Ok(())
+}
+
 async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     if !batch.logs.is_empty() {
-        copy_logs(&mut tx, ctx, &batch.logs).await?;
+        store_logs(&mut tx, ctx, &batch.logs).await?;
     }
     for e in &batch.events {
-        unnamed("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
+        unnamed("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (experiment_id, event_id) DO NOTHING")
             .bind(&e.id)
             .bind(&ctx.experiment_id)
             .bind(&ctx.run_id)
@@ -360,7 +401,7 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
     }
     for p in &batch.progress {
         unnamed("INSERT INTO pipeline_progress (experiment_id, run_id, task, current, total, unit, rate, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (run_id, task) DO UPDATE SET current = excluded.current, total = excluded.total, unit = excluded.unit, rate = excluded.rate, updated_at = excluded.updated_at
+            ON CONFLICT (experiment_id, run_id, task) DO UPDATE SET current = excluded.current, total = excluded.total, unit = excluded.unit, rate = excluded.rate, updated_at = excluded.updated_at
             WHERE pipeline_progress.updated_at <= excluded.updated_at")
             .bind(&ctx.experiment_id)
             .bind(&ctx.run_id)
@@ -382,61 +423,58 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
     tx.commit().await
 }
 
-/// Fast path: COPY straight into `pipeline_logs`, as fast as `psql \copy`.
-/// If some rows are already there (a replayed batch), the COPY fails on the
-/// unique key; then the batch goes through a temporary table and
-/// `ON CONFLICT DO NOTHING`, which stores only the missing rows.
-async fn copy_logs(
+/// The batch's log records that the ledger does not hold yet, copied in and
+/// entered in the ledger (see [`ledger`] for why that is exactly once).
+async fn store_logs(
     tx: &mut PgConnection,
     ctx: &RunContext,
     rows: &[super::SeqRecord],
 ) -> sqlx::Result<()> {
-    tx.execute("SAVEPOINT pmon_copy").await?;
-    match copy_into(tx, "pipeline_logs", ctx, rows).await {
-        Ok(()) => {
-            tx.execute("RELEASE SAVEPOINT pmon_copy").await?;
-            return Ok(());
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            tx.execute("ROLLBACK TO SAVEPOINT pmon_copy").await?;
-        }
-        Err(e) => return Err(e),
+    let numbers =
+        ledger::lock_and_number(tx, ctx, rows.len().div_ceil(ledger::ROWS_PER_NUMBER)).await?;
+    let stored = ledger::stored(tx, ctx, rows).await?;
+    let fresh: Vec<&super::SeqRecord> = rows
+        .iter()
+        .filter(|r| stored.is_empty() || !stored.holds(r))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
     }
-    tx.execute("CREATE TEMP TABLE IF NOT EXISTS pmon_logs_in (experiment_id text, run_id text, origin text, seq bigint, timestamp timestamptz, level text, logger text, message text, traceback text, exception_type text, exception_message text, stream text, source text, fields jsonb) ON COMMIT DELETE ROWS")
-        .await?;
-    copy_into(tx, "pmon_logs_in", ctx, rows).await?;
-    tx.execute(AssertSqlSafe(format!(
-        "INSERT INTO pipeline_logs ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM pmon_logs_in ON CONFLICT (run_id, origin, seq) DO NOTHING"
-    )))
-    .await?;
-    Ok(())
+    for (chunk, number) in fresh.chunks(ledger::ROWS_PER_NUMBER).zip(&numbers) {
+        copy_rows(tx, ctx, chunk, *number).await?;
+    }
+    ledger::record(tx, ctx, &fresh, numbers[0]).await
 }
 
-/// How much COPY text is encoded before it is sent: the rows are streamed
-/// in pieces this size, so a large batch never sits in memory twice (as text
+/// How much COPY data is encoded before it is sent: the rows are streamed in
+/// pieces this size, so a large batch never sits in memory twice (encoded
 /// here and again in the connection's write buffer).
 const COPY_CHUNK_BYTES: usize = 64 * 1024;
 
-async fn copy_into(
+/// One COPY of at most `ROWS_PER_NUMBER` rows; row i gets id
+/// `number × ROWS_PER_NUMBER + i`.
+async fn copy_rows(
     tx: &mut PgConnection,
-    table: &str,
     ctx: &RunContext,
-    rows: &[super::SeqRecord],
+    rows: &[&super::SeqRecord],
+    number: i64,
 ) -> sqlx::Result<()> {
     let mut copy = tx
-        .copy_in_raw(&format!("COPY {table} ({LOG_COLUMNS}) FROM STDIN"))
+        .copy_in_raw(&format!(
+            "COPY pipeline_logs ({}) FROM STDIN WITH (FORMAT binary)",
+            copy::COLUMNS
+        ))
         .await?;
-    let mut chunk = String::with_capacity(COPY_CHUNK_BYTES + 4096);
-    for row in rows {
-        copy_row(&mut chunk, ctx, row);
-        if chunk.len() >= COPY_CHUNK_BYTES {
-            copy.send(chunk.as_bytes()).await?;
-            chunk.clear();
+    let mut data = copy::BinaryRows::new();
+    let base = number.saturating_mul(ledger::ROWS_PER_NUMBER as i64);
+    for (i, row) in rows.iter().enumerate() {
+        data.push(base + i as i64, ctx, row);
+        if data.len() >= COPY_CHUNK_BYTES {
+            copy.send(data.take()).await?;
         }
     }
-    if !chunk.is_empty() {
-        copy.send(chunk.as_bytes()).await?;
-    }
+    data.finish();
+    copy.send(data.take()).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -464,7 +502,7 @@ async fn insert_metrics(
     let steps: Vec<Option<i64>> = metrics.iter().map(|m| m.metric.step).collect();
     unnamed("INSERT INTO pipeline_metrics (experiment_id, run_id, seq, timestamp, metric_type, name, value, unit, step)
         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::bigint[])
-        ON CONFLICT (run_id, seq) DO NOTHING")
+        ON CONFLICT (experiment_id, run_id, seq, timestamp) DO NOTHING")
         .bind(&ctx.experiment_id)
         .bind(&ctx.run_id)
         .bind(seqs)
@@ -483,7 +521,7 @@ async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Resul
     let ts = |t: &str| crate::record::parse_ts(t);
     unnamed("INSERT INTO pipeline_runs (run_id, experiment_id, ordinal, state, command, tags, host, agent_pid, agent_start, child_pid, started_at, ended_at, exit_code, signal)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-        ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, agent_pid = excluded.agent_pid, agent_start = excluded.agent_start, child_pid = excluded.child_pid,
+        ON CONFLICT (experiment_id, run_id) DO UPDATE SET state = excluded.state, agent_pid = excluded.agent_pid, agent_start = excluded.agent_start, child_pid = excluded.child_pid,
             ended_at = excluded.ended_at, exit_code = excluded.exit_code, signal = excluded.signal")
         .bind(&run.run_id)
         .bind(&run.experiment_id)
@@ -504,52 +542,6 @@ async fn upsert_run(tx: &mut PgConnection, run: &crate::run::Run) -> sqlx::Resul
     Ok(())
 }
 
-/// One row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
-fn copy_row(buf: &mut String, ctx: &RunContext, r: &super::SeqRecord) {
-    let rec = &r.record;
-    let fields: [Option<&str>; 14] = [
-        Some(&ctx.experiment_id),
-        Some(&ctx.run_id),
-        Some(&r.origin),
-        None,
-        None,
-        Some(rec.level.as_str()),
-        rec.logger.as_deref(),
-        Some(&rec.message),
-        rec.traceback.as_deref(),
-        rec.exception_type.as_deref(),
-        rec.exception_message.as_deref(),
-        Some(rec.stream.as_str()),
-        Some(&rec.source),
-        rec.fields.as_deref(),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            buf.push('\t');
-        }
-        match (i, field) {
-            (3, _) => buf.push_str(&r.seq.to_string()),
-            (4, _) => buf.push_str(&format_ts(&rec.timestamp)),
-            (_, Some(text)) => escape_copy(buf, text),
-            (_, None) => buf.push_str("\\N"),
-        }
-    }
-    buf.push('\n');
-}
-
-fn escape_copy(buf: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '\\' => buf.push_str("\\\\"),
-            '\t' => buf.push_str("\\t"),
-            '\n' => buf.push_str("\\n"),
-            '\r' => buf.push_str("\\r"),
-            '\0' => buf.push('\u{2400}'),
-            c => buf.push(c),
-        }
-    }
-}
-
 /// PostgreSQL text and JSONB reject NUL.
 fn safe(text: &str) -> String {
     text.replace('\0', "\u{2400}")
@@ -567,13 +559,6 @@ fn safe_json(value: &serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_text_escapes_what_copy_would_misread() {
-        let mut buf = String::new();
-        escape_copy(&mut buf, "a\tb\\c\nd\re\0f");
-        assert_eq!(buf, "a\\tb\\\\c\\nd\\re\u{2400}f");
-    }
 
     #[test]
     fn bad_urls_never_show_the_password() {
