@@ -403,6 +403,11 @@ pub enum DbCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// On a Citus coordinator: distribute every table by experiment_id (idempotent)
+    Distribute {
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -108,7 +108,33 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        DbCommand::Distribute { format } => {
+            let mut pg = PostgresStore::new(database_url(app)?)?;
+            let report = pg.distribute()?;
+            match format.format {
+                Format::Json => println!("{}", serde_json::to_string(&report)?),
+                Format::Text => println!("{}", distribute_text(&report, pg.display_url())),
+            }
+            Ok(0)
+        }
     }
+}
+
+fn distribute_text(r: &crate::sink::postgres::DistributeReport, url: &str) -> String {
+    let list = |t: &[String]| {
+        if t.is_empty() {
+            "none".to_string()
+        } else {
+            t.join(", ")
+        }
+    };
+    format!(
+        "{url}: Citus {} with {} workers; distributed by experiment_id now: {}; already: {}; day partitions made for the next week",
+        r.citus_version,
+        r.workers,
+        list(&r.distributed),
+        list(&r.already)
+    )
 }
 
 /// Prunes the store in effect (PostgreSQL when configured, else the

@@ -172,6 +172,7 @@ pub fn prune_postgres(
     )?;
     let condition = format!("(timestamp < $1 OR run_id IN ({PG_ENDED})) AND run_id <> ALL($2)");
     let cutoff_day = cutoff.date_naive();
+    let citus = is_distributed(pg)?;
     for table in partitions::TABLES {
         for part in partitions_of(pg, table)? {
             let day = partitions::day_of(table, &part);
@@ -192,8 +193,9 @@ pub fn prune_postgres(
                     true,
                 )?
             } else {
+                let chunk = chunk_of(citus, table, &part, &condition);
                 delete_in_chunks(pg, &number, &format!(
-                    "WITH gone AS (DELETE FROM {part} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {part} WHERE {condition} LIMIT {CHUNK})) RETURNING 1) SELECT count(*) FROM gone"
+                    "WITH gone AS (DELETE FROM {part} WHERE {chunk} RETURNING 1) SELECT count(*) FROM gone"
                 ))?
             };
             *report.slot(table) += n;
@@ -214,7 +216,8 @@ pub fn prune_postgres(
         // The ledger's memory of what was stored goes with the rows.
         let ledger = format!("(last_time < $1 OR run_id IN ({PG_ENDED})) AND run_id <> ALL($2)");
         delete_in_chunks(pg, &number, &format!(
-            "WITH gone AS (DELETE FROM pipeline_batches WHERE ctid = ANY(ARRAY(SELECT ctid FROM pipeline_batches WHERE {ledger} LIMIT {CHUNK})) RETURNING 1) SELECT count(*) FROM gone"
+            "WITH gone AS (DELETE FROM pipeline_batches WHERE {} RETURNING 1) SELECT count(*) FROM gone",
+            chunk_of(citus, "pipeline_batches", "pipeline_batches", &ledger)
         ))?;
     }
     if !dry_run {
@@ -227,6 +230,37 @@ pub fn prune_postgres(
         }
     }
     Ok(report)
+}
+
+/// The condition picking one chunk of `part`'s rows that match `condition`.
+/// By `ctid` (a row's place: a TID scan, no index needed) in PostgreSQL;
+/// Citus cannot plan a delete by `ctid` on a distributed table, so there by
+/// each table's own key.
+fn chunk_of(citus: bool, table: &str, part: &str, condition: &str) -> String {
+    let key = match (citus, table) {
+        (false, _) => {
+            return format!(
+                "ctid = ANY(ARRAY(SELECT ctid FROM {part} WHERE {condition} LIMIT {CHUNK}))"
+            )
+        }
+        (true, "pipeline_logs") => "id",
+        (true, "pipeline_metrics") => "experiment_id, run_id, seq, timestamp",
+        (true, _) => "experiment_id, run_id, origin, last_seq",
+    };
+    format!("({key}) IN (SELECT {key} FROM {part} WHERE {condition} LIMIT {CHUNK})")
+}
+
+/// Whether the tables are distributed by Citus (`db distribute`).
+fn is_distributed(pg: &mut PostgresStore) -> Result<bool, PgError> {
+    Ok(unbound_number(
+        pg,
+        "SELECT count(*) FROM pg_extension WHERE extname = 'citus'".into(),
+    )? > 0
+        && unbound_number(
+            pg,
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'pipeline_logs'::regclass"
+                .into(),
+        )? > 0)
 }
 
 /// The number a statement without parameters returns (0 for none).

@@ -66,7 +66,9 @@ while not os.path.exists(os.environ['PMON_GO']):
     time.sleep(0.01)
 "#;
 
-fn old_records_go_live_runs_stay(url: Option<&str>) {
+/// `after_first_prune` runs once the live run's old line has been kept by a
+/// prune (its day still holds a live run's row).
+fn old_records_go_live_runs_stay(url: Option<&str>, after_first_prune: &dyn Fn()) {
     let agent = Agent::new();
     let lines = old_and_new_lines();
     let file = agent.dir.path().join("app.log");
@@ -128,6 +130,7 @@ fn old_records_go_live_runs_stay(url: Option<&str>) {
         0,
         "nothing twice"
     );
+    after_first_prune();
 
     std::fs::write(&go, "").unwrap();
     assert!(live.wait_with_output().status.success());
@@ -138,13 +141,24 @@ fn old_records_go_live_runs_stay(url: Option<&str>) {
 
 #[test]
 fn prune_removes_old_records_from_the_embedded_store_but_not_a_live_runs() {
-    old_records_go_live_runs_stay(None);
+    old_records_go_live_runs_stay(None, &|| ());
 }
 
 #[test]
 fn prune_removes_old_records_from_postgresql_but_not_a_live_runs() {
     let (server, db) = shared_database();
-    old_records_go_live_runs_stay(Some(&server.url(&db)));
+    let old_day = (chrono::Utc::now() - chrono::Duration::days(400)).format("%Y%m%d");
+    let partition_exists = || {
+        server.psql(
+            &db,
+            &format!("SELECT count(*) FROM pg_class WHERE relname = 'pipeline_logs_p{old_day}'"),
+        ) == "1"
+    };
+    old_records_go_live_runs_stay(Some(&server.url(&db)), &|| {
+        assert!(partition_exists(), "the day a live run wrote to is kept");
+    });
+    // The last prune found the old day free of live runs: dropped whole.
+    assert!(!partition_exists(), "the old day's partition was dropped");
 }
 
 #[test]

@@ -11,9 +11,12 @@
 //! bad row never fails a batch. Every key and conflict target names
 //! experiment_id, so the same SQL runs on a Citus cluster distributed by it.
 
+mod citus;
 mod copy;
 mod ledger;
 pub mod partitions;
+
+pub use citus::DistributeReport;
 
 use super::{Batch, RunContext};
 use crate::config::redact_url;
@@ -73,6 +76,8 @@ pub enum PgError {
     Timeout { url: String, after: Duration },
     #[error("reading from PostgreSQL at {url} failed: {reason}")]
     Read { url: String, reason: String },
+    #[error("PostgreSQL at {url} is not a Citus coordinator (no citus extension in this database); connect to the coordinator, or run CREATE EXTENSION citus there first")]
+    NotCitus { url: String },
 }
 
 pub struct PostgresStore {
@@ -179,6 +184,28 @@ impl PostgresStore {
             self.conn = Some(conn);
         } else {
             self.partitions.forget();
+        }
+        result
+    }
+
+    /// Makes the day partitions of today and the next `days` days.
+    pub fn make_partitions_ahead(&mut self, days: u64) -> Result<(), PgError> {
+        let mut conn = self.take_conn()?;
+        let mut partitions = std::mem::take(&mut self.partitions);
+        let today = chrono::Utc::now();
+        let result = self.bounded(
+            async {
+                for table in partitions::TABLES {
+                    let days = (0..=days).map(|d| today + chrono::Days::new(d));
+                    partitions.ensure(&mut conn, table, days).await?;
+                }
+                Ok(())
+            },
+            |url, reason| PgError::Write { url, reason },
+        );
+        self.partitions = partitions;
+        if result.is_ok() {
+            self.conn = Some(conn);
         }
         result
     }
