@@ -11,12 +11,21 @@ random, and reports p50 and p99 per command and store:
   query logs EXP -f (to its first line)   query status EXP   query list
 
 About 1% of records are ERROR with a traceback. Times include starting the
-`pmon-agent` process, as a user sees them. With `--plans`, the EXPLAIN of the
-statements behind them is printed for each store.
+`pmon-agent` process, as a user sees them.
+
+Then every SQL statement those commands run is checked to read through an
+index (or partition pruning), not a scan of a large table: in SQLite each
+statement the agent traced (`PMON_TRACE_SQL`) goes through `EXPLAIN QUERY
+PLAN` and no `SCAN` of pipeline_logs may appear; in PostgreSQL `auto_explain`
+logs the plan of each statement as it runs and no `Seq Scan` of a
+pipeline_logs partition or the ledger may cost more than 1,000 (reading
+about 1,000 pages or more). A statement that fails the check fails the
+bench (exit 1).
 """
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +37,13 @@ import pg_bench  # noqa: E402
 EXPERIMENTS = 1000
 RUNS = 3
 DAYS = 30
+# Records per batch in PostgreSQL (one experiment's, as an agent writes
+# them): 500, fewer for small fills so every run of every experiment has
+# batches.
+
+
+def batch_size(records):
+    return max(1, min(500, records // (EXPERIMENTS * RUNS * 4)))
 
 SQLITE_FILL = """
 PRAGMA journal_mode = WAL;
@@ -67,10 +83,23 @@ SELECT format('R%s_%s', lpad(e::text, 4, '0'), k), format('exp_%s', lpad(e::text
        now() - make_interval(days => {days} - ({days} * (k - 1)) / {runs}),
        now() - make_interval(days => {days} - ({days} * k) / {runs}), 0
 FROM generate_series(0, {experiments} - 1) e, generate_series(1, {runs}) k;
-INSERT INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback,
+-- Day partitions, as the agent makes them before writing a day's rows.
+DO $$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+BEGIN
+    FOR d IN 0..{days} + 1 LOOP
+        EXECUTE format('CREATE TABLE IF NOT EXISTS pipeline_logs_p%s PARTITION OF pipeline_logs FOR VALUES FROM (%L) TO (%L)',
+                       to_char(today - d, 'YYYYMMDD'), (today - d) || ' 00:00:00+00', (today - d + 1) || ' 00:00:00+00');
+    END LOOP;
+END $$;
+-- Rows in batches of {batch} records of one experiment each, as agents write them:
+-- id = batch number x 32768 + position, one ledger row per batch.
+INSERT INTO pipeline_logs (id, experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback,
                            exception_type, exception_message, stream, source)
-SELECT format('exp_%s', lpad((i % {experiments})::text, 4, '0')),
-       format('R%s_%s', lpad((i % {experiments})::text, 4, '0'), 1 + (i * {runs}) / {records}),
+SELECT (1 + i / {batch}) * 32768 + i % {batch},
+       format('exp_%s', lpad(((i / {batch}) % {experiments})::text, 4, '0')),
+       format('R%s_%s', lpad(((i / {batch}) % {experiments})::text, 4, '0'), 1 + (i * {runs}) / {records}),
        'stdout', i,
        now() - make_interval(secs => ({records} - i) * {span}::float8 / {records}),
        CASE WHEN i % 100 = 7 THEN 'ERROR' ELSE 'INFO' END,
@@ -81,9 +110,14 @@ SELECT format('exp_%s', lpad((i % {experiments})::text, 4, '0')),
        CASE WHEN i % 100 = 7 THEN 'bad shard ' || (i % 977) END,
        'stdout', 'stdout'
 FROM generate_series(0, {records} - 1) i;
+INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time)
+SELECT experiment_id, run_id, origin, min(seq), max(seq), id / 32768, count(*), min(timestamp), max(timestamp)
+FROM pipeline_logs GROUP BY experiment_id, run_id, origin, id / 32768;
+SELECT setval('pipeline_log_batches', (SELECT max(batch) FROM pipeline_batches));
 -- What autovacuum does to a table in steady use: statistics, and the
 -- visibility map that lets counts be answered from an index alone.
 VACUUM (ANALYZE) pipeline_logs;
+VACUUM (ANALYZE) pipeline_batches;
 ANALYZE;
 """
 
@@ -112,7 +146,7 @@ def fill_sqlite(agent, tmp, env, records):
 def fill_pg(agent, srv, db, env, records):
     srv.createdb(db)
     subprocess.run([agent, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    sql = PG_FILL.format(experiments=EXPERIMENTS, runs=RUNS, days=DAYS, records=records,
+    sql = PG_FILL.format(experiments=EXPERIMENTS, runs=RUNS, days=DAYS, records=records, batch=batch_size(records),
                          span=DAYS * 86400)
     t0 = time.perf_counter()
     srv.sql(db, sql)
@@ -123,6 +157,11 @@ def first_line_time(argv, env):
     """Seconds until a following query prints its first line; then stops it."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    import select
+    if not select.select([p.stdout], [], [], 60)[0]:
+        p.kill()
+        p.wait()
+        raise pg_bench.Failure("%s printed nothing within 60 s" % " ".join(argv))
     p.stdout.readline()
     t = time.perf_counter() - t0
     p.kill()
@@ -152,6 +191,103 @@ def time_commands(agent, env, repeat, rng):
     return out
 
 
+# A sequential scan cheaper than this reads a small table or an empty
+# partition (the planner's cost units: about one per page read).
+SEQ_SCAN_COST_LIMIT = 1000
+
+
+def command_argvs(agent):
+    """(label, argv, follow) for one run of each command on exp_0001."""
+    out = []
+    for label, args in COMMANDS:
+        if args is None:
+            out.append((label, [agent, "query", "logs", "exp_0001", "-f"], True))
+        else:
+            out.append((label, [agent] + [a.replace("{exp}", "exp_0001") for a in args], False))
+    return out
+
+
+def run_once(argv, env, follow):
+    if follow:
+        first_line_time(argv, env)
+    else:
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sqlite_plans(agent, env, tmp):
+    """Per command: the statements' query plans and the full scans among them."""
+    db = os.path.join(env["PMON_DATA_DIR"], "pmon.db")
+    out = []
+    for label, argv, follow in command_argvs(agent):
+        trace = os.path.join(tmp, "trace.sql")
+        if os.path.exists(trace):
+            os.unlink(trace)
+        run_once(argv, dict(env, PMON_TRACE_SQL=trace), follow)
+        used, scans = set(), []
+        with open(trace, encoding="utf-8") as f:
+            statements = [line.strip() for line in f if line.lstrip().upper().startswith(("SELECT", "WITH"))]
+        for sql in statements:
+            if "pipeline_" not in sql:
+                continue
+            plan = subprocess.run(["sqlite3", db, "EXPLAIN QUERY PLAN " + sql], capture_output=True,
+                                  text=True, check=True).stdout
+            for line in plan.splitlines():
+                detail = line.strip("|-` ")
+                if detail.startswith("SEARCH") or "USING" in detail:
+                    used.add(detail.split(" USING ", 1)[-1].replace("COVERING ", "").split(" (")[0])
+                if detail.startswith("SCAN pipeline_logs") or detail.startswith("SCAN pipeline_metrics"):
+                    scans.append((sql[:160], detail))
+        out.append((label, len(statements), sorted(used), scans))
+    return out
+
+
+def pg_plans(agent, env, srv, db):
+    """The same from PostgreSQL's auto_explain, which logs each statement's plan."""
+    srv.sql("postgres", "ALTER DATABASE %s SET session_preload_libraries = 'auto_explain';"
+                        "ALTER DATABASE %s SET auto_explain.log_min_duration = 0;" % (db, db))
+    out = []
+    for label, argv, follow in command_argvs(agent):
+        start = os.path.getsize(srv.logfile)
+        run_once(argv, env, follow)
+        with open(srv.logfile, encoding="utf-8", errors="replace") as f:
+            f.seek(start)
+            log_text = f.read()
+        used, scans, statements = set(), [], 0
+        for block in log_text.split("LOG:  duration:")[1:]:
+            if "pipeline_" not in block:
+                continue
+            statements += 1
+            for line in block.splitlines():
+                node = line.strip().lstrip("->").strip()
+                index = None
+                if " using " in node and "Scan" in node:
+                    index = node.split(" using ", 1)[1].split(" ")[0]
+                elif node.startswith("Bitmap Index Scan on "):
+                    index = node.split(" on ", 1)[1].split(" ")[0]
+                if index:
+                    # One name for an index's copies in every day partition.
+                    used.add(re.sub(r"_p\d{8}_", "_p<day>_", index))
+                if node.startswith("Seq Scan on pipeline_logs") or node.startswith("Seq Scan on pipeline_batches"):
+                    cost = float(node.split("..", 1)[1].split(" ", 1)[0]) if ".." in node else 0.0
+                    if cost > SEQ_SCAN_COST_LIMIT:
+                        scans.append((node.split("  (")[0], cost))
+        out.append((label, statements, sorted(used), scans))
+    srv.sql("postgres", "ALTER DATABASE %s RESET ALL;" % db)
+    return out
+
+
+def print_plans(store, plans):
+    print("#### Plans (%s)" % store)
+    print("| command | statements | indexes used | large scans |")
+    print("| --- | --- | --- | --- |")
+    for label, n, used, scans in plans:
+        used_text = ", ".join(used) if len(used) <= 6 else "%s … (%d indexes)" % (", ".join(used[:4]), len(used))
+        print("| %s | %d | %s | %s |" % (label, n, used_text or "—",
+                                         "; ".join("%s" % (x,) for x in scans) or "none"))
+    print()
+    return [(store, label, scans) for label, _, _, scans in plans if scans]
+
+
 def main():
     ap = bench.arguments(__doc__)
     ap.add_argument("-r", "--repeat", type=int, default=30)
@@ -171,6 +307,7 @@ def main():
         fill = fill_sqlite(agent, tmp, env, a.records)
         bench.log("SQLite: %d records in %.0fs" % (a.records, fill))
         results["SQLite"] = time_commands(agent, env, a.repeat, rng)
+        plans = {"SQLite": sqlite_plans(agent, env, tmp)}
         if not a.no_postgres:
             srv = pg_bench.PgServer(pg_bench.pg_bindir(), os.environ.get("BENCH_TMPDIR"))
             srv.initdb()
@@ -179,6 +316,7 @@ def main():
             fill = fill_pg(agent, srv, "q", env_pg, a.records)
             bench.log("PostgreSQL: %d records in %.0fs" % (a.records, fill))
             results["PostgreSQL"] = time_commands(agent, env_pg, a.repeat, rng)
+            plans["PostgreSQL"] = pg_plans(agent, env_pg, srv, "q")
         print("### Query times with %d records, %d experiments x %d runs, %d days (%d runs each, p50 / p99)"
               % (a.records, EXPERIMENTS, RUNS, DAYS, a.repeat))
         stores = list(results)
@@ -187,7 +325,14 @@ def main():
         for i, (label, _) in enumerate(COMMANDS):
             cells = ["%.0f / %.0f ms" % (results[s][i][1] * 1e3, results[s][i][2] * 1e3) for s in stores]
             print("| %s | %s |" % (label, " | ".join(cells)))
-        return 0
+        print()
+        bad = []
+        for store, store_plans in plans.items():
+            bad += print_plans(store, store_plans)
+        for store, label, scans in bad:
+            print("FAILED: %s: %s reads a large table without an index: %s" % (store, label, scans))
+        print("RESULT: %s" % ("plan check failed" if bad else "every statement reads through an index or partition pruning"))
+        return 1 if bad else 0
     except pg_bench.Failure as e:
         return bench.setup_error("query_bench", e, srv)
     finally:

@@ -15,9 +15,12 @@
 --   pipeline_log_batches) × 32768 + position in the batch. Ordered by
 --   arrival like the old bigserial, without a sequence call per row; found
 --   by a BRIN index, as the rows are appended in id order.
--- * Indexes: BRIN on time and on id; a bloom BRIN on experiment_id (a few
---   bytes per 16 pages instead of a b-tree entry per row); the two partial
---   indexes of ERROR/CRITICAL rows (a small share) for the error queries.
+-- * Indexes: BRIN on time and on id, and the two partial indexes of
+--   ERROR/CRITICAL rows (a small share) for the error queries. No index has
+--   an entry per row: a b-tree on (experiment_id, timestamp) cost ~25% of
+--   COPY's rate, a bloom BRIN on experiment_id a quarter of the server's
+--   CPU per row. An experiment's rows are found through the ledger instead:
+--   each batch's id range, read by the BRIN on id.
 -- * Every key leads with experiment_id, so each table can be distributed by
 --   it on Citus (`pmon-agent db distribute`): Citus refuses a unique key
 --   that does not include the distribution column.
@@ -93,7 +96,8 @@ CREATE TABLE pipeline_metrics (
 -- Old rows: attached as one partition up to the end of their last day (an
 -- empty old table is simply dropped); the ledger learns the seq range of
 -- every (run, origin) already stored, so a batch stored before the upgrade
--- and replayed after it is still stored once.
+-- and replayed after it is still stored once. Those ledger rows have a
+-- negative batch, -N: their rows' ids are below N × 32768.
 DO $$
 DECLARE
     upper TIMESTAMPTZ;
@@ -104,7 +108,7 @@ BEGIN
     ELSE
         EXECUTE format('ALTER TABLE pipeline_logs ATTACH PARTITION pipeline_logs_legacy FOR VALUES FROM (MINVALUE) TO (%L)', upper);
         INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time)
-            SELECT experiment_id, run_id, origin, min(seq), max(seq), (SELECT max(id) FROM pipeline_logs_legacy) / 32768,
+            SELECT experiment_id, run_id, origin, min(seq), max(seq), -1 - (SELECT max(id) FROM pipeline_logs_legacy) / 32768,
                    count(*), min(timestamp), max(timestamp)
             FROM pipeline_logs_legacy GROUP BY experiment_id, run_id, origin;
         PERFORM setval('pipeline_log_batches', (SELECT max(id) FROM pipeline_logs_legacy) / 32768 + 1);
@@ -125,8 +129,6 @@ CREATE TABLE IF NOT EXISTS pipeline_metrics_default PARTITION OF pipeline_metric
 
 CREATE INDEX IF NOT EXISTS pipeline_logs_time ON pipeline_logs USING brin (timestamp);
 CREATE INDEX IF NOT EXISTS pipeline_logs_ids ON pipeline_logs USING brin (id);
-CREATE INDEX IF NOT EXISTS pipeline_logs_experiment ON pipeline_logs
-    USING brin (experiment_id text_bloom_ops) WITH (pages_per_range = 16);
 CREATE INDEX IF NOT EXISTS pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
     WHERE level IN ('ERROR', 'CRITICAL');
 CREATE INDEX IF NOT EXISTS pipeline_logs_errors_run ON pipeline_logs (run_id)

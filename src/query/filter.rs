@@ -21,6 +21,77 @@ pub struct LogFilter {
     pub search: Option<String>,
     /// Stored-format timestamp; records at or after it are kept.
     pub since: Option<String>,
+    /// PostgreSQL: the id ranges the rows can be in, each with the time span
+    /// of its rows, from the batch ledger (see [`id_ranges`]); its table has
+    /// no index by experiment or run.
+    pub id_ranges: Option<Vec<IdRange>>,
+}
+
+/// Rows per batch number in PostgreSQL: a row's id is
+/// `batch × IDS_PER_BATCH + position` (see migrations/postgres/0005).
+pub const IDS_PER_BATCH: i64 = 32768;
+
+/// At most this many ranges go into one statement; beyond, the closest are
+/// merged (a range may then hold other rows, which the other conditions
+/// drop).
+const MAX_ID_RANGES: usize = 64;
+
+/// Ids `lo..=hi` whose rows' timestamps lie in `first..=last`: the time span
+/// lets PostgreSQL skip every day partition the rows cannot be in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdRange {
+    pub lo: i64,
+    pub hi: i64,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+/// One ledger row as the queries use it: its batch number and time span.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerBatch {
+    pub batch: i64,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+/// The id ranges of the rows of these ledger batches: batch `b` covers ids
+/// `[b × 32768, b × 32768 + 32767]`, a negative `-n` (rows stored before
+/// the upgrade to the partitioned schema) `[0, n × 32768 - 1]`. Adjacent
+/// ranges merge; past [`MAX_ID_RANGES`] the closest neighbours do.
+pub fn id_ranges(mut batches: Vec<LedgerBatch>) -> Vec<IdRange> {
+    batches.sort_unstable_by_key(|b| b.batch);
+    let mut ranges: Vec<IdRange> = Vec::new();
+    for b in batches {
+        let (lo, hi) = if b.batch < 0 {
+            (0, (-b.batch) * IDS_PER_BATCH - 1)
+        } else {
+            let lo = b.batch * IDS_PER_BATCH;
+            (lo, lo + IDS_PER_BATCH - 1)
+        };
+        match ranges.last_mut() {
+            Some(last) if lo <= last.hi + 1 => merge(last, hi, b.first, b.last),
+            _ => ranges.push(IdRange {
+                lo,
+                hi,
+                first: b.first,
+                last: b.last,
+            }),
+        }
+    }
+    while ranges.len() > MAX_ID_RANGES {
+        let closest = (1..ranges.len())
+            .min_by_key(|&i| ranges[i].lo - ranges[i - 1].hi)
+            .unwrap_or(1);
+        let gone = ranges.remove(closest);
+        merge(&mut ranges[closest - 1], gone.hi, gone.first, gone.last);
+    }
+    ranges
+}
+
+fn merge(range: &mut IdRange, hi: i64, first: DateTime<Utc>, last: DateTime<Utc>) {
+    range.hi = range.hi.max(hi);
+    range.first = range.first.min(first);
+    range.last = range.last.max(last);
 }
 
 /// Which slice of the table, by row id, a query reads.
@@ -99,6 +170,24 @@ impl LogFilter {
             let since = dialect.timestamp_param(&param(SqlValue::Text(since.clone())));
             conditions.push(format!("timestamp >= {since}"));
         }
+        if let Some(ranges) = &self.id_ranges {
+            let ranges: Vec<String> = ranges
+                .iter()
+                .map(|r| {
+                    format!(
+                        "(id BETWEEN {} AND {} AND timestamp BETWEEN '{}' AND '{}')",
+                        r.lo,
+                        r.hi,
+                        crate::record::format_ts(&r.first),
+                        crate::record::format_ts(&r.last)
+                    )
+                })
+                .collect();
+            conditions.push(match ranges.len() {
+                0 => "false".into(),
+                _ => format!("({})", ranges.join(" OR ")),
+            });
+        }
         conditions.push(match bound {
             IdBound::AtMost(id) => format!("id <= {}", param(SqlValue::Int(id))),
             IdBound::After(id) => format!("id > {}", param(SqlValue::Int(id))),
@@ -141,5 +230,93 @@ impl PageAfter {
         let time = param(SqlValue::Time(self.timestamp));
         let id = param(SqlValue::Int(self.id));
         format!("(timestamp, id) {op} ({time}, {id})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
+    }
+
+    fn batch(batch: i64, first: i64, last: i64) -> LedgerBatch {
+        LedgerBatch {
+            batch,
+            first: at(first),
+            last: at(last),
+        }
+    }
+
+    fn span(r: &IdRange) -> (i64, i64, DateTime<Utc>, DateTime<Utc>) {
+        (r.lo, r.hi, r.first, r.last)
+    }
+
+    #[test]
+    fn batches_become_merged_id_ranges_with_their_time_spans() {
+        let n = IDS_PER_BATCH;
+        let ranges = id_ranges(vec![
+            batch(5, 50, 59),
+            batch(3, 30, 39),
+            batch(4, 40, 49),
+            batch(9, 90, 99),
+        ]);
+        let got: Vec<_> = ranges.iter().map(span).collect();
+        assert_eq!(
+            got,
+            [
+                (3 * n, 6 * n - 1, at(30), at(59)),
+                (9 * n, 10 * n - 1, at(90), at(99))
+            ]
+        );
+        // Rows from before the partitioned schema: every id below 2 × 32768.
+        let ranges = id_ranges(vec![batch(-2, 5, 6), batch(1, 1, 2)]);
+        assert_eq!(
+            ranges.iter().map(span).collect::<Vec<_>>(),
+            [(0, 2 * n - 1, at(1), at(6))]
+        );
+        assert_eq!(id_ranges(vec![]), []);
+    }
+
+    #[test]
+    fn too_many_ranges_merge_their_closest_neighbours() {
+        let batches: Vec<i64> = (0..200).map(|i| i * 2 + i / 50).collect();
+        let ranges = id_ranges(batches.iter().map(|&b| batch(b, b, b)).collect());
+        assert_eq!(ranges.len(), MAX_ID_RANGES);
+        for b in batches {
+            let id = b * IDS_PER_BATCH + 7;
+            assert!(
+                ranges
+                    .iter()
+                    .any(|r| r.lo <= id && id <= r.hi && r.first <= at(b) && at(b) <= r.last),
+                "{b}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_render_as_one_condition() {
+        let filter = LogFilter {
+            experiment: "e".into(),
+            id_ranges: Some(vec![IdRange {
+                lo: 0,
+                hi: 9,
+                first: DateTime::from_timestamp(0, 0).unwrap(),
+                last: DateTime::from_timestamp(1, 0).unwrap(),
+            }]),
+            ..LogFilter::default()
+        };
+        let (sql, _) = filter.render(
+            Dialect::Postgres,
+            IdBound::AtMost(99),
+            Order::OldestFirst,
+            None,
+            None,
+        );
+        assert!(
+            sql.contains("(id BETWEEN 0 AND 9 OR id BETWEEN 20 AND 29)"),
+            "{sql}"
+        );
     }
 }

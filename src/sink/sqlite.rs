@@ -78,12 +78,12 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(
-            |source| StoreError::Open {
+        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
-            },
-        )?;
+            })?;
+        trace_statements(&mut conn);
         let store = SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -321,6 +321,41 @@ pub fn levels_from(level: Level) -> Vec<&'static str> {
         .filter(|l| **l >= level)
         .map(|l| l.as_str())
         .collect()
+}
+
+/// Where `PMON_TRACE_SQL` asked for the statements of a reading store to
+/// be written (`bench/query_bench.py` checks each one's plan with them).
+static TRACE_FILE: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> =
+    std::sync::OnceLock::new();
+
+/// With `PMON_TRACE_SQL=FILE`, appends every statement the connection runs,
+/// its values filled in, to FILE: a diagnostic hook, not configuration.
+fn trace_statements(conn: &mut Connection) {
+    let Some(path) = std::env::var_os("PMON_TRACE_SQL") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(file) = file {
+        let _ = TRACE_FILE.set(std::sync::Mutex::new(file));
+        conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(write_trace),
+        );
+    }
+}
+
+fn write_trace(event: rusqlite::trace::TraceEvent<'_>) {
+    use std::io::Write;
+    let rusqlite::trace::TraceEvent::Stmt(stmt, sql) = event else {
+        return;
+    };
+    let sql = stmt.expanded_sql().unwrap_or_else(|| sql.to_string());
+    if let Some(Ok(mut file)) = TRACE_FILE.get().map(|f| f.lock()) {
+        let _ = writeln!(file, "{}", sql.replace('\n', " "));
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod parsers;
 mod pg_auth;
 mod pg_server;
 mod pg_tls;
+mod pg_upgrade;
 mod pgbouncer;
 mod postgres;
 mod queries;

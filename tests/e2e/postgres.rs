@@ -524,7 +524,8 @@ fn sql_literal(value: rusqlite::types::Value) -> String {
 
 /// Copies the embedded store's runs, records, progress and metrics into PostgreSQL
 /// row for row, ids and times included, so that both stores hold the same
-/// data and every query must answer byte for byte alike.
+/// data and every query must answer byte for byte alike; then enters the
+/// records in the batch ledger as the agent would have.
 fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
     let conn = local.sql();
     let tables = [
@@ -559,6 +560,15 @@ fn copy_store_into_postgres(local: &Agent, server: &PgServer, db: &str) {
             );
         }
     }
+    // What the agent writes with each batch: the ledger, through which the
+    // queries find an experiment's rows (ids as given: the form an upgraded
+    // database's ledger has, a negative batch covering every id below it).
+    server.psql(
+        db,
+        "INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time)
+         SELECT experiment_id, run_id, origin, min(seq), max(seq), -1 - max(id) / 32768, count(*), min(timestamp), max(timestamp)
+         FROM pipeline_logs GROUP BY experiment_id, run_id, origin",
+    );
 }
 
 #[test]

@@ -279,7 +279,7 @@ impl QueryDb<'_> {
             QueryDb::Postgres(pg) => pg_scalar(
                 pg,
                 pg_query(
-                    "SELECT (coalesce(max(batch), 0) + 1) * 32768 - 1 FROM pipeline_batches",
+                    "SELECT (greatest(max(batch), -min(batch) - 1, 0) + 1) * 32768 - 1 FROM pipeline_batches",
                     Vec::new(),
                 ),
             ),

@@ -58,11 +58,69 @@ pub(super) fn pg_each_log(
     order: Order,
     visit: &mut dyn FnMut(LogRow) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
+    let narrowed;
+    let filter = match (bound, &filter.id_ranges) {
+        (IdBound::AtMost(_), None) if !only_errors(filter) => {
+            narrowed = LogFilter {
+                id_ranges: Some(ledger_id_ranges(pg, filter)?),
+                ..filter.clone()
+            };
+            &narrowed
+        }
+        _ => filter,
+    };
     let mut fetch = |sql: &str, values: Vec<SqlValue>| {
         let rows = pg.fetch_all(pg_query(sql, values))?;
         decode_all(&rows, pg_log)
     };
     each_log_paged(Dialect::Postgres, filter, bound, order, &mut fetch, visit)
+}
+
+/// ERROR/CRITICAL reads have their own index (by experiment and time).
+fn only_errors(filter: &LogFilter) -> bool {
+    filter
+        .levels
+        .as_ref()
+        .is_some_and(|l| l.iter().all(|l| matches!(*l, "ERROR" | "CRITICAL")))
+}
+
+/// Where the filter's rows can be: the id ranges of its experiment's (and
+/// runs') batches in the ledger, which is indexed by experiment and run.
+/// A follow poll (`IdBound::After`) needs none: it reads the newest ids.
+fn ledger_id_ranges(
+    pg: &mut PostgresStore,
+    filter: &LogFilter,
+) -> anyhow::Result<Vec<super::super::filter::IdRange>> {
+    let mut values = vec![SqlValue::Text(filter.experiment.clone())];
+    let mut sql =
+        "SELECT batch, first_time, last_time FROM pipeline_batches WHERE experiment_id = $1 AND first_time IS NOT NULL"
+            .to_string();
+    if let Some(run) = &filter.run_id {
+        values.push(SqlValue::Text(run.clone()));
+        sql.push_str(&format!(" AND run_id = ${}", values.len()));
+    }
+    if let Some(first) = &filter.runs_from {
+        values.push(SqlValue::Text(first.clone()));
+        sql.push_str(&format!(" AND run_id >= ${}", values.len()));
+    }
+    if let Some(since) = &filter.since {
+        values.push(SqlValue::Text(since.clone()));
+        sql.push_str(&format!(" AND last_time >= ${}::timestamptz", values.len()));
+    }
+    let rows = pg
+        .fetch_all(pg_query(&sql, values))
+        .context("could not read the batch ledger")?;
+    let batches = rows
+        .iter()
+        .map(|r| {
+            Ok(super::super::filter::LedgerBatch {
+                batch: r.try_get(0)?,
+                first: r.try_get(1)?,
+                last: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(super::super::filter::id_ranges(batches))
 }
 
 /// One page of log rows, each with its timestamp as a time (the page key).

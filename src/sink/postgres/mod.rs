@@ -54,8 +54,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// The oldest PostgreSQL we support (bloom BRIN indexes came with 14).
-const MIN_SERVER_VERSION: i64 = 140000;
+/// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
+const MIN_SERVER_VERSION: i64 = 130000;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ pub enum PgError {
     BadUrl { url: String, reason: String },
     #[error("could not connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 14 or newer")]
+    #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 13 or newer")]
     TooOld { url: String, version: String },
     #[error("could not apply migrations/postgres to {url}: {reason}")]
     Migrate { url: String, reason: String },
@@ -467,10 +467,14 @@ async fn store_logs(
     if fresh.is_empty() {
         return Ok(());
     }
+    let mut last = numbers[0];
     for (chunk, number) in fresh.chunks(ledger::ROWS_PER_NUMBER).zip(&numbers) {
         copy_rows(tx, ctx, chunk, *number).await?;
+        last = *number;
     }
-    ledger::record(tx, ctx, &fresh, numbers[0]).await
+    // The highest number used: `query logs` reads ids up to the end of the
+    // highest number in the ledger.
+    ledger::record(tx, ctx, &fresh, last).await
 }
 
 /// How much COPY data is encoded before it is sent: the rows are streamed in
