@@ -315,7 +315,7 @@ mod tests {
             None,
         );
         assert!(
-            sql.contains("(id BETWEEN 0 AND 9 OR id BETWEEN 20 AND 29)"),
+            sql.contains("AND ((id BETWEEN 0 AND 9 AND timestamp BETWEEN '1970-01-01T00:00:00.000000Z' AND '1970-01-01T00:00:01.000000Z')) AND"),
             "{sql}"
         );
     }
