@@ -1302,3 +1302,21 @@ fn an_idle_agent_releases_its_connection_and_reconnects_for_new_lines() {
     let out = tail.wait_with_output();
     assert!(out.status.success(), "{}", stderr_text(&out));
 }
+
+#[test]
+fn db_distribute_on_plain_postgresql_says_to_run_it_on_a_citus_coordinator() {
+    let (server, db) = shared_database();
+    let agent = Agent::new();
+    let out = agent
+        .cmd(&["db", "distribute"])
+        .env("PMON_DATABASE_URL", server.url(&db))
+        .output()
+        .unwrap();
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a Citus coordinator") && err.contains("CREATE EXTENSION citus"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+}
