@@ -16,7 +16,7 @@ pub mod sqlite;
 mod worker;
 
 pub use batch::{Batcher, BatcherSettings};
-pub use queue::{batch_queue, BatchReceiver, BatchSender, QUEUE_BYTES};
+pub use queue::{batch_queue, BatchReceiver, BatchSender, COALESCE_BYTES, QUEUE_BYTES};
 pub use sqlite::SqliteStore;
 pub use worker::{SinkStats, SinkWorker};
 
@@ -126,6 +126,11 @@ impl Batch {
 
 /// A destination for batches.
 pub trait Sink: Send {
+    /// How many bytes of records one write should take at most
+    /// ([`queue::COALESCE_BYTES`] unless the store streams them).
+    fn coalesce_bytes(&self, _batch: &Batch) -> usize {
+        COALESCE_BYTES
+    }
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
     /// Called when no batch has arrived for a while (replays, retries).
     fn idle(&mut self) {}

@@ -150,7 +150,8 @@ fn run(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         let limit = coalesce_limit(&batch);
-        rx.coalesce(&mut batch, limit);
+        let bytes = sink.coalesce_bytes(&batch);
+        rx.coalesce(&mut batch, limit, bytes);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
         }

@@ -153,10 +153,11 @@ impl SpoolingSink {
                 // Another agent sharing the data dir may have shipped
                 // `oldest_id` meanwhile: delete what was shipped, by its own id.
                 _ => match self.spool.oldest() {
-                    Ok(Some((oldest, ctx, batch))) => {
+                    Ok(Some((oldest, ctx, mut batch))) => {
+                        let last = self.take_following(oldest, &ctx, &mut batch);
                         rows = SpoolRows {
                             first: oldest,
-                            last: oldest,
+                            last,
                         };
                         let shipped = self.pg.write(&ctx, &batch).map(|()| batch.logs.len());
                         if let (true, Ok(records)) = (counting, &shipped) {
@@ -272,11 +273,12 @@ impl SpoolingSink {
         let total = self.spool.stats().map(|s| s.pending).unwrap_or(0);
         let mut done = 0;
         let mut tally = ReplayTally::default();
-        while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
+        while let Ok(Some((id, ctx, mut batch))) = self.spool.oldest() {
+            let last = self.take_following(id, &ctx, &mut batch);
             self.pg.write(&ctx, &batch)?;
             done += batch.logs.len() as u64;
             tally.add(&ctx, batch.logs.len());
-            let _ = self.spool.delete(id);
+            let _ = self.spool.delete_rows(SpoolRows { first: id, last });
             progress(done, total);
         }
         tally.record(&mut self.pg, "spool replay");
@@ -313,7 +315,47 @@ impl ReplayTally {
     }
 }
 
+/// How many records a replay writes in one transaction at most: spooled
+/// batches of one run that follow each other are shipped together, so a
+/// replay costs fewer commits (each waits for the server's WAL flush).
+const REPLAY_RECORDS: usize = 8_000;
+
+impl SpoolingSink {
+    /// Appends to `batch` the spooled batches of its run that follow row
+    /// `first`, up to [`REPLAY_RECORDS`]; returns the last row taken.
+    /// Only while connected: a retry that may still fail reads one row.
+    fn take_following(&self, first: i64, ctx: &RunContext, batch: &mut Batch) -> i64 {
+        let mut last = first;
+        while self.pg.is_connected() && batch.logs.len() < REPLAY_RECORDS {
+            match self.spool.next_of_run(last, ctx) {
+                Ok(Some((next, more))) if batch.logs.len() + more.logs.len() <= REPLAY_RECORDS => {
+                    batch.append(more);
+                    last = next;
+                }
+                _ => break,
+            }
+        }
+        last
+    }
+}
+
 impl Sink for SpoolingSink {
+    /// Larger writes while they go straight to PostgreSQL (connected, the
+    /// spool empty): a batch with read positions, or any batch while the
+    /// spool holds records or the database has not answered yet, may go
+    /// through the spool, which encodes it whole.
+    fn coalesce_bytes(&self, batch: &Batch) -> usize {
+        let direct = matches!(self.link, Link::Up)
+            && self.pg.is_connected()
+            && self.known_pending == 0
+            && (batch.checkpoints.is_empty() || batch.checkpoints_may_lag());
+        if direct {
+            super::queue::COALESCE_BYTES_DIRECT
+        } else {
+            super::COALESCE_BYTES
+        }
+    }
+
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
         self.last_write = Instant::now();
         if !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag() {
@@ -442,7 +484,7 @@ mod tests {
         let mut shipped = Vec::new();
         while let Some((id, _, batch)) = spool.oldest().unwrap() {
             shipped.push((id, batch.logs[0].record.message.clone()));
-            spool.delete(id).unwrap();
+            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
         }
         assert_eq!(
             shipped,
@@ -495,7 +537,7 @@ mod tests {
         let mut events = Vec::new();
         while let Some((id, _, part)) = spool.oldest().unwrap() {
             events.extend(part.events);
-            spool.delete(id).unwrap();
+            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
         }
         assert_eq!(events.len(), 1, "the exit event is kept");
         assert_eq!(
@@ -517,7 +559,7 @@ mod tests {
         while let Some((id, _, part)) = spool.oldest().unwrap() {
             sizes.push((part.logs.len(), part.events.len()));
             back.append(part);
-            spool.delete(id).unwrap();
+            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
         }
         assert_eq!(sizes, vec![(ROW_RECORDS, 0), (ROW_RECORDS, 0), (5, 1)]);
         assert_eq!(back, big);

@@ -215,11 +215,38 @@ impl Spool {
         }
     }
 
-    pub fn delete(&self, id: i64) -> Result<(), SinkError> {
-        self.delete_rows(SpoolRows {
-            first: id,
-            last: id,
-        })
+    /// The spooled batch right after `id` (the next row, none skipped), if it
+    /// belongs to `ctx` and can be read: what a replay may add to the batch
+    /// it is about to write.
+    pub fn next_of_run(
+        &self,
+        id: i64,
+        ctx: &RunContext,
+    ) -> Result<Option<(i64, Batch)>, SinkError> {
+        let row = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT id, experiment_id, run_id, payload FROM pmon_spool WHERE id > ?1 ORDER BY id LIMIT 1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.and_then(|(next, experiment_id, run_id, payload)| {
+            if experiment_id != ctx.experiment_id || run_id != ctx.run_id {
+                return None;
+            }
+            serde_json::from_slice(&payload)
+                .ok()
+                .map(|batch| (next, batch))
+        }))
     }
 
     pub fn delete_rows(&self, rows: SpoolRows) -> Result<(), SinkError> {
