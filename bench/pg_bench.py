@@ -418,6 +418,12 @@ def main():
         for label, x in results:
             print("| %s | %s | %.2f× | %s |" % (label, rate(x["rate"]), x["rate"] / base_rate, bench.mib(x["maxrss_kib"])))
         print()
+        # Machine-readable, for `run.sh --ratios`.
+        print("RATIO|wrap → PostgreSQL|%.2f|0.6|%s" % (r["rate"] / base_rate, bench.mib(r["maxrss_kib"])))
+        if replay is not None:
+            print("RATIO|spool replay → PostgreSQL|%.2f|0.6|%s" % (replay["rate"] / base_rate,
+                                                             bench.mib(replay["maxrss_kib"])))
+        print()
         facts = bench.machine_facts(a.agent, a.repo)
         facts.insert(4, ("PostgreSQL", "%s (%s, default settings: fsync on, synchronous_commit on)" % (version, bindir)))
         print("Machine: " + "; ".join("%s: %s" % kv for kv in facts) + ".")

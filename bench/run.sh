@@ -5,6 +5,7 @@
 # correctness checks. See bench/README.md.
 #
 # Usage: bench/run.sh [-n LINES] [-r REPEAT] [--no-echo-run] [--no-extra-baselines] [--keep]
+#        bench/run.sh --ratios [-n LINES]
 #        bench/run.sh --postgres [-n LINES] [--no-extra-baselines] [--no-replay] [--keep]
 #        bench/run.sh --memory [-n LINES] [--no-postgres] [--keep]
 #        bench/run.sh --parsers [-n LINES] [-r REPEAT] [--keep]
@@ -13,6 +14,9 @@
 #        bench/run.sh --agents [-n LINES] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
+#   --ratios   the default-config ratios first: tail, wrap and spool replay into PostgreSQL against
+#              `psql \copy` into a plain 13-column table, tail and wrap into SQLite against `sqlite3
+#              .import` (runs --postgres and --tail --postgres --no-latency; ≈4 min), then their reports
 #   --postgres ship into a private PostgreSQL server instead (pg_bench.py): `psql \copy` baseline,
 #              wrap end to end, spool + `spool replay`; needs /usr/lib/postgresql/*/bin (or PG_BINDIR)
 #   --no-replay          (--postgres) skip the spool/replay phase
@@ -59,6 +63,7 @@ parsers=
 schema=
 queries=
 agents=
+ratios=
 tailpass=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -73,6 +78,7 @@ while [ $# -gt 0 ]; do
         --schema) schema=1; shift ;;
         --queries) queries=1; shift ;;
         --agents) agents=1; shift ;;
+        --ratios) ratios=1; shift ;;
         --records)
             [ $# -ge 2 ] || { echo "run.sh: --records needs a value" >&2; exit 2; }
             pass+=(--records "$2"); shift 2 ;;
@@ -146,6 +152,31 @@ if [ ! -x "$agent" ]; then
     fi
     echo "run.sh: $agent missing; running cargo build --release" >&2
     (cd "$repo" && cargo build --release) || { echo "run.sh: cargo build --release failed" >&2; exit 2; }
+fi
+
+if [ -n "$ratios" ]; then
+    # Each bench against its own baselines, in its own invocation; the
+    # summary of both first, then their whole reports.
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+    status=0
+    python3 "$here/pg_bench.py" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" >"$out/pg.txt" 2>"$out/pg.err" || status=1
+    python3 "$here/tail_bench.py" --gen "$gen" --agent "$agent" --repo "$repo" -n "$lines" --postgres --no-latency \
+        >"$out/tail.txt" 2>"$out/tail.err" || status=1
+    echo "### Default configuration: ratios against the baselines ($lines lines)"
+    echo
+    echo "| path | ratio | goal | peak RSS |"
+    echo "| --- | --- | --- | --- |"
+    grep -h '^RATIO|' "$out/tail.txt" "$out/pg.txt" | while IFS='|' read -r _ what ratio goal rss; do
+        met=$(python3 -c "print('met' if $ratio >= $goal else 'NOT met')")
+        echo "| $what | ${ratio}× | ≥ ${goal}× ($met) | $rss |"
+    done
+    echo
+    echo "Baselines: \`psql \\copy\` of the same rows into a plain 13-column table (PostgreSQL), \`sqlite3 .import\` into a plain table (SQLite)."
+    echo
+    cat "$out/pg.txt" "$out/tail.txt"
+    [ $status -eq 0 ] || { echo "run.sh: a bench failed; its stderr:" >&2; cat "$out/pg.err" "$out/tail.err" >&2; }
+    exit $status
 fi
 
 script=bench.py

@@ -540,6 +540,10 @@ def main():
                            "| %.2f s | %s | %.2f× | %s |"
                            % (w["wall"], rate(w["rate"]), w["rate"] / b["rate"], bench.mib(w["maxrss_kib"])))
             out.append("")
+            # Machine-readable, for `run.sh --ratios`.
+            out.append("RATIO|tail --once → embedded SQLite|%.2f|0.7|%s" % (r["rate"] / b["rate"], bench.mib(r["maxrss_kib"])))
+            if w:
+                out.append("RATIO|wrap → embedded SQLite|%.2f|0.7|%s" % (w["rate"] / b["rate"], bench.mib(w["maxrss_kib"])))
 
             # 5. PostgreSQL
             if a.postgres:
@@ -596,6 +600,7 @@ def main():
                            "| %.2f s | **%s** | **%.2f×** | %s |" % (TAIL_DIR, pr["wall"], rate(pr["rate"]),
                                                                    pr["rate"] / base, bench.mib(pr["maxrss_kib"])))
                 out.append("")
+                out.append("RATIO|tail --once → PostgreSQL|%.2f|0.6|%s" % (pr["rate"] / base, bench.mib(pr["maxrss_kib"])))
 
         # 6. latency
         if not a.no_latency:
