@@ -128,7 +128,45 @@ POLL_SQL = "SELECT message FROM pipeline_logs WHERE message LIKE 'probe %'"
 WARMUP_MSG = "warmup: the agent follows the file and its store is open"
 
 
-def poller_main(db, expected, interval, ready, done, stop, out):
+class StoreReader:
+    """Reads the store the agent writes: the embedded SQLite file (read-only,
+    WAL) or, with `pg_url`, PostgreSQL through one long-lived `psql` (a
+    connection kept open, as the SQLite reader keeps its own)."""
+
+    def __init__(self, db, pg_url=None):
+        self.db, self.pg_url, self.con, self.psql = db, pg_url, None, None
+
+    def rows(self, sql, args=()):
+        if self.pg_url is None:
+            if self.con is None:
+                self.con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=1.0)
+            return self.con.execute(sql, args).fetchall()
+        if self.psql is None:
+            self.psql = subprocess.Popen([os.path.join(pg_bench.pg_bindir(), "psql"), "-X", "-A", "-t", "-q",
+                                          self.pg_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        for value in args:  # only our own probe texts: quote them as SQL literals
+            sql = sql.replace("?", "'%s'" % str(value).replace("'", "''"), 1)
+        self.psql.stdin.write(sql + ";\n\\echo __END__\n")
+        self.psql.stdin.flush()
+        out = []
+        for line in self.psql.stdout:
+            line = line.rstrip("\n")
+            if line == "__END__":
+                break
+            if line:
+                out.append((line,))
+        return out
+
+    def close(self):
+        if self.con is not None:
+            self.con.close()
+        if self.psql is not None:
+            self.psql.stdin.close()
+            self.psql.wait()
+
+
+def poller_main(db, expected, interval, ready, done, stop, out, pg_url=None):
     """Runs in its own process (no GIL shared with the writer). Notes
     time.monotonic() (CLOCK_MONOTONIC, the same clock in every process) right
     after the query in which a probe first shows."""
@@ -136,14 +174,12 @@ def poller_main(db, expected, interval, ready, done, stop, out):
     polls = 0
     errors = 0
     gaps_max = 0.0
-    con = None
+    reader = StoreReader(db, pg_url)
     ready.set()
     last = None
     while not stop.is_set():
         try:
-            if con is None:
-                con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=1.0)
-            rows = con.execute(POLL_SQL).fetchall()
+            rows = reader.rows(POLL_SQL)
         except sqlite3.Error:
             errors += 1
             rows = []
@@ -158,8 +194,7 @@ def poller_main(db, expected, interval, ready, done, stop, out):
         if len(seen) >= expected:
             done.set()
         time.sleep(interval)
-    if con is not None:
-        con.close()
+    reader.close()
     out.send({"seen": seen, "polls": polls, "errors": errors, "max_gap": gaps_max})
     out.close()
 
@@ -184,7 +219,8 @@ def quantile(sorted_xs, p):
     return sorted_xs[max(0, min(len(sorted_xs) - 1, math.ceil(p * len(sorted_xs)) - 1))]
 
 
-def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, interval, poll_interval):
+def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, interval, poll_interval,
+                pg_url=None):
     """One follow-mode run; returns a dict of results and a list of checks."""
     d = tempfile.mkdtemp(prefix="lat-%s-" % name, dir=tmp)
     data_dir = os.path.join(d, "data")
@@ -196,6 +232,8 @@ def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, in
         f.write(config_text)
     env = bench.agent_env(tmp, data_dir)
     env["PMON_CONFIG"] = cfg
+    if pg_url:
+        env["PMON_DATABASE_URL"] = pg_url
     db = os.path.join(data_dir, "pmon.db")
     checks = []
 
@@ -218,17 +256,16 @@ def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, in
         deadline = time.monotonic() + 15
         warm = None
         while time.monotonic() < deadline and p.poll() is None:
+            reader = StoreReader(db, pg_url)
             try:
-                con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=1.0)
-                try:
-                    if con.execute("SELECT count(*) FROM pipeline_logs WHERE message = ?",
-                                   (WARMUP_MSG,)).fetchone()[0]:
-                        warm = time.monotonic() - t_spawn
-                        break
-                finally:
-                    con.close()
-            except sqlite3.Error:
+                found = reader.rows("SELECT count(*) FROM pipeline_logs WHERE message = ?", (WARMUP_MSG,))
+                if found and int(found[0][0]):
+                    warm = time.monotonic() - t_spawn
+                    break
+            except (sqlite3.Error, ValueError):
                 pass
+            finally:
+                reader.close()
             time.sleep(0.005)
         if warm is None:
             raise Failure("latency %s: the warm-up line never became queryable within 15 s (agent rc=%s): %s"
@@ -238,7 +275,8 @@ def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, in
 
         ready, done, stop = ctx.Event(), ctx.Event(), ctx.Event()
         rx, tx = ctx.Pipe(duplex=False)
-        poller = ctx.Process(target=poller_main, args=(db, probes, poll_interval, ready, done, stop, tx), daemon=True)
+        poller = ctx.Process(target=poller_main, args=(db, probes, poll_interval, ready, done, stop, tx, pg_url),
+                             daemon=True)
         poller.start()
         tx.close()
         ready.wait(10)
@@ -318,15 +356,19 @@ def latency_run(agent, tmp, name, level, config_text, flush_interval, probes, in
         f.close()
         errf.close()
 
-    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    reader = StoreReader(db, pg_url)
     try:
-        n, nd, bad = con.execute(
+        counts = reader.rows(
             "SELECT count(*), count(DISTINCT message), "
-            "count(*) FILTER (WHERE level != ? OR logger IS NOT 'app' OR stream != 'file' OR source != ?) "
-            "FROM pipeline_logs WHERE message LIKE 'probe %'", (level, "logs/app.log")).fetchone()
-        runs = con.execute("SELECT state, exit_code FROM pipeline_runs WHERE experiment_id = 'lat'").fetchall()
+            "count(*) FILTER (WHERE level != ? OR coalesce(logger, '') != 'app' OR stream != 'file' OR source != ?) "
+            "FROM pipeline_logs WHERE message LIKE 'probe %'", (level, "logs/app.log"))[0]
+        runs = reader.rows("SELECT state, exit_code FROM pipeline_runs WHERE experiment_id = 'lat'")
     finally:
-        con.close()
+        reader.close()
+    if pg_url:  # psql gives each row as one `a|b|c` line
+        counts = [int(x) for x in counts[0].split("|")]
+        runs = [(st, int(code)) for st, code in (r[0].split("|") for r in runs)]
+    n, nd, bad = counts
     check("%s: every probe stored exactly once (count = count(DISTINCT message) = %d)" % (name, probes),
           n == probes and nd == probes, "count %d, distinct %d" % (n, nd))
     check("%s: probes stored with level %s, logger app, stream file, source logs/app.log" % (name, level),
@@ -626,6 +668,25 @@ def main():
                        lat[-1] if lat else float("nan"), res["term_exit"]))
                 lres.append(res)
                 all_checks.append(("latency " + name, checks))
+            if a.postgres:
+                # The same ERROR probes into PostgreSQL: through the local
+                # spool (tailed batches), then COPY and commit.
+                lsrv = pg_bench.PgServer(pg_bench.pg_bindir(), os.environ.get("BENCH_TMPDIR"))
+                try:
+                    lsrv.initdb()
+                    lsrv.start()
+                    lsrv.createdb("lat")
+                    log("latency error-pg: %d ERROR probes into PostgreSQL…" % a.probes)
+                    res, checks = latency_run(agent, tmp, "error-pg", "ERROR", "", 5.0, a.probes, iv, pv,
+                                              pg_url=lsrv.url("lat"))
+                finally:
+                    lsrv.cleanup()
+                res["label"] = "ERROR lines into **PostgreSQL**, default config"
+                lat = res["lat"]
+                log("  seen %d/%d; p50 %.1f p90 %.1f p99 %.1f ms" % (res["seen"], a.probes, quantile(lat, .5),
+                                                                     quantile(lat, .9), quantile(lat, .99)))
+                lres.append(res)
+                all_checks.append(("latency error-pg", checks))
             nf = None
             if a.new_files > 0:
                 log("latency new files: %d files with a short first line, %d with a long one…"
@@ -634,7 +695,8 @@ def main():
                 all_checks.append(("latency new files", checks))
                 log("  short: %s ms; long: %s ms" % (", ".join("%.0f" % x for x in nf["short"]),
                                                      ", ".join("%.0f" % x for x in nf["long"])))
-            out.append("### Append → queryable latency, `pmon-agent tail -e lat DIR` (follow mode, embedded SQLite)")
+            out.append("### Append → queryable latency, `pmon-agent tail -e lat DIR` (follow mode, embedded SQLite%s)"
+                       % (" and PostgreSQL" if a.postgres else ""))
             out.append("")
             out.append("%d probes per run, one line every %g ms (`flush()` after each), store polled every %g ms "
                        "by a separate process (read-only connection, WAL)." % (a.probes, a.probe_interval_ms,
