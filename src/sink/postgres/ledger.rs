@@ -15,30 +15,65 @@
 //! to commit and then sees its ranges.
 
 use super::super::{RunContext, SeqRecord};
-use super::unnamed;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
-use sqlx::Row;
+use sqlx::{Executor, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Rows per batch number: a row's id is `number × ROWS_PER_NUMBER + position`.
 pub const ROWS_PER_NUMBER: usize = 32768;
 
-/// Takes the run's lock, then `count` batch numbers.
-pub async fn lock_and_number(
-    tx: &mut PgConnection,
+/// Opens the batch's transaction, takes the run's lock, draws `count` batch
+/// numbers and reads the ledger ranges that overlap the batch — in one
+/// round trip (several statements in one simple query: each gets its own
+/// snapshot, so the ledger is read after the lock is held). Under load a
+/// write's round trips, not its rows, were a good part of its time.
+pub async fn begin_and_read(
+    conn: &mut PgConnection,
     ctx: &RunContext,
+    rows: &[SeqRecord],
     count: usize,
-) -> sqlx::Result<Vec<i64>> {
-    let rows = unnamed(
-        "SELECT nextval('pipeline_log_batches') FROM pg_advisory_xact_lock(hashtextextended($1, 5005)), generate_series(1, $2)",
-    )
-    .bind(&ctx.run_id)
-    .bind(count as i32)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
+) -> sqlx::Result<(Vec<i64>, Stored)> {
+    let overlaps: Vec<String> = spans(rows)
+        .into_iter()
+        .map(|(origin, (first, last))| {
+            format!(
+                "(origin = {} AND last_seq >= {first} AND first_seq <= {last})",
+                literal(origin)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtextextended({run}, 5005));
+         SELECT nextval('pipeline_log_batches') FROM generate_series(1, {count});
+         SELECT origin, first_seq, last_seq FROM pipeline_batches
+         WHERE experiment_id = {experiment} AND run_id = {run} AND ({overlaps})",
+        run = literal(&ctx.run_id),
+        experiment = literal(&ctx.experiment_id),
+        overlaps = overlaps.join(" OR "),
+    );
+    let found = conn.fetch_all(sqlx::AssertSqlSafe(sql)).await?;
+    let mut numbers = Vec::new();
+    let mut stored = Stored::default();
+    for row in found {
+        match row.len() {
+            1 if row.try_get::<i64, _>(0).is_ok() => numbers.push(row.get(0)),
+            3 => {
+                let range = (row.get::<i64, _>(1) as u64, row.get::<i64, _>(2) as u64);
+                stored.ranges.entry(row.get(0)).or_default().push(range);
+            }
+            _ => {}
+        }
+    }
+    Ok((numbers, stored))
+}
+
+/// `text` as an SQL string literal (standard_conforming_strings, on since
+/// PostgreSQL 9.1; NUL, which text refuses, as U+2400 like everywhere).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''").replace('\0', "\u{2400}"))
 }
 
 /// The seq range of each origin in `rows`.
@@ -70,38 +105,6 @@ impl Stored {
                 .any(|&(first, last)| first <= row.seq && row.seq <= last)
         })
     }
-}
-
-/// Reads the ledger's ranges that overlap the batch (under the run's lock).
-pub async fn stored(
-    tx: &mut PgConnection,
-    ctx: &RunContext,
-    rows: &[SeqRecord],
-) -> sqlx::Result<Stored> {
-    let spans = spans(rows);
-    let origins: Vec<&str> = spans.keys().copied().collect();
-    let firsts: Vec<i64> = origins.iter().map(|o| spans[o].0 as i64).collect();
-    let lasts: Vec<i64> = origins.iter().map(|o| spans[o].1 as i64).collect();
-    let found = unnamed(
-        "SELECT b.origin, b.first_seq, b.last_seq
-         FROM unnest($3::text[], $4::bigint[], $5::bigint[]) AS q(origin, first_seq, last_seq)
-         JOIN pipeline_batches b ON b.experiment_id = $1 AND b.run_id = $2 AND b.origin = q.origin
-              AND b.last_seq >= q.first_seq AND b.first_seq <= q.last_seq",
-    )
-    .bind(&ctx.experiment_id)
-    .bind(&ctx.run_id)
-    .bind(&origins)
-    .bind(&firsts)
-    .bind(&lasts)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut stored = Stored::default();
-    for row in found {
-        let origin: String = row.get(0);
-        let range = (row.get::<i64, _>(1) as u64, row.get::<i64, _>(2) as u64);
-        stored.ranges.entry(origin).or_default().push(range);
-    }
-    Ok(stored)
 }
 
 /// One ledger row: what a batch stored of one origin.
@@ -138,36 +141,29 @@ fn pieces(rows: &[&SeqRecord]) -> Vec<Piece> {
     pieces
 }
 
-/// Writes the ledger rows of the records just copied.
-pub async fn record(
-    tx: &mut PgConnection,
-    ctx: &RunContext,
-    rows: &[&SeqRecord],
-    batch: i64,
-) -> sqlx::Result<()> {
-    let pieces = pieces(rows);
-    let origins: Vec<&str> = pieces.iter().map(|p| &*p.origin).collect();
-    let firsts: Vec<i64> = pieces.iter().map(|p| p.first_seq as i64).collect();
-    let lasts: Vec<i64> = pieces.iter().map(|p| p.last_seq as i64).collect();
-    let counts: Vec<i32> = pieces.iter().map(|p| p.rows).collect();
-    let first_times: Vec<DateTime<Utc>> = pieces.iter().map(|p| p.first_time).collect();
-    let last_times: Vec<DateTime<Utc>> = pieces.iter().map(|p| p.last_time).collect();
-    unnamed(
-        "INSERT INTO pipeline_batches (experiment_id, run_id, batch, origin, first_seq, last_seq, rows, first_time, last_time)
-         SELECT $1, $2, $3, * FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::int[], $8::timestamptz[], $9::timestamptz[])",
+/// The statement entering the records just copied in the ledger (sent
+/// with the commit, in one round trip).
+pub fn record_sql(ctx: &RunContext, rows: &[&SeqRecord], batch: i64) -> String {
+    let values: Vec<String> = pieces(rows)
+        .iter()
+        .map(|p| {
+            format!(
+                "({}, {}, {}, {}, {}, {batch}, {}, {}, {})",
+                literal(&ctx.experiment_id),
+                literal(&ctx.run_id),
+                literal(&p.origin),
+                p.first_seq as i64,
+                p.last_seq as i64,
+                p.rows,
+                literal(&crate::record::format_ts(&p.first_time)),
+                literal(&crate::record::format_ts(&p.last_time)),
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time) VALUES {}",
+        values.join(", ")
     )
-    .bind(&ctx.experiment_id)
-    .bind(&ctx.run_id)
-    .bind(batch)
-    .bind(&origins)
-    .bind(&firsts)
-    .bind(&lasts)
-    .bind(&counts)
-    .bind(&first_times)
-    .bind(&last_times)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -193,6 +189,25 @@ mod tests {
             .collect();
         assert_eq!(held, [10, 15, 20, 40]);
         assert!(!stored.holds(&row("b", 15)));
+    }
+
+    #[test]
+    fn literals_are_quoted_and_free_of_nul() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\0b"), "'a\u{2400}b'");
+    }
+
+    #[test]
+    fn the_ledger_statement_has_a_row_per_origin() {
+        let rows = [row("b", 7), row("a", 3), row("b", 9)];
+        let refs: Vec<&SeqRecord> = rows.iter().collect();
+        let ctx = RunContext {
+            experiment_id: "e".into(),
+            run_id: "r".into(),
+        };
+        let sql = record_sql(&ctx, &refs, 42);
+        assert!(sql.contains("('e', 'r', 'a', 3, 3, 42, 1, '"), "{sql}");
+        assert!(sql.contains("('e', 'r', 'b', 7, 9, 42, 2, '"), "{sql}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::{Batch, RunContext};
 use crate::config::redact_url;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -410,10 +410,28 @@ async fn write_with_partitions(
     Ok(())
 }
 
+/// One batch, one transaction; on an error the transaction is rolled back
+/// (the caller may try once more on the same connection).
 async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -> sqlx::Result<()> {
-    let mut tx = conn.begin().await?;
-    if !batch.logs.is_empty() {
-        store_logs(&mut tx, ctx, &batch.logs).await?;
+    let result = write_in_transaction(conn, ctx, batch).await;
+    if result.is_err() {
+        let _ = conn.execute("ROLLBACK").await;
+    }
+    result
+}
+
+async fn write_in_transaction(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+    batch: &Batch,
+) -> sqlx::Result<()> {
+    // The ledger rows go with the commit; the rest of the batch (events,
+    // progress, samples, runs: few, and only now and then) on its own.
+    let mut ending = String::new();
+    if batch.logs.is_empty() {
+        tx.execute("BEGIN").await?;
+    } else if let Some(ledger) = store_logs(tx, ctx, &batch.logs).await? {
+        ending = ledger + ";\n";
     }
     for e in &batch.events {
         unnamed("INSERT INTO pipeline_events (event_id, experiment_id, run_id, timestamp, event_type, details) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (experiment_id, event_id) DO NOTHING")
@@ -442,30 +460,33 @@ async fn write_batch(conn: &mut PgConnection, ctx: &RunContext, batch: &Batch) -
             .await?;
     }
     if !batch.metrics.is_empty() {
-        insert_metrics(&mut tx, ctx, &batch.metrics).await?;
+        insert_metrics(tx, ctx, &batch.metrics).await?;
     }
     for run in &batch.runs {
-        upsert_run(&mut tx, run).await?;
+        upsert_run(tx, run).await?;
     }
-    tx.commit().await
+    ending.push_str("COMMIT");
+    tx.execute(sqlx::AssertSqlSafe(ending)).await?;
+    Ok(())
 }
 
-/// The batch's log records that the ledger does not hold yet, copied in and
-/// entered in the ledger (see [`ledger`] for why that is exactly once).
+/// The batch's log records that the ledger does not hold yet, copied in;
+/// opens the transaction. Returns the statement that enters them in the
+/// ledger, to be sent with the commit (see [`ledger`] for why that is
+/// exactly once); `None` if every record was stored before.
 async fn store_logs(
     tx: &mut PgConnection,
     ctx: &RunContext,
     rows: &[super::SeqRecord],
-) -> sqlx::Result<()> {
-    let numbers =
-        ledger::lock_and_number(tx, ctx, rows.len().div_ceil(ledger::ROWS_PER_NUMBER)).await?;
-    let stored = ledger::stored(tx, ctx, rows).await?;
+) -> sqlx::Result<Option<String>> {
+    let count = rows.len().div_ceil(ledger::ROWS_PER_NUMBER);
+    let (numbers, stored) = ledger::begin_and_read(tx, ctx, rows, count).await?;
     let fresh: Vec<&super::SeqRecord> = rows
         .iter()
         .filter(|r| stored.is_empty() || !stored.holds(r))
         .collect();
     if fresh.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut last = numbers[0];
     for (chunk, number) in fresh.chunks(ledger::ROWS_PER_NUMBER).zip(&numbers) {
@@ -474,7 +495,7 @@ async fn store_logs(
     }
     // The highest number used: `query logs` reads ids up to the end of the
     // highest number in the ledger.
-    ledger::record(tx, ctx, &fresh, last).await
+    Ok(Some(ledger::record_sql(ctx, &fresh, last)))
 }
 
 /// How much COPY data is encoded before it is sent: the rows are streamed in

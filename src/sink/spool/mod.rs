@@ -484,7 +484,12 @@ mod tests {
         let mut shipped = Vec::new();
         while let Some((id, _, batch)) = spool.oldest().unwrap() {
             shipped.push((id, batch.logs[0].record.message.clone()));
-            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
+            spool
+                .delete_rows(SpoolRows {
+                    first: id,
+                    last: id,
+                })
+                .unwrap();
         }
         assert_eq!(
             shipped,
@@ -537,7 +542,12 @@ mod tests {
         let mut events = Vec::new();
         while let Some((id, _, part)) = spool.oldest().unwrap() {
             events.extend(part.events);
-            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
+            spool
+                .delete_rows(SpoolRows {
+                    first: id,
+                    last: id,
+                })
+                .unwrap();
         }
         assert_eq!(events.len(), 1, "the exit event is kept");
         assert_eq!(
@@ -559,7 +569,12 @@ mod tests {
         while let Some((id, _, part)) = spool.oldest().unwrap() {
             sizes.push((part.logs.len(), part.events.len()));
             back.append(part);
-            spool.delete_rows(SpoolRows { first: id, last: id }).unwrap();
+            spool
+                .delete_rows(SpoolRows {
+                    first: id,
+                    last: id,
+                })
+                .unwrap();
         }
         assert_eq!(sizes, vec![(ROW_RECORDS, 0), (ROW_RECORDS, 0), (5, 1)]);
         assert_eq!(back, big);
