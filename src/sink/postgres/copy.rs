@@ -17,8 +17,13 @@ const FIELD_COUNT: i16 = 15;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// PostgreSQL's text types reject NUL; it is stored as U+2400 (␀).
-const NUL_STANDIN: &str = "\u{2400}";
+/// PostgreSQL's text and jsonb reject NUL; it is stored as U+2400 (␀).
+pub const NUL_STANDIN: &str = "\u{2400}";
+
+/// `text` with NUL made the stand-in.
+pub fn safe(text: &str) -> String {
+    text.replace('\0', NUL_STANDIN)
+}
 
 /// A growing COPY binary stream: header, rows, and the end marker.
 pub struct BinaryRows {
@@ -84,7 +89,7 @@ impl BinaryRows {
             return;
         };
         if text.contains('\0') {
-            self.bytes(text.replace('\0', NUL_STANDIN).as_bytes());
+            self.bytes(safe(text).as_bytes());
         } else {
             self.bytes(text.as_bytes());
         }

@@ -73,7 +73,7 @@ pub async fn begin_and_read(
 /// `text` as an SQL string literal (standard_conforming_strings, on since
 /// PostgreSQL 9.1; NUL, which text refuses, as U+2400 like everywhere).
 pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''").replace('\0', "\u{2400}"))
+    format!("'{}'", super::copy::safe(text).replace('\'', "''"))
 }
 
 /// The seq range of each origin in `rows`.
