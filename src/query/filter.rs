@@ -3,6 +3,7 @@
 
 use super::rows::LOG_COLUMNS;
 use super::sql::{Dialect, SqlValue};
+use crate::sink::postgres::IDS_PER_BATCH;
 use chrono::{DateTime, Utc};
 
 /// The SQL-side filters of a log query.
@@ -26,10 +27,6 @@ pub struct LogFilter {
     /// no index by experiment or run.
     pub id_ranges: Option<Vec<IdRange>>,
 }
-
-/// Rows per batch number in PostgreSQL: a row's id is
-/// `batch × IDS_PER_BATCH + position` (see migrations/postgres/0005).
-pub const IDS_PER_BATCH: i64 = 32768;
 
 /// At most this many ranges go into one statement; beyond, the closest are
 /// merged (a range may then hold other rows, which the other conditions

@@ -26,6 +26,7 @@ use crate::app::App;
 use crate::cli::Format;
 use crate::procinfo;
 use crate::run::{self, Run};
+use crate::sink::postgres::IDS_PER_BATCH;
 use crate::sink::postgres::{PgError, PostgresStore};
 use crate::sink::spool::Spool;
 use crate::sink::SqliteStore;
@@ -279,7 +280,7 @@ impl QueryDb<'_> {
             QueryDb::Postgres(pg) => pg_scalar(
                 pg,
                 pg_query(
-                    "SELECT (greatest(max(batch), -min(batch) - 1, 0) + 1) * 32768 - 1 FROM pipeline_batches",
+                    &format!("SELECT (greatest(max(batch), -min(batch) - 1, 0) + 1) * {IDS_PER_BATCH} - 1 FROM pipeline_batches"),
                     Vec::new(),
                 ),
             ),

@@ -46,8 +46,8 @@ pub async fn begin_and_read(
         .collect();
     let sql = format!(
         "BEGIN;
-         SELECT pg_advisory_xact_lock(hashtextextended({run}, 5005));
-         SELECT nextval('pipeline_log_batches') FROM generate_series(1, {count});
+         SELECT nextval('pipeline_log_batches')
+         FROM pg_advisory_xact_lock(hashtextextended({run}, 5005)), generate_series(1, {count});
          SELECT origin, first_seq, last_seq FROM pipeline_batches
          WHERE experiment_id = {experiment} AND run_id = {run} AND ({overlaps})",
         run = literal(&ctx.run_id),
@@ -58,8 +58,9 @@ pub async fn begin_and_read(
     let mut numbers = Vec::new();
     let mut stored = Stored::default();
     for row in found {
+        // The numbers come as one column, the ledger's ranges as three.
         match row.len() {
-            1 if row.try_get::<i64, _>(0).is_ok() => numbers.push(row.get(0)),
+            1 => numbers.push(row.get(0)),
             3 => {
                 let range = (row.get::<i64, _>(1) as u64, row.get::<i64, _>(2) as u64);
                 stored.ranges.entry(row.get(0)).or_default().push(range);
@@ -94,10 +95,6 @@ pub struct Stored {
 }
 
 impl Stored {
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     pub fn holds(&self, row: &SeqRecord) -> bool {
         self.ranges.get(&*row.origin).is_some_and(|ranges| {
             ranges

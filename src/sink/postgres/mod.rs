@@ -19,6 +19,10 @@ mod write;
 
 pub use citus::DistributeReport;
 
+/// Ids per batch number: a log row's id is `batch × IDS_PER_BATCH +
+/// position` (see migrations/postgres/0005), which the queries read back.
+pub const IDS_PER_BATCH: i64 = ledger::ROWS_PER_NUMBER as i64;
+
 use super::{Batch, RunContext};
 use crate::config::redact_url;
 use sqlx::migrate::{Migration, MigrationType, Migrator};

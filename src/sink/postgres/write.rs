@@ -103,10 +103,7 @@ async fn store_logs(
 ) -> sqlx::Result<Option<String>> {
     let count = rows.len().div_ceil(ledger::ROWS_PER_NUMBER);
     let (numbers, stored) = ledger::begin_and_read(tx, ctx, rows, count).await?;
-    let fresh: Vec<&SeqRecord> = rows
-        .iter()
-        .filter(|r| stored.is_empty() || !stored.holds(r))
-        .collect();
+    let fresh: Vec<&SeqRecord> = rows.iter().filter(|r| !stored.holds(r)).collect();
     if fresh.is_empty() {
         return Ok(None);
     }

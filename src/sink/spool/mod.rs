@@ -315,6 +315,12 @@ impl ReplayTally {
     }
 }
 
+/// A batch with file read positions that must not lag its records: it goes
+/// through the spool (see `write`).
+fn holds_read_positions(batch: &Batch) -> bool {
+    !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag()
+}
+
 /// How many records a replay writes in one transaction at most: spooled
 /// batches of one run that follow each other are shipped together, so a
 /// replay costs fewer commits (each waits for the server's WAL flush).
@@ -348,7 +354,7 @@ impl Sink for SpoolingSink {
         let direct = matches!(self.link, Link::Up)
             && self.pg.is_connected()
             && self.known_pending == 0
-            && (batch.checkpoints.is_empty() || batch.checkpoints_may_lag());
+            && !holds_read_positions(batch);
         if direct {
             super::queue::COALESCE_BYTES_DIRECT
         } else {
@@ -358,7 +364,7 @@ impl Sink for SpoolingSink {
 
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError> {
         self.last_write = Instant::now();
-        if !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag() {
+        if holds_read_positions(batch) {
             // A file's read position must never lag what PostgreSQL holds (a
             // copytruncate copy is recognised by it after a restart), and two
             // databases cannot commit together. So tailed batches go through
