@@ -87,6 +87,31 @@ pub enum Command {
     /// (internal) Ship the capture of a run a holder runs: started by wrap and daemons
     #[command(hide = true)]
     Ship(ShipArgs),
+    /// (internal) Send one notification read as JSON from stdin: started by shippers and supervisors
+    #[command(hide = true)]
+    NotifySend,
+}
+
+/// `--notify` and `--notify-on`, shared by `wrap` and `daemon start`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NotifyArgs {
+    /// Notify this webhook (http(s)://…) or run this command (by `sh -c`) instead of notify.webhook/notify.command; `none`: no notifications (repeatable)
+    #[arg(long = "notify", value_name = "URL|CMD|none")]
+    pub notify: Vec<String>,
+    /// Notify on these instead of notify.on (comma-separated)
+    #[arg(
+        long = "notify-on",
+        value_name = "WHAT",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub notify_on: Vec<crate::notify::NotifyOn>,
+}
+
+impl NotifyArgs {
+    pub fn as_override(&self) -> Option<crate::notify::NotifyOverride> {
+        crate::notify::NotifyOverride::from_flags(&self.notify, &self.notify_on)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +137,9 @@ pub struct ShipArgs {
     pub daemon: Option<String>,
     #[arg(long = "parser")]
     pub parsers: Vec<String>,
+    /// `--notify` flags of the run, as JSON
+    #[arg(long)]
+    pub notify_json: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +165,8 @@ pub struct WrapArgs {
     /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
     #[arg(long = "parser", value_name = "NAME")]
     pub parsers: Vec<String>,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -290,11 +320,18 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ErrorsArgs {
-    /// Experiment name
-    pub experiment: String,
-    /// Print whole tracebacks under their records
+    /// Experiment name (with --group: optional, all experiments without one)
+    #[arg(required_unless_present = "group")]
+    pub experiment: Option<String>,
+    /// Print whole tracebacks under their records (with --group: the latest of each group)
     #[arg(long)]
     pub traceback: bool,
+    /// One row per error group (same exception type and innermost own frames, or same masked message): count, runs, first and last seen
+    #[arg(long, conflicts_with = "run")]
+    pub group: bool,
+    /// With --group: only groups first seen in the latest run
+    #[arg(long, requires = "group")]
+    pub new: bool,
     /// At most N records
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -372,6 +409,8 @@ pub struct DaemonStartArgs {
     /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
     #[arg(long = "parser", value_name = "NAME")]
     pub parsers: Vec<String>,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

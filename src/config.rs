@@ -21,6 +21,63 @@ pub struct Config {
     pub parsers: ParsersConfig,
     pub daemon: DaemonConfig,
     pub pipeline: PipelineConfig,
+    pub notify: NotifyConfig,
+}
+
+/// What happens when a run fails, crashes, is lost or killed for memory, a
+/// daemon gives up, or a new error group appears (see `notify`).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Which happenings notify.
+    pub on: Vec<crate::notify::NotifyOn>,
+    /// Run by `sh -c` with the notification as JSON on stdin and `PMON_*` variables.
+    pub command: Option<String>,
+    /// An HTTP(S) URL that receives the notification as a JSON POST.
+    pub webhook: Option<String>,
+    /// How long one webhook request or one run of the command may take.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// A webhook that cannot be reached or answers 5xx/429 is tried again this
+    /// many times, waiting 1s, 2s, 4s… between tries.
+    pub retries: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        use crate::notify::NotifyOn;
+        NotifyConfig {
+            on: vec![
+                NotifyOn::Failed,
+                NotifyOn::Crashed,
+                NotifyOn::Lost,
+                NotifyOn::RestartGaveUp,
+                NotifyOn::Oom,
+                NotifyOn::NewErrorGroup,
+            ],
+            command: None,
+            webhook: None,
+            timeout: Duration::from_secs(10),
+            retries: 3,
+        }
+    }
+}
+
+/// A webhook URL is a secret (a Slack incoming webhook's path is its key):
+/// debug output shows its scheme and host only.
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("on", &self.on)
+            .field("command", &self.command)
+            .field(
+                "webhook",
+                &self.webhook.as_deref().map(crate::notify::redact_webhook),
+            )
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 /// What `run_monitored.sh` runs when no command follows `--`.

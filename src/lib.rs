@@ -16,6 +16,7 @@ mod daemon;
 mod framing;
 mod holder;
 mod metrics;
+mod notify;
 mod parse;
 mod paths;
 mod pipeline;

@@ -33,6 +33,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                     restart: args.restart,
                     parsers: &args.parsers,
                     command: &args.command,
+                    notify: args.notify.as_override(),
                 },
             )
         }
@@ -83,6 +84,18 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                 experiment: Some(state.experiment_id.clone()),
                 restart: state.restart,
                 parsers: state.parsers.clone(),
+                notify: crate::cli::NotifyArgs {
+                    notify: state
+                        .notify
+                        .as_ref()
+                        .map(|n| n.targets.clone())
+                        .unwrap_or_default(),
+                    notify_on: state
+                        .notify
+                        .as_ref()
+                        .and_then(|n| n.on.clone())
+                        .unwrap_or_default(),
+                },
                 command: state.command.clone(),
             };
             start(global, &app, &dir, &args)
@@ -144,6 +157,13 @@ fn start(
     cmd.args(["daemon", "supervise", "--name", &args.name, "--restart"])
         .arg(restart_word(args))
         .args(args.parsers.iter().flat_map(|p| ["--parser", p]))
+        .args(args.notify.notify.iter().flat_map(|n| ["--notify", n]))
+        .args(
+            args.notify
+                .notify_on
+                .iter()
+                .flat_map(|on| ["--notify-on", on.as_str()]),
+        )
         .args(
             args.experiment
                 .iter()

@@ -40,5 +40,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Spool(cmd) => database::spool(&App::new(&cli.global)?, cmd),
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd),
+        Command::NotifySend => notify_send(&cli.global),
     }
+}
+
+/// `notify-send`: one notification from stdin, sent; its events go to the
+/// store when one can be opened (the notification matters more).
+fn notify_send(global: &crate::cli::GlobalArgs) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("could not read the notification from stdin")?;
+    let parcel: crate::notify::Parcel =
+        serde_json::from_str(&text).context("the notification on stdin is not valid JSON")?;
+    let app = App::new(global).ok();
+    Ok(crate::notify::deliver(app.as_ref(), &parcel))
 }

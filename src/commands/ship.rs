@@ -17,6 +17,7 @@ use crate::daemon::DaemonDir;
 use crate::holder::capture::{CaptureDir, EventsReader, ProgramEnd, TimesReader};
 use crate::holder::{end_state, ShipResult};
 use crate::metrics::MetricsSampler;
+use crate::notify;
 use crate::pipeline::{FileMeta, Msg};
 use crate::procinfo::oom::{MemoryWatch, OomVerdict};
 use crate::record::{Event, StreamKind};
@@ -70,6 +71,19 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         return Ok(0);
     };
     let capture = CaptureDir::new(app.data_dir.root(), &run.run_id);
+    let flags = args
+        .notify_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let notify = app.config.notify.with_override(flags.as_ref());
+    let facts = notify::RunFacts {
+        experiment_id: run.experiment_id.clone(),
+        run_id: run.run_id.clone(),
+        ordinal: Some(run.ordinal),
+        daemon: args.daemon.clone(),
+        started_at: run.started_at.clone(),
+    };
+    let mut new_groups = notify::NewGroupWatch::new(notify.clone(), facts.clone());
     let checkpoints = recording
         .registry()
         .map(|store| load_checkpoints(store.conn(), &run.experiment_id))
@@ -128,6 +142,7 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         for stream in &mut streams {
             progressed |= stream.pump(&capture, &checkpoints, &tx)?;
         }
+        new_groups.look(app, &counters);
         if !progressed && (end.is_some() || holder_gone) {
             break end;
         }
@@ -142,6 +157,10 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         // The holder died before the program ended: what it captured is
         // shipped; the run shows as lost (its agent is gone).
         recording.pipeline.finish();
+        new_groups.finish(app, &counters, None);
+        if notify.wants(notify::NotifyOn::Lost) {
+            notify::send_detached(app, &notify, notify::lost(&facts, Utc::now()));
+        }
         return Ok(0);
     };
     sampler.exited();
@@ -160,6 +179,32 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         serde_json::to_vec(&result).unwrap_or_default(),
     )
     .with_context(|| format!("could not write {}", capture.result().display()))?;
+    let last_error = counters
+        .last_error_record
+        .lock()
+        .ok()
+        .and_then(|r| r.clone());
+    // The end's notification names the error it died of; if that error is
+    // new to the experiment it says so, rather than a second notification.
+    let ended_by = matches!(state, RunState::Failed | RunState::Crashed)
+        .then(|| {
+            last_error
+                .as_ref()
+                .and_then(crate::parse::fingerprint::error_group)
+        })
+        .flatten();
+    let new_error = new_groups.finish(app, &counters, ended_by.as_deref());
+    let ended = notify::RunEnd {
+        new_error,
+        state,
+        exit_code: end.exit_code,
+        signal: end.signal,
+        oom: result.oom.as_deref(),
+        last_error: last_error.as_ref(),
+    };
+    if let Some(n) = notify::run_end(&facts, &ended, |on| notify.wants(on), Utc::now()) {
+        notify::send_detached(app, &notify, n);
+    }
     Ok(0)
 }
 

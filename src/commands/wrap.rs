@@ -45,6 +45,7 @@ fn plan(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<(HolderEnv, Child
         echo: !args.no_echo,
         daemon: None,
         parsers: args.parsers,
+        notify: args.notify.as_override(),
     };
     Ok((HolderEnv::from_args(global)?, spec))
 }

@@ -49,6 +49,9 @@ pub struct DaemonState {
     /// `--parser` given at start (kept for `daemon restart`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parsers: Vec<String>,
+    /// `--notify` / `--notify-on` given at start (kept for `daemon restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyOverride>,
     pub state: RunState,
     /// The program's pid (also its process group).
     pub pid: Option<u32>,

@@ -25,6 +25,8 @@ pub struct Supervise<'a> {
     /// `--parser`: the parser chain restricted to these.
     pub parsers: &'a [String],
     pub command: &'a [String],
+    /// `--notify` / `--notify-on`.
+    pub notify: Option<crate::notify::NotifyOverride>,
 }
 
 /// How often a daemon prunes the store when `logging.database.retention` is set.
@@ -78,6 +80,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
         command: args.command.to_vec(),
         restart: args.restart,
         parsers: args.parsers.to_vec(),
+        notify: args.notify.clone(),
         state: RunState::Running,
         pid: None,
         supervisor_pid: me,
@@ -133,6 +136,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
                     json!({"reason": reason, "restarts": state.restarts}),
                 ),
             );
+            notify_gave_up(app, args, &state, &reason);
             state.last_error = Some(match state.last_error.take() {
                 Some(e) => format!("{e}; {reason}"),
                 None => reason,
@@ -236,6 +240,7 @@ fn run_once(
         echo: false,
         daemon: Some(args.name.to_string()),
         parsers: args.parsers.to_vec(),
+        notify: args.notify.clone(),
     };
     let env = HolderEnv::of(app);
     let result = holder::run_in_own_process(&env, &spec, holder, |pid, run_id| {
@@ -300,6 +305,23 @@ fn wait_or_stop(
 }
 
 /// Writes one event for the daemon's current run straight to the store.
+/// `restart_gave_up`: the daemon stays down until someone starts it.
+fn notify_gave_up(app: &App, args: &Supervise<'_>, state: &DaemonState, reason: &str) {
+    let config = app.config.notify.with_override(args.notify.as_ref());
+    if !config.wants(crate::notify::NotifyOn::RestartGaveUp) {
+        return;
+    }
+    let facts = crate::notify::RunFacts {
+        experiment_id: state.experiment_id.clone(),
+        run_id: state.run_id.clone().unwrap_or_default(),
+        ordinal: None,
+        daemon: Some(state.name.clone()),
+        started_at: state.started_at.clone(),
+    };
+    let n = crate::notify::restart_gave_up(&facts, reason, state.last_error.as_deref(), Utc::now());
+    crate::notify::send_detached(app, &config, n);
+}
+
 fn record_event(app: &App, state: &DaemonState, event: Event) {
     let Some(run_id) = state.run_id.clone() else {
         return;

@@ -54,6 +54,9 @@ pub struct ChildSpec {
     /// `--parser`: the shipper's parser chain restricted to these.
     #[serde(default)]
     pub parsers: Vec<String>,
+    /// `--notify` / `--notify-on`: the notification settings of this run.
+    #[serde(default)]
+    pub notify: Option<crate::notify::NotifyOverride>,
 }
 
 /// What the holder needs of the agent's settings: where the data dir is,

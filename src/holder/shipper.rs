@@ -38,6 +38,7 @@ struct Recipe {
     pty: bool,
     daemon: Option<String>,
     parsers: Vec<String>,
+    notify: Option<crate::notify::NotifyOverride>,
 }
 
 impl Recipe {
@@ -52,6 +53,7 @@ impl Recipe {
             pty: spec.pty,
             daemon: spec.daemon.clone(),
             parsers: spec.parsers.clone(),
+            notify: spec.notify.clone(),
         }
     }
 
@@ -82,6 +84,10 @@ impl Recipe {
         }
         for parser in &self.parsers {
             cmd.args(["--parser", parser]);
+        }
+        if let Some(notify) = &self.notify {
+            cmd.arg("--notify-json")
+                .arg(serde_json::to_string(notify).unwrap_or_default());
         }
         // Its own process group: a Ctrl-C or a signal to the holder's group
         // is not for it. Its stdout is the handshake; stderr is the user's.

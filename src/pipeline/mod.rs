@@ -94,6 +94,11 @@ pub struct PipelineCounters {
     /// The newest error seen, as `Type: message` (or the message): what a
     /// daemon's status shows after a crash.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The newest ERROR or CRITICAL record itself, for the run's end notification.
+    pub last_error_record: std::sync::Mutex<Option<crate::record::LogRecord>>,
+    /// Error groups this run has shown, and the first record of each one
+    /// not yet looked up in the store (`new_error_group` notifications).
+    pub error_groups: std::sync::Mutex<ErrorGroupsSeen>,
     /// Records waiting in the spool for PostgreSQL.
     pub spool_pending: Arc<AtomicU64>,
     /// The run is over: the sink stops waiting for a full disk after
@@ -435,9 +440,38 @@ fn deliver_from(
         .store(outlet.batcher.records_sent, Ordering::Relaxed);
 }
 
+/// The error groups of a run, as its records pass.
+#[derive(Debug, Default)]
+pub struct ErrorGroupsSeen {
+    seen: std::collections::HashSet<String>,
+    /// First records of groups new to this run, oldest first.
+    pub fresh: Vec<(String, crate::record::LogRecord)>,
+}
+
+/// Past this many groups in one run (a message whose variable part the
+/// masking misses), new ones are no longer noticed.
+const MAX_GROUPS_NOTICED: usize = 10_000;
+
+impl ErrorGroupsSeen {
+    fn note(&mut self, record: &crate::record::LogRecord) {
+        let Some(group) = crate::parse::fingerprint::error_group(record) else {
+            return;
+        };
+        if self.seen.len() < MAX_GROUPS_NOTICED && self.seen.insert(group.clone()) {
+            self.fresh.push((group, record.clone()));
+        }
+    }
+}
+
 fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
     if record.level.is_error() {
         counters.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = counters.last_error_record.lock() {
+            *last = Some(record.clone());
+        }
+        if let Ok(mut groups) = counters.error_groups.lock() {
+            groups.note(record);
+        }
     }
     let text = match (&record.exception_type, &record.exception_message) {
         (Some(t), Some(m)) if !m.is_empty() => format!("{t}: {}", m.lines().next().unwrap_or("")),

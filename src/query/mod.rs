@@ -20,8 +20,9 @@
 //! the embedded store, so that a dead pipeline never shows as `running`; in
 //! PostgreSQL such runs are only shown as lost.
 
-mod db;
+pub(crate) mod db;
 mod filter;
+mod groups;
 mod list;
 mod logs;
 mod metrics;
@@ -34,7 +35,7 @@ mod status;
 pub mod watch;
 
 pub use logs::{logs_with, LogsOptions};
-pub use output::escape_text;
+pub use output::{escape_text, humanize_duration};
 
 use crate::app::App;
 use crate::cli::QueryCommand;
@@ -46,6 +47,7 @@ pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<i32> {
         QueryCommand::List(args) => list::list(app, &args),
         QueryCommand::Status(args) => status::status(app, &args),
         QueryCommand::Logs(args) => logs::logs(app, &args),
+        QueryCommand::Errors(args) if args.group => groups::groups(app, &args),
         QueryCommand::Errors(args) => logs::errors(app, &args),
         QueryCommand::Metrics(args) => metrics::metrics(app, &args),
         QueryCommand::Watch(args) => return watch::watch(app, &args),

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_metrics.sql"),
     include_str!("../../migrations/sqlite/0003_fields.sql"),
     include_str!("../../migrations/sqlite/0004_errors_by_run.sql"),
+    include_str!("../../migrations/sqlite/0005_error_groups.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +197,7 @@ impl Sink for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut logs = tx.prepare_cached(
-                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT OR IGNORE INTO pipeline_logs (experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields, error_group) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for r in &batch.logs {
                 let rec = &r.record;
@@ -215,6 +216,7 @@ impl Sink for SqliteStore {
                     rec.stream.as_str(),
                     rec.source,
                     rec.fields,
+                    crate::parse::fingerprint::error_group(rec),
                 ])?;
             }
             let mut events = tx.prepare_cached(

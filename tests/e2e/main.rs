@@ -9,6 +9,7 @@ mod full_disk;
 mod holder;
 mod memory;
 mod metrics;
+mod notify;
 mod oom;
 mod parsers;
 mod pg_auth;

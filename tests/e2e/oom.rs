@@ -150,3 +150,32 @@ fn a_daemon_killed_for_memory_says_so_in_its_status() {
     let text = String::from_utf8(agent.run(&["daemon", "status", "hog"]).stdout).unwrap();
     assert!(text.contains("likely out of memory"), "{text}");
 }
+
+#[test]
+fn an_oom_kill_posts_one_oom_notification() {
+    let hook = crate::notify::Hook::start();
+    let agent = Agent::new().with_config(&format!(
+        "monitoring:\n  metrics_interval: 0.1\nnotify:\n  webhook: {}\n",
+        hook.url()
+    ));
+    let cgroup = LimitedCgroup::new("notify");
+    let mut args = vec!["wrap", "-e", "hog", "--"];
+    let command = hog_command(&cgroup);
+    args.extend(command.iter().map(String::as_str));
+    let out = agent.run(&args);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr_text(&out));
+    wait_until("the notification is sent", || {
+        agent.count(
+            "SELECT count(*) FROM pipeline_events WHERE event_type IN ('notify', 'notify_failed')",
+        ) >= 1
+    });
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["event"], "oom");
+    assert_eq!(posts[0]["state"], "crashed");
+    assert_eq!(posts[0]["signal"], "SIGKILL");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(text.starts_with("hog (run 1) crashed after "), "{text}");
+    assert_oom_text(text, "");
+    assert_oom_text(posts[0]["oom"].as_str().unwrap(), "");
+}

@@ -21,12 +21,13 @@ const OLD_MIGRATIONS: [(i64, &str, &str); 4] = [
     (4, "errors by run", "0004_errors_by_run.sql"),
 ];
 
-const ALL_MIGRATION_FILES: [&str; 5] = [
+const ALL_MIGRATION_FILES: [&str; 6] = [
     "0001_init.sql",
     "0002_metrics.sql",
     "0003_fields.sql",
     "0004_errors_by_run.sql",
     "0005_partitioned.sql",
+    "0006_error_groups.sql",
 ];
 
 /// sqlx 0.9's bookkeeping table, as its `ensure_migrations_table` makes it.
@@ -297,18 +298,25 @@ fn an_old_schema_database_upgrades_in_place_with_nothing_lost() {
         .collect();
     assert_eq!(messages(&json_lines(&errors)), newest_first);
 
-    // sqlx applied 0005 only, and every recorded checksum is the file's.
+    // sqlx applied 0005 and 0006 only, and every recorded checksum is the file's.
     let applied = lines(
         server,
         &db,
         "SELECT version, description, success, encode(checksum, 'hex') FROM _sqlx_migrations ORDER BY version",
     );
-    let expected: Vec<String> = ["init", "metrics", "fields", "errors by run", "partitioned"]
-        .iter()
-        .zip(ALL_MIGRATION_FILES)
-        .enumerate()
-        .map(|(i, (description, file))| format!("{}|{description}|t|{}", i + 1, sha384_hex(file)))
-        .collect();
+    let expected: Vec<String> = [
+        "init",
+        "metrics",
+        "fields",
+        "errors by run",
+        "partitioned",
+        "error groups",
+    ]
+    .iter()
+    .zip(ALL_MIGRATION_FILES)
+    .enumerate()
+    .map(|(i, (description, file))| format!("{}|{description}|t|{}", i + 1, sha384_hex(file)))
+    .collect();
     assert_eq!(applied, expected);
 
     // The old table is now the legacy partition, up to the end of its last

@@ -713,6 +713,37 @@ fn programs_wrapped_into_postgresql_are_queried_like_the_embedded_store() {
             "{args:?}"
         );
     }
+    // Error groups: the same groups, counts and latest records.
+    let when = ["first_seen", "last_seen", "first_run_id", "latest_run_id"];
+    let without_when = |groups: Vec<Value>| -> Vec<Value> {
+        groups
+            .into_iter()
+            .map(|mut g| {
+                let fields = g.as_object_mut().unwrap();
+                when.iter()
+                    .for_each(|k| assert!(fields.remove(*k).is_some(), "{k}"));
+                g
+            })
+            .collect()
+    };
+    for args in [
+        &[
+            "query",
+            "errors",
+            "logging_exception",
+            "--group",
+            "--traceback",
+        ][..],
+        &["query", "errors", "plain_uncaught", "--group", "--new"],
+    ] {
+        let from_pg = pg_json(&pg, &url, args);
+        assert!(!from_pg.is_empty(), "{args:?} found nothing in PostgreSQL");
+        assert_eq!(
+            without_when(from_pg),
+            without_when(local.json_lines(args)),
+            "{args:?}"
+        );
+    }
     let errors = pg_json(
         &pg,
         &url,

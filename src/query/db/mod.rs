@@ -16,8 +16,11 @@
 //! visible after a row with a higher id, which `--follow` allows for with
 //! [`QueryDb::follow_lookback`].
 
+mod groups;
 mod postgres;
 mod sqlite;
+
+pub use groups::GroupRow;
 
 use super::filter::{IdBound, LogFilter, Order};
 use super::rows::{LogRow, ProgressRow};

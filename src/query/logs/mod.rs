@@ -226,10 +226,12 @@ pub fn write_logs(
 
 /// `query errors`: ERROR and CRITICAL records, newest first.
 pub fn errors(app: &App, args: &ErrorsArgs) -> anyhow::Result<()> {
-    let mut store = select::open_store_of(app, &args.experiment)?;
+    // clap asks for an experiment unless --group is given.
+    let name = args.experiment.as_deref().unwrap_or_default();
+    let mut store = select::open_store_of(app, name)?;
     db::note_spooled_records(app, &store, args.format.format);
     let mut db = store.db();
-    let experiment = Experiment::load(&mut db, &args.experiment)?;
+    let experiment = Experiment::load(&mut db, name)?;
     let scope = experiment.pick(&RunChoice::parse(args.run.as_deref()))?;
     let mut printed = 0;
     super::output::to_stdout(|out| {

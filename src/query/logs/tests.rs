@@ -486,8 +486,10 @@ fn errors_are_newest_first_with_a_limit() {
     );
     let exp = experiment(conn);
     let args = |limit| ErrorsArgs {
-        experiment: "x".into(),
+        experiment: Some("x".into()),
         traceback: false,
+        group: false,
+        new: false,
         limit,
         run: None,
         format: crate::cli::FormatArg {

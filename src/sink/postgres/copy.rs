@@ -11,8 +11,8 @@ use super::super::{RunContext, SeqRecord};
 use chrono::{DateTime, Utc};
 
 /// The columns of one row, in the order [`BinaryRows::push`] writes them.
-pub const COLUMNS: &str = "id, experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields";
-const FIELD_COUNT: i16 = 15;
+pub const COLUMNS: &str = "id, experiment_id, run_id, origin, seq, timestamp, level, logger, message, traceback, exception_type, exception_message, stream, source, fields, error_group";
+const FIELD_COUNT: i16 = 16;
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -67,6 +67,7 @@ impl BinaryRows {
         self.text(Some(rec.stream.as_str()));
         self.text(Some(&rec.source));
         self.jsonb(rec.fields.as_deref());
+        self.text(crate::parse::fingerprint::error_group(rec).as_deref());
     }
 
     /// The end-of-data marker; nothing may be pushed after it.
@@ -153,13 +154,17 @@ mod tests {
         rows.finish();
         let buf = rows.take();
         assert_eq!(&buf[..11], b"PGCOPY\n\xff\r\n\0");
-        assert_eq!(&buf[19..21], &15i16.to_be_bytes());
+        assert_eq!(&buf[19..21], &16i16.to_be_bytes());
         // id: length 8, value 3
         assert_eq!(&buf[21..25], &8i32.to_be_bytes());
         assert_eq!(&buf[25..33], &3i64.to_be_bytes());
         // experiment "e"
         assert_eq!(&buf[33..38], b"\0\0\0\x01e");
-        assert_eq!(&buf[buf.len() - 2..], &(-1i16).to_be_bytes());
+        // fields NULL, error_group NULL (an INFO record), then the trailer
+        assert_eq!(
+            &buf[buf.len() - 10..],
+            &[255, 255, 255, 255, 255, 255, 255, 255, 255, 255]
+        );
         // 1.5 s after PostgreSQL's epoch
         let micros = 1_500_000i64.to_be_bytes();
         assert!(buf.windows(8).any(|w| w == micros));

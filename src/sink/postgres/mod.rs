@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "partitioned",
         include_str!("../../../migrations/postgres/0005_partitioned.sql"),
     ),
+    (
+        6,
+        "error groups",
+        include_str!("../../../migrations/postgres/0006_error_groups.sql"),
+    ),
 ];
 
 /// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
