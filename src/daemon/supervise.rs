@@ -318,7 +318,15 @@ fn notify_gave_up(app: &App, args: &Supervise<'_>, state: &DaemonState, reason: 
         daemon: Some(state.name.clone()),
         started_at: state.started_at.clone(),
     };
-    let n = crate::notify::restart_gave_up(&facts, reason, state.last_error.as_deref(), Utc::now());
+    let last = state
+        .last_error
+        .clone()
+        .or_else(|| match (state.exit_code, state.signal) {
+            (_, Some(sig)) => Some(format!("killed by {}", signal_name(sig))),
+            (Some(code), None) => Some(format!("exit code {code}")),
+            (None, None) => None,
+        });
+    let n = crate::notify::restart_gave_up(&facts, reason, last.as_deref(), Utc::now());
     crate::notify::send_detached(app, &config, n);
 }
 

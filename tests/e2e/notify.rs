@@ -111,9 +111,12 @@ os.kill(os.getpid(), signal.SIGKILL)
 #[test]
 fn a_crashed_daemon_posts_one_message_naming_its_exception() {
     let hook = Hook::start();
-    let agent = Agent::new().with_config(&format!("notify:\n  webhook: {}\n", hook.url()));
+    // The flag, not the configuration: it must reach each run's shipper
+    // through the detached supervisor.
+    let agent = Agent::new();
+    let url = hook.url();
     let out = agent.run(&[
-        "daemon", "start", "--name", "crashy", "--", "python3", "-c", CRASHER,
+        "daemon", "start", "--name", "crashy", "--notify", &url, "--", "python3", "-c", CRASHER,
     ]);
     assert!(out.status.success(), "{}", stderr_text(&out));
     wait_until("the notification is sent", || notify_events(&agent) >= 1);
@@ -368,5 +371,71 @@ fn error_groups_count_each_bug_once_across_runs_and_show_the_new_one() {
             "bugs (run 3): new error: ZeroDivisionError: division by zero at bugs.py:"
         ),
         "{text}"
+    );
+}
+
+#[test]
+fn a_run_whose_agent_is_killed_posts_lost() {
+    let hook = Hook::start();
+    let agent = Agent::new();
+    let go = agent.dir.path().join("go");
+    let url = hook.url();
+    let program = until_go("tick");
+    let mut cmd = agent.cmd(&[
+        "wrap", "-e", "orphan", "--notify", &url, "--", "python3", "-c", &program,
+    ]);
+    cmd.env("PMON_GO", &go)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let running = Running::new(cmd.spawn().unwrap());
+    wait_until("the program's lines are stored", || {
+        agent.count("SELECT count(*) FROM pipeline_logs WHERE message LIKE 'tick %'") > 0
+    });
+    let holder = nix::unistd::Pid::from_raw(running.id() as i32);
+    nix::sys::signal::kill(holder, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the notification is sent", || notify_events(&agent) >= 1);
+    // The program loses its terminal pipe; it is told to end in any case.
+    std::fs::write(&go, "").unwrap();
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["event"], "lost");
+    assert_eq!(posts[0]["state"], "lost");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(text.starts_with("orphan (run 1) lost after "), "{text}");
+    let _ = running.wait_with_output();
+}
+
+#[test]
+fn a_daemon_whose_restarts_give_up_says_so_once() {
+    let hook = Hook::start();
+    let agent = Agent::new()
+        .with_config("daemon:\n  first_backoff: 100ms\n  max_restarts: 1\n  restart_window: 10m\n");
+    let url = hook.url();
+    let out = agent.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure",
+        "--notify",
+        &url,
+        "--notify-on",
+        "restart_gave_up",
+        "--",
+        "python3",
+        "-c",
+        "raise SystemExit(2)",
+    ]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    wait_until("the notification is sent", || notify_events(&agent) >= 1);
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 1, "only what --notify-on asks for: {posts:#?}");
+    assert_eq!(posts[0]["event"], "restart_gave_up");
+    assert_eq!(posts[0]["daemon"], "flaky");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert_eq!(
+        text,
+        "daemon flaky gave up after 1 restarts within 10m; its last run: exit code 2"
     );
 }
