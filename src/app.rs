@@ -52,6 +52,13 @@ impl App {
             config.logging.database.url = Some(url.clone());
         }
         let data_dir = data_dir(global)?;
+        tracing::info!(
+            target: "app",
+            config = ?config_path,
+            data_dir = %data_dir.root().display(),
+            store = %config.logging.database.url.as_deref().map_or("embedded SQLite".to_string(), crate::config::redact_url),
+            "configuration read"
+        );
         Ok(App {
             config,
             config_path,

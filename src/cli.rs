@@ -1,6 +1,8 @@
 //! Command-line definitions (clap derive). Only the shape of the CLI lives here;
 //! each command's behaviour is in its own module.
 
+mod examples;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -9,7 +11,8 @@ use std::path::PathBuf;
     name = "pmon-agent",
     version,
     about = "Wrap or tail long-running pipelines, keep whole Python tracebacks, store and query their logs.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = examples::ROOT
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -56,40 +59,85 @@ pub struct GlobalArgs {
     /// (internal) Do not repeat warnings about the config file
     #[arg(long, global = true, hide = true)]
     pub quiet_config: bool,
+    /// Say what the agent does on stderr: -v files, connections, runs; -vv each batch; -vvv everything (finer: PMON_LOG=sink=debug,tail=trace)
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command, echo its output unchanged, and store its logs
+    #[command(after_help = examples::WRAP)]
     Wrap(WrapArgs),
     /// Follow log files, directories (new files too) and named pipes
+    #[command(after_help = examples::TAIL)]
     Tail(TailArgs),
     /// Read log lines from standard input (`prog 2>&1 | pmon-agent ingest -e x`)
+    #[command(after_help = examples::INGEST)]
     Ingest(IngestArgs),
     /// Ask the store about experiments, runs and their logs
     #[command(subcommand)]
+    #[command(after_help = examples::QUERY)]
     Query(QueryCommand),
     /// Run commands in the background, supervised: start, status, logs, pause, resume, stop
     #[command(subcommand)]
+    #[command(after_help = examples::DAEMON)]
     Daemon(DaemonCommand),
     /// Records waiting for PostgreSQL in the local spool
     #[command(subcommand)]
+    #[command(after_help = examples::SPOOL)]
     Spool(SpoolCommand),
     /// PostgreSQL schema
     #[command(subcommand)]
+    #[command(after_help = examples::DB)]
     Db(DbCommand),
     /// Show the parser chain, or test it on a file
     #[command(subcommand)]
+    #[command(after_help = examples::PARSERS)]
     Parsers(ParsersCommand),
     /// Print the built-in default configuration
     #[command(subcommand)]
+    #[command(after_help = examples::CONFIG)]
     Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish)
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write a man page for every command into DIR (pmon-agent.1, pmon-agent-query-errors.1, …)
+    #[command(after_help = examples::MAN)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// (internal) Names for shell completion, one a line: experiments or daemons
+    #[command(hide = true)]
+    CompleteNames {
+        #[arg(value_enum)]
+        what: NameKind,
+    },
     /// (internal) Ship the capture of a run a holder runs: started by wrap and daemons
     #[command(hide = true)]
     Ship(ShipArgs),
     /// (internal) Send one notification read as JSON from stdin: started by shippers and supervisors
     #[command(hide = true)]
     NotifySend,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// What `complete-names` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameKind {
+    Experiments,
+    Daemons,
 }
 
 /// `--notify` and `--notify-on`, shared by `wrap` and `daemon start`.
@@ -227,16 +275,22 @@ pub struct FormatArg {
 #[derive(Debug, Subcommand)]
 pub enum QueryCommand {
     /// Experiments with their latest run, state, start, duration and error count
+    #[command(after_help = examples::QUERY_LIST)]
     List(ListArgs),
     /// A run's state, exit code or signal, progress, last error and spool depth
+    #[command(after_help = examples::QUERY_STATUS)]
     Status(StatusArgs),
     /// Log records, oldest first
+    #[command(after_help = examples::QUERY_LOGS)]
     Logs(LogsArgs),
     /// ERROR and CRITICAL records, newest first
+    #[command(after_help = examples::QUERY_ERRORS)]
     Errors(ErrorsArgs),
     /// Sampled metrics: last/min/avg/max per series, a sparkline on a terminal
+    #[command(after_help = examples::QUERY_METRICS)]
     Metrics(MetricsArgs),
     /// Live dashboard: progress, memory/CPU, errors and logs of the latest run
+    #[command(after_help = examples::QUERY_WATCH)]
     Watch(WatchArgs),
 }
 
@@ -345,8 +399,10 @@ pub struct ErrorsArgs {
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Start CMD supervised in the background; returns at once
+    #[command(after_help = examples::DAEMON_START)]
     Start(DaemonStartArgs),
     /// State of one daemon, or of all
+    #[command(after_help = examples::DAEMON_STATUS)]
     Status {
         /// Daemon name [default: all daemons]
         name: Option<String>,
@@ -354,11 +410,13 @@ pub enum DaemonCommand {
         format: FormatArg,
     },
     /// State of every daemon, one line each
+    #[command(after_help = examples::DAEMON_LIST)]
     List {
         #[command(flatten)]
         format: FormatArg,
     },
     /// The daemon's output, from the store (or its plain log file)
+    #[command(after_help = examples::DAEMON_LOGS)]
     Logs {
         name: String,
         /// Keep following new records
@@ -374,10 +432,13 @@ pub enum DaemonCommand {
         format: FormatArg,
     },
     /// SIGSTOP to the daemon's whole process group
+    #[command(after_help = examples::DAEMON_PAUSE)]
     Pause { name: String },
     /// SIGCONT to the daemon's whole process group
+    #[command(after_help = examples::DAEMON_RESUME)]
     Resume { name: String },
     /// SIGTERM to the group, SIGKILL after the timeout; no process is left behind
+    #[command(after_help = examples::DAEMON_STOP)]
     Stop {
         name: String,
         /// How long to wait after SIGTERM before SIGKILL
@@ -385,6 +446,7 @@ pub enum DaemonCommand {
         timeout: String,
     },
     /// Stop, then start again with the same command
+    #[command(after_help = examples::DAEMON_RESTART)]
     Restart {
         name: String,
         #[arg(long, default_value = "10s", value_name = "DURATION")]
@@ -419,19 +481,23 @@ pub struct DaemonStartArgs {
 #[derive(Debug, Subcommand)]
 pub enum SpoolCommand {
     /// Records waiting, the oldest, and their size
+    #[command(after_help = examples::SPOOL_STATUS)]
     Status {
         #[command(flatten)]
         format: FormatArg,
     },
     /// Ship everything waiting now; fails if the database is unreachable
+    #[command(after_help = examples::SPOOL_REPLAY)]
     Replay,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Apply migrations/postgres (also done automatically on first connect)
+    #[command(after_help = examples::DB_MIGRATE)]
     Migrate,
     /// Drop runs that ended, and records, older than D; a live run is kept whole
+    #[command(after_help = examples::DB_PRUNE)]
     Prune {
         /// How old (30d, 12h) [default: logging.database.retention]
         #[arg(long, value_name = "D")]
@@ -443,6 +509,7 @@ pub enum DbCommand {
         format: FormatArg,
     },
     /// On a Citus coordinator: distribute every table by experiment_id (idempotent)
+    #[command(after_help = examples::DB_DISTRIBUTE)]
     Distribute {
         #[command(flatten)]
         format: FormatArg,
@@ -452,11 +519,13 @@ pub enum DbCommand {
 #[derive(Debug, Subcommand)]
 pub enum ParsersCommand {
     /// The parser chain, in the order parsers are tried: name, file, what it extracts
+    #[command(after_help = examples::PARSERS_LIST)]
     List {
         #[command(flatten)]
         format: FormatArg,
     },
     /// Which parser matched each line of FILE (or why none did) and what it extracted
+    #[command(after_help = examples::PARSERS_TEST)]
     Test {
         /// A file of captured output
         file: PathBuf,
@@ -470,6 +539,7 @@ pub enum ParsersCommand {
         format: FormatArg,
     },
     /// Run every parser's examples; a readable diff per failure, non-zero exit if any fails
+    #[command(after_help = examples::PARSERS_CHECK)]
     Check {
         /// Check the parser files in DIR [default: parsers.paths and the shipped parsers]
         dir: Option<PathBuf>,
@@ -479,10 +549,13 @@ pub enum ParsersCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the documented default config.yml
+    #[command(after_help = examples::CONFIG_DEFAULT)]
     Default,
     /// Print the configuration in effect, after files and environment
+    #[command(after_help = examples::CONFIG_SHOW)]
     Show,
     /// Print one setting, for scripts (`pipeline.command`: one argument a line)
+    #[command(after_help = examples::CONFIG_GET)]
     Get {
         /// The setting's key; `pipeline.command` is the one scripts need
         key: String,
@@ -493,5 +566,38 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("tag '{text}' is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every command a user can run ends its `--help` with two or three
+    /// examples that run the agent.
+    #[test]
+    fn every_command_help_ends_with_examples() {
+        fn check(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            let help = cmd
+                .get_after_help()
+                .unwrap_or_else(|| panic!("`{path}` has no examples"))
+                .to_string();
+            let mut lines = help.lines();
+            assert_eq!(lines.next(), Some("Examples:"), "{path}");
+            let examples: Vec<&str> = lines.collect();
+            assert!((2..=3).contains(&examples.len()), "{path}: {examples:?}");
+            for example in examples {
+                assert!(example.starts_with("  "), "{path}: {example}");
+                assert!(example.contains("pmon-agent "), "{path}: {example}");
+            }
+            *seen += 1;
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                check(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = 0;
+        check(&Cli::command(), "pmon-agent", &mut seen);
+        assert!(seen > 30, "{seen}");
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod commands;
 mod config;
 mod daemon;
+mod diagnostics;
 mod framing;
 mod holder;
 mod metrics;
@@ -35,11 +36,14 @@ use std::process::ExitCode;
 pub fn main() -> ExitCode {
     // A holder (`wrap`'s own process, or a daemon run's) touches nothing
     // else: no command line parsing, no configuration.
+    diagnostics::init(0);
     let result = match holder::run_if_held() {
         Some(held) => held,
         None => {
             holder::hand_wrap_to_holder();
-            commands::dispatch(cli::Cli::parse())
+            let cli = cli::Cli::parse();
+            diagnostics::init(cli.global.verbose);
+            commands::dispatch(cli)
         }
     };
     finish(result)
@@ -48,6 +52,7 @@ pub fn main() -> ExitCode {
 /// `pmon-agent-holder`: a run's holder — `pmon-agent wrap …` hands itself
 /// over to it, a daemon's supervisor starts it with the run's plan.
 pub fn holder_main() -> ExitCode {
+    diagnostics::init(0);
     if let Some(result) = holder::run_if_held() {
         return finish(result);
     }
@@ -56,6 +61,7 @@ pub fn holder_main() -> ExitCode {
             global,
             command: cli::WrapOnly::Wrap(args),
         }) => {
+            diagnostics::init(global.verbose);
             // Before any thread exists, so every thread inherits the mask.
             source::wrap::block_signals();
             finish(commands::wrap::hold_here(&global, args))

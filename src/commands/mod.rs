@@ -4,6 +4,7 @@
 mod config_cmd;
 mod daemon;
 mod database;
+mod docs;
 mod ingest;
 mod parsers_cmd;
 pub(crate) mod recording;
@@ -41,6 +42,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd),
         Command::NotifySend => notify_send(&cli.global),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
+        Command::CompleteNames { what } => docs::complete_names(&App::new(&cli.global)?, what),
     }
 }
 

@@ -70,6 +70,8 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     let Some(run) = recording.run.clone() else {
         return Ok(0);
     };
+    let _span = tracing::info_span!(target: "pmon", "run", experiment = %run.experiment_id, run = %run.run_id).entered();
+    tracing::info!(target: "holder", ordinal = run.ordinal, restarts = args.restarts, "shipping the run's capture");
     let capture = CaptureDir::new(app.data_dir.root(), &run.run_id);
     let flags = args
         .notify_json
@@ -169,6 +171,7 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         Some(_) => RunState::Failed,
         None => end_state(end.exit_code, end.signal, end.forwarded),
     };
+    tracing::info!(target: "holder", state = state.as_str(), exit_code = ?end.exit_code, signal = ?end.signal, "program ended");
     recording.finish(state, end.exit_code, end.signal)?;
     let result = ShipResult {
         last_error: counters.last_error.lock().ok().and_then(|e| e.clone()),

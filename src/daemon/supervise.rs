@@ -149,6 +149,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
             limits.first_backoff,
             limits.max_backoff,
         );
+        tracing::info!(target: "daemon", name = args.name, state = state.state.as_str(), restarts = state.restarts, delay = ?delay, "restarting");
         record_event(
             app,
             &state,

@@ -165,6 +165,7 @@ pub fn run(
         opts,
         feed.clone(),
         |pid| {
+            tracing::info!(target: "wrap", pid, command = ?spec.command, "program started");
             start_feed.event(Event::now(
                 "start",
                 json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(&spec.tags), "agent_pid": std::process::id()}),

@@ -116,7 +116,10 @@ pub fn begin(env: &HolderEnv, spec: &ChildSpec) -> anyhow::Result<Handshake> {
         .arg("--tags-json")
         .arg(serde_json::to_string(&spec.tags).unwrap_or_default());
     let mut child = match cmd.spawn() {
-        Ok(child) => child,
+        Ok(child) => {
+            tracing::info!(target: "holder", pid = child.id(), experiment = %spec.experiment, "shipper started");
+            child
+        }
         Err(e) => {
             eprintln!("pmon-agent: warning: could not start the shipper ({e}); the command runs anyway, but its records are not stored");
             return Ok(Handshake::Unrecorded);
@@ -291,6 +294,7 @@ fn keep(
             .stdout(Stdio::null());
         match cmd.spawn() {
             Ok(mut next) => {
+                tracing::info!(target: "holder", pid = next.id(), restart = restarts, run = %run_id, "shipper started again");
                 shipper.store(next.id(), Ordering::SeqCst);
                 if let Ok(mut line) = line.lock() {
                     line.attach(next.stdin.take());

@@ -28,6 +28,7 @@ pub fn deliver(app: Option<&App>, parcel: &Parcel) -> i32 {
         outcomes.push(("command", command.clone(), result));
     }
     for (kind, to, result) in outcomes {
+        tracing::info!(target: "notify", notification = %n.event, to = kind, target_ = %to, ok = result.is_ok(), "notification");
         let event = match result {
             Ok(()) => Event::now(
                 "notify",

@@ -210,6 +210,7 @@ pub fn send_detached(app: &crate::app::App, config: &NotifyConfig, n: Notificati
             Ok(())
         });
     }
+    tracing::info!(target: "notify", event = %parcel.notification.event, experiment = %parcel.notification.experiment_id, "handing a notification to the notifier");
     let started = cmd.spawn().and_then(|mut child| {
         let body = serde_json::to_vec(&parcel).unwrap_or_default();
         let written = child.stdin.take().map(|mut stdin| stdin.write_all(&body));

@@ -252,6 +252,7 @@ impl Sink for SqliteStore {
             write_checkpoints(&tx, &ctx.experiment_id, &batch.checkpoints)?;
         }
         tx.commit()?;
+        tracing::debug!(target: "sink", run = %ctx.run_id, records = batch.logs.len(), events = batch.events.len(), read_positions = batch.checkpoints.len(), "batch committed to the SQLite store");
         Ok(())
     }
 }

@@ -3,9 +3,12 @@
 
 mod bad_input;
 mod chaos;
+mod cli_docs;
 mod daemon;
+mod diagnostics;
 mod end_of_run;
 mod full_disk;
+mod grafana;
 mod holder;
 mod memory;
 mod metrics;

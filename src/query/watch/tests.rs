@@ -43,6 +43,7 @@ fn snapshot() -> &'static (tempfile::TempDir, Snapshot) {
         let config = dir.path().join("config.yml");
         std::fs::write(&config, "monitoring:\n  metrics_interval: 0.1\n").unwrap();
         let app = App::new(&GlobalArgs {
+            verbose: 0,
             config: Some(config),
             data_dir: Some(dir.path().join("data")),
             database_url: None,

@@ -174,7 +174,14 @@ impl PostgresStore {
             let applied = migrate(&mut conn, &url).await?;
             Ok::<_, PgError>((conn, applied))
         });
-        let (conn, applied) = result?;
+        let (conn, applied) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::debug!(target: "sink", url = %self.display_url, error = %e, "PostgreSQL did not take the connection");
+                return Err(e);
+            }
+        };
+        tracing::info!(target: "sink", url = %self.display_url, migrations_applied = applied, "connected to PostgreSQL");
         self.conn = Some(conn);
         no_delay_on_tcp_sockets();
         Ok(applied)
@@ -190,10 +197,15 @@ impl PostgresStore {
             |url, reason| PgError::Write { url, reason },
         );
         self.partitions = partitions;
-        if result.is_ok() {
-            self.conn = Some(conn);
-        } else {
-            self.partitions.forget();
+        match &result {
+            Ok(()) => {
+                tracing::debug!(target: "sink", run = %ctx.run_id, records = batch.logs.len(), events = batch.events.len(), metrics = batch.metrics.len(), "batch committed to PostgreSQL");
+                self.conn = Some(conn);
+            }
+            Err(e) => {
+                tracing::debug!(target: "sink", run = %ctx.run_id, records = batch.logs.len(), error = %e, "batch not written to PostgreSQL");
+                self.partitions.forget();
+            }
         }
         result
     }

@@ -115,6 +115,7 @@ impl SpoolingSink {
             }
             Link::Down { backoff, .. } => (backoff * 2).min(self.retry.max),
         };
+        tracing::info!(target: "sink", error = %err, retry_in = ?backoff, "PostgreSQL down: spooling");
         self.link = Link::Down {
             retry_at: Instant::now() + backoff,
             backoff,
@@ -190,6 +191,7 @@ impl SpoolingSink {
                     self.pg.display_url()
                 );
             }
+            tracing::info!(target: "sink", replayed, "PostgreSQL up: spool shipped");
             self.link = Link::Up;
         }
         Ok(replayed)
@@ -423,7 +425,10 @@ impl Sink for SpoolingSink {
     /// the spool until `deadline`; then the user is told what is left and
     /// how it will be shipped.
     fn finish(&mut self, deadline: Instant) -> u64 {
-        if self.pending() == 0 {
+        // Batches of metric samples, events or run states alone hold no
+        // log record, but wait just the same.
+        let waiting = self.pending() > 0 || self.spool.stats().is_ok_and(|s| s.batches > 0);
+        if !waiting {
             return 0;
         }
         // Whole seconds: that is how the setting is written.

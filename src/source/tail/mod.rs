@@ -209,6 +209,7 @@ impl<'a> Tailer<'a> {
                     let _ = self
                         .tx
                         .send(Msg::FileRenamed(t.origin(), path.display().to_string()));
+                    tracing::info!(target: "tail", origin = %t.origin(), now_at = %path.display(), "file renamed (rotated)");
                 }
                 continue;
             }
@@ -400,6 +401,7 @@ fn decide<'a>(
             ..meta
         };
     }
+    tracing::info!(target: "tail", path = %meta.path, origin = %meta.origin, offset = meta.offset, copy_of = ?meta.copy_of, "reading file");
     let _ = tx.send(Msg::FileOpen(meta));
     true
 }
@@ -413,6 +415,7 @@ fn read_head(file: &File) -> Vec<u8> {
 
 /// Reads new bytes of one file; handles truncation. Returns bytes read.
 fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
+    let _span = tracing::trace_span!(target: "pmon", "file", path = %t.path.display()).entered();
     let Ok(size) = t.file.metadata().map(|m| m.len()) else {
         return 0;
     };
@@ -422,6 +425,7 @@ fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
     if size < t.last_size || rewritten {
         // copytruncate or truncation: the same inode holds new content. What
         // it held is remembered, to recognise its copy.
+        tracing::info!(target: "tail", was = t.last_size, now = size, "file truncated (copytruncate?): reading it from the start");
         let _ = tx.send(Msg::FileClosed(t.origin()));
         t.earlier.push((std::mem::take(&mut t.head), t.offset));
         if t.earlier.len() > 4 {
@@ -454,6 +458,7 @@ fn read_file(t: &mut Tracked, tx: &Sender<Msg>) -> u64 {
         }
     }
     if read > 0 {
+        tracing::trace!(target: "tail", bytes = read, offset = t.offset, "read");
         t.last_data = Instant::now();
     }
     read
