@@ -215,6 +215,9 @@ pub struct WrapArgs {
     pub parsers: Vec<String>,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    /// Leave PYTHONFAULTHANDLER unset (by default it is set to 1 unless you set it, so a crash in C code prints every thread's Python stack)
+    #[arg(long)]
+    pub no_faulthandler: bool,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -473,6 +476,9 @@ pub struct DaemonStartArgs {
     pub parsers: Vec<String>,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    /// Leave PYTHONFAULTHANDLER unset (by default it is set to 1 unless you set it, so a crash in C code prints every thread's Python stack)
+    #[arg(long)]
+    pub no_faulthandler: bool,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -34,6 +34,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                     parsers: &args.parsers,
                     command: &args.command,
                     notify: args.notify.as_override(),
+                    no_faulthandler: args.no_faulthandler,
                 },
             )
         }
@@ -96,6 +97,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                         .and_then(|n| n.on.clone())
                         .unwrap_or_default(),
                 },
+                no_faulthandler: state.no_faulthandler,
                 command: state.command.clone(),
             };
             start(global, &app, &dir, &args)
@@ -158,6 +160,7 @@ fn start(
         .arg(restart_word(args))
         .args(args.parsers.iter().flat_map(|p| ["--parser", p]))
         .args(args.notify.notify.iter().flat_map(|n| ["--notify", n]))
+        .args(args.no_faulthandler.then_some("--no-faulthandler"))
         .args(
             args.notify
                 .notify_on

@@ -46,6 +46,7 @@ fn plan(global: &GlobalArgs, args: WrapArgs) -> anyhow::Result<(HolderEnv, Child
         daemon: None,
         parsers: args.parsers,
         notify: args.notify.as_override(),
+        no_faulthandler: args.no_faulthandler,
     };
     Ok((HolderEnv::from_args(global)?, spec))
 }

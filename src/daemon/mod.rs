@@ -52,6 +52,9 @@ pub struct DaemonState {
     /// `--notify` / `--notify-on` given at start (kept for `daemon restart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifyOverride>,
+    /// `--no-faulthandler` given at start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_faulthandler: bool,
     pub state: RunState,
     /// The program's pid (also its process group).
     pub pid: Option<u32>,

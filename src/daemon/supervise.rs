@@ -27,6 +27,8 @@ pub struct Supervise<'a> {
     pub command: &'a [String],
     /// `--notify` / `--notify-on`.
     pub notify: Option<crate::notify::NotifyOverride>,
+    /// `--no-faulthandler`.
+    pub no_faulthandler: bool,
 }
 
 /// How often a daemon prunes the store when `logging.database.retention` is set.
@@ -81,6 +83,7 @@ pub fn supervise(app: &App, args: &Supervise<'_>) -> anyhow::Result<i32> {
         restart: args.restart,
         parsers: args.parsers.to_vec(),
         notify: args.notify.clone(),
+        no_faulthandler: args.no_faulthandler,
         state: RunState::Running,
         pid: None,
         supervisor_pid: me,
@@ -242,6 +245,7 @@ fn run_once(
         daemon: Some(args.name.to_string()),
         parsers: args.parsers.to_vec(),
         notify: args.notify.clone(),
+        no_faulthandler: args.no_faulthandler,
     };
     let env = HolderEnv::of(app);
     let result = holder::run_in_own_process(&env, &spec, holder, |pid, run_id| {

@@ -57,6 +57,9 @@ pub struct ChildSpec {
     /// `--notify` / `--notify-on`: the notification settings of this run.
     #[serde(default)]
     pub notify: Option<crate::notify::NotifyOverride>,
+    /// `--no-faulthandler`: leave `PYTHONFAULTHANDLER` unset.
+    #[serde(default)]
+    pub no_faulthandler: bool,
 }
 
 /// What the holder needs of the agent's settings: where the data dir is,
@@ -159,6 +162,7 @@ pub fn run(
         pty: spec.pty,
         echo: spec.echo,
         plain_log,
+        faulthandler: !spec.no_faulthandler,
     };
     let start_feed = feed.clone();
     let outcome = wrap::run(

@@ -112,6 +112,18 @@ pub fn run_end(
 /// Why the run ended, in words: the OOM verdict, the signal, the last error
 /// and where it was raised, the exit code.
 pub fn run_end_text(end: &RunEnd<'_>) -> String {
+    let crash = end.last_error.and_then(|r| {
+        crate::parse::fault::crash_words(
+            r.exception_type.as_deref(),
+            r.exception_message.as_deref(),
+            &r.message,
+        )
+    });
+    if let (Some(sig), Some(crash)) = (end.signal, crash) {
+        if crash.starts_with(&format!("{} ", signal_name(sig))) {
+            return format!("killed by {crash}");
+        }
+    }
     let error = end.last_error.map(error_words);
     match (end.oom, end.signal, error) {
         (Some(oom), _, _) => oom.to_string(),

@@ -13,6 +13,7 @@
 
 use super::declarative::{Fed, Finished, MultilineRecord};
 use super::directive::{self, Directive};
+use super::fault::{self, FaultDump};
 use super::progress::{ProgressMatch, ProgressParser};
 use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
 use super::{LineFields, LineScan, ParserChain};
@@ -66,6 +67,8 @@ pub struct RecordAssembler {
     tracebacks: TracebackCollector,
     /// A declarative parser's record that spans lines, in progress.
     multiline: Option<MultilineRecord>,
+    /// A faulthandler dump in progress (lines of other threads pass by it).
+    fault: Option<FaultDump>,
     /// The last log record, held while a traceback may still follow it.
     pending: Option<LogRecord>,
     traceback_started: DateTime<Utc>,
@@ -104,6 +107,7 @@ impl RecordAssembler {
             source: Arc::from(source),
             tracebacks: TracebackCollector::new(),
             multiline: None,
+            fault: None,
             pending: None,
             traceback_started: Utc::now(),
             traceback_offset: 0,
@@ -157,7 +161,11 @@ impl RecordAssembler {
         let pending = self.pending.as_ref().and_then(|r| r.offset);
         let traceback = self.tracebacks.is_active().then_some(self.traceback_offset);
         let multiline = self.multiline.as_ref().map(MultilineRecord::first_offset);
-        [pending, traceback, multiline].into_iter().flatten().min()
+        let fault = self.fault.as_ref().map(FaultDump::offset);
+        [pending, traceback, multiline, fault]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The bytes that follow arrived at `at`.
@@ -190,6 +198,21 @@ impl RecordAssembler {
 
     /// When `on_idle` should next be called, if anything is waiting.
     pub fn deadline(&self) -> Option<Instant> {
+        let fault = self.fault_deadline();
+        match (fault, self.line_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A dump ends after the same quiet as a traceback missing its end.
+    fn fault_deadline(&self) -> Option<Instant> {
+        self.fault
+            .as_ref()
+            .map(|_| self.last_activity + self.timing.traceback_max_wait)
+    }
+
+    fn line_deadline(&self) -> Option<Instant> {
         if let Some(m) = &self.multiline {
             return Some(self.last_activity + m.timeout());
         }
@@ -204,7 +227,10 @@ impl RecordAssembler {
 
     /// Finishes what has waited past its deadline.
     pub fn on_idle(&mut self, now: Instant, out: &mut Vec<Output>) {
-        if self.deadline().is_some_and(|d| now >= d) {
+        if self.fault_deadline().is_some_and(|d| now >= d) {
+            self.finish_fault(out);
+        }
+        if self.line_deadline().is_some_and(|d| now >= d) {
             if self.multiline.is_some() {
                 self.finish_multiline(out);
             } else if self.tracebacks.is_active() {
@@ -218,6 +244,7 @@ impl RecordAssembler {
 
     /// End of stream: everything pending is emitted.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.finish_fault(out);
         self.finish_multiline(out);
         self.tracebacks.finish(&mut self.events);
         self.drain_events(out);
@@ -225,6 +252,22 @@ impl RecordAssembler {
     }
 
     fn line(&mut self, line: String, start: u64, out: &mut Vec<Output>) {
+        match self.fault.as_mut().map(|dump| dump.feed(&line)) {
+            Some(fault::Fed::Taken) => return,
+            Some(fault::Fed::Over) => self.finish_fault(out),
+            Some(fault::Fed::Stray) => {}
+            None if fault::is_start(&line) => {
+                // What was in progress ends here; the dump is a record of its own.
+                self.finish_multiline(out);
+                self.tracebacks.finish(&mut self.events);
+                self.drain_events(out);
+                self.release_pending(out);
+                let started = self.now();
+                self.fault = Some(FaultDump::start(line, start, started));
+                return;
+            }
+            None => {}
+        }
         if let Some(m) = &mut self.multiline {
             match m.feed(&line, start) {
                 Fed::Joined => return,
@@ -273,6 +316,15 @@ impl RecordAssembler {
             }
         }
         self.structured_line(line, Some(start), Some(scan), out);
+    }
+
+    /// Ends the faulthandler dump in progress: one CRITICAL record.
+    fn finish_fault(&mut self, out: &mut Vec<Output>) {
+        if let Some(dump) = self.fault.take() {
+            out.push(Output::Record(
+                dump.finish(self.stream, self.source.clone()),
+            ));
+        }
     }
 
     /// Ends the multi-line record in progress: a record of its own, the

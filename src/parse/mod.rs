@@ -14,6 +14,7 @@ mod assemble;
 mod chain;
 pub mod declarative;
 pub mod directive;
+pub mod fault;
 pub mod fingerprint;
 #[cfg(test)]
 mod fuzz;

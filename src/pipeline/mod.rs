@@ -357,7 +357,7 @@ fn process(
                     finish_file(&mut file, &mut frames, &mut outputs, &mut outlet, counters);
                 }
             }
-            Ok(Msg::Event(event)) => outlet.batcher.event(event),
+            Ok(Msg::Event(event)) => outlet.batcher.event(with_crash_site(event, counters)),
             Ok(Msg::Sample(metrics)) => outlet.sample(metrics, now, counters),
             Ok(Msg::Run(run)) => outlet.batcher.run(run),
             Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
@@ -440,6 +440,34 @@ fn deliver_from(
         .store(outlet.batcher.records_sent, Ordering::Relaxed);
 }
 
+/// A run that died of a signal after Python's faulthandler printed where:
+/// its `exit` event says so (`"crash": "SIGSEGV in crash() at seg.py:9"`).
+/// The dump's record was parsed before the event arrived: the streams are
+/// closed, and so finished, before the shipper sends it.
+fn with_crash_site(
+    mut event: crate::record::Event,
+    counters: &PipelineCounters,
+) -> crate::record::Event {
+    if event.event_type != "exit" || event.details["signal"].is_null() {
+        return event;
+    }
+    let crash = counters.last_error_record.lock().ok().and_then(|last| {
+        let r = last.as_ref()?;
+        crate::parse::fault::crash_words(
+            r.exception_type.as_deref(),
+            r.exception_message.as_deref(),
+            &r.message,
+        )
+    });
+    let signal = event.details["signal_name"].as_str().map(str::to_string);
+    if let (Some(crash), Some(map)) = (crash, event.details.as_object_mut()) {
+        if signal.is_some_and(|s| crash.starts_with(&s)) {
+            map.insert("crash".into(), crash.into());
+        }
+    }
+    event
+}
+
 /// The error groups of a run, as its records pass.
 #[derive(Debug, Default)]
 pub struct ErrorGroupsSeen {
@@ -473,7 +501,13 @@ fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
             groups.note(record);
         }
     }
+    let crash = crate::parse::fault::crash_words(
+        record.exception_type.as_deref(),
+        record.exception_message.as_deref(),
+        &record.message,
+    );
     let text = match (&record.exception_type, &record.exception_message) {
+        _ if crash.is_some() => crash.unwrap_or_default(),
         (Some(t), Some(m)) if !m.is_empty() => format!("{t}: {}", m.lines().next().unwrap_or("")),
         (Some(t), _) => t.clone(),
         _ => record.message.clone(),

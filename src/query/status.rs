@@ -170,6 +170,9 @@ pub fn status_text(report: &StatusReport, run_count: i64, now: DateTime<Utc>) ->
 /// `failed (exit code 1)`, `crashed (killed by SIGKILL)`, `running`.
 fn state_text(report: &StatusReport) -> String {
     let state = report.state.as_str();
+    if let Some(crash) = crash_text(report) {
+        return format!("{state}: {}", escape_text(&crash));
+    }
     match (report.signal, report.exit_code) {
         (Some(signal), _) => format!("{state} (killed by {})", signal_name(signal)),
         (None, Some(code)) => format!("{state} (exit code {code})"),
@@ -178,6 +181,19 @@ fn state_text(report: &StatusReport) -> String {
         }
         (None, None) => state.to_string(),
     }
+}
+
+/// `SIGSEGV in crash() at seg.py:9` when the run died of the signal whose
+/// faulthandler dump is its last error.
+fn crash_text(report: &StatusReport) -> Option<String> {
+    let signal = signal_name(report.signal?);
+    let last = report.last_error.as_ref()?;
+    let crash = crate::parse::fault::crash_words(
+        last.exception_type.as_deref(),
+        last.exception_message.as_deref(),
+        &last.message,
+    )?;
+    crash.starts_with(&format!("{signal} ")).then_some(crash)
 }
 
 /// `SIGKILL` for 9; `signal 77` for numbers this platform does not name.

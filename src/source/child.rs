@@ -27,11 +27,17 @@ pub struct Spawned {
     pub foreground_before: Option<Pid>,
 }
 
-pub fn spawn(argv: &[String], pty: bool) -> io::Result<Spawned> {
+/// `faulthandler`: a Python program that dies of a signal in C code (a
+/// segfault in an extension, `abort()`) prints every thread's stack, which
+/// the parser turns into one CRITICAL record; a user's own setting wins.
+pub fn spawn(argv: &[String], pty: bool, faulthandler: bool) -> io::Result<Spawned> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     if std::env::var_os("PYTHONUNBUFFERED").is_none() {
         cmd.env("PYTHONUNBUFFERED", "1");
+    }
+    if faulthandler && std::env::var_os("PYTHONFAULTHANDLER").is_none() {
+        cmd.env("PYTHONFAULTHANDLER", "1");
     }
     // The agent blocks the signals it handles and ignores SIGPIPE; the program
     // must start with the defaults, as it would from a shell.

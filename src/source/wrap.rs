@@ -52,6 +52,8 @@ pub struct WrapOptions<'a> {
     pub pty: bool,
     pub echo: bool,
     pub plain_log: Option<File>,
+    /// Set `PYTHONFAULTHANDLER=1` for the program unless it is set already.
+    pub faulthandler: bool,
 }
 
 /// How the child ended.
@@ -96,7 +98,7 @@ pub fn run(
     on_spawn: impl FnOnce(u32),
     on_exit: impl FnOnce(),
 ) -> std::io::Result<ChildOutcome> {
-    let spawned = child::spawn(opts.command, opts.pty)?;
+    let spawned = child::spawn(opts.command, opts.pty, opts.faulthandler)?;
     let Spawned {
         child,
         stdout,

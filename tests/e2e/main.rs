@@ -7,6 +7,7 @@ mod cli_docs;
 mod daemon;
 mod diagnostics;
 mod end_of_run;
+mod faulthandler;
 mod full_disk;
 mod grafana;
 mod holder;

@@ -87,6 +87,7 @@ fn run_in_process(app: &App, command: &[String]) -> Option<i32> {
         pty: false,
         echo: false,
         plain_log: None,
+        faulthandler: true,
     };
     let outcome = wrap::run(
         opts,
