@@ -99,6 +99,9 @@ pub enum Command {
     #[command(subcommand)]
     #[command(after_help = examples::CONFIG)]
     Config(ConfigCommand),
+    /// The live Python stack of every thread of a running program (py-spy dump)
+    #[command(after_help = examples::STACK)]
+    Stack(StackArgs),
     /// Print a shell completion script (bash, zsh, fish)
     #[command(after_help = examples::COMPLETIONS)]
     Completions {
@@ -123,6 +126,18 @@ pub enum Command {
     /// (internal) Send one notification read as JSON from stdin: started by shippers and supervisors
     #[command(hide = true)]
     NotifySend,
+}
+
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    /// Experiment whose running program to read (its latest run)
+    #[arg(required_unless_present = "daemon", conflicts_with = "daemon")]
+    pub experiment: Option<String>,
+    /// The daemon whose program to read
+    #[arg(long, value_name = "NAME")]
+    pub daemon: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
 }
 
 /// The shells `completions` writes scripts for.

@@ -177,6 +177,10 @@ pub struct MonitoringConfig {
     pub metrics_interval: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub progress_update_interval: Duration,
+    /// No output, no progress and under 2% CPU this long: a `stall` event.
+    /// Zero turns the detector off.
+    #[serde(deserialize_with = "de_duration")]
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -233,6 +237,7 @@ impl Default for MonitoringConfig {
         MonitoringConfig {
             metrics_interval: Duration::from_secs(10),
             progress_update_interval: Duration::from_secs(5),
+            stall_after: Duration::from_secs(30 * 60),
         }
     }
 }

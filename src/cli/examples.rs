@@ -161,3 +161,8 @@ pub const COMPLETIONS: &str = "Examples:
 pub const MAN: &str = "Examples:
   pmon-agent man ~/.local/share/man/man1 && man pmon-agent-query-errors
   pmon-agent man /tmp/man && man -l /tmp/man/pmon-agent-wrap.1";
+
+pub const STACK: &str = "Examples:
+  pmon-agent stack train
+  pmon-agent stack --daemon etl
+  pmon-agent stack train --format json | jq -r '.frames[0].function'";

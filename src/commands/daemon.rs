@@ -250,11 +250,12 @@ fn print_states(
                     "exit_code": s.exit_code, "signal": s.signal, "last_error": s.last_error,
                     "run_id": s.run_id, "ended_at": s.ended_at, "command": s.command, "last_rss_bytes": s.last_rss_bytes,
                     "rss_bytes": live.rss_bytes, "cpu_percent": live.cpu_percent, "progress": live.progress,
+                    "stalled_since": live.stalled_since.as_ref().filter(|_| s.state.is_live()),
                 })
             )?,
             Format::Text if detailed => {
                 writeln!(out, "daemon: {} (experiment {})", s.name, s.experiment_id)?;
-                writeln!(out, "state: {}", state_phrase(s))?;
+                writeln!(out, "state: {}", state_with_stall(s, &live))?;
                 writeln!(
                     out,
                     "pid: {}  supervisor: {}  restarts: {}",
@@ -279,11 +280,24 @@ fn print_states(
                 "{:<20} {:<12} {}",
                 s.name,
                 s.experiment_id,
-                state_phrase(s)
+                state_with_stall(s, &live)
             )?,
         }
     }
     Ok(0)
+}
+
+/// The state phrase, and `(stalled 34m)` while the program is stuck.
+fn state_with_stall(s: &DaemonState, live: &crate::daemon::live::LiveStatus) -> String {
+    let stalled = s
+        .state
+        .is_live()
+        .then(|| crate::query::stalled_words(live.stalled_since.as_deref(), Utc::now()))
+        .flatten();
+    match stalled {
+        Some(stalled) => format!("{} ({stalled})", state_phrase(s)),
+        None => state_phrase(s),
+    }
 }
 
 /// "running for 5m (pid 123)", "crashed 3m ago: SIGKILL",

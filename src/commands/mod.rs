@@ -9,6 +9,7 @@ mod ingest;
 mod parsers_cmd;
 pub(crate) mod recording;
 mod ship;
+mod stack;
 mod tail;
 pub mod wrap;
 
@@ -42,6 +43,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Db(cmd) => database::db(&App::new(&cli.global)?, cmd),
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd),
         Command::NotifySend => notify_send(&cli.global),
+        Command::Stack(args) => stack::run(&App::new(&cli.global)?, &args),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
         Command::CompleteNames { what } => docs::complete_names(&App::new(&cli.global)?, what),

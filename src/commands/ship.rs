@@ -16,10 +16,14 @@ use crate::daemon::live::LiveRefresher;
 use crate::daemon::DaemonDir;
 use crate::holder::capture::{CaptureDir, EventsReader, ProgramEnd, TimesReader};
 use crate::holder::{end_state, ShipResult};
+use crate::metrics::stall::{StallChange, StallWatch};
 use crate::metrics::MetricsSampler;
 use crate::notify;
+use crate::pipeline::PipelineCounters;
 use crate::pipeline::{FileMeta, Msg};
 use crate::procinfo::oom::{MemoryWatch, OomVerdict};
+use crate::procinfo::pyspy::{self, PySpyError};
+use crate::record::format_ts;
 use crate::record::{Event, StreamKind};
 use crate::run::{RunState, StartMode};
 use crate::source::tail::{load_checkpoints, StoredCheckpoint};
@@ -115,6 +119,7 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     let mut streams: Vec<CaptureStream> = kinds.iter().map(|k| CaptureStream::new(*k)).collect();
     let mut events: Option<EventsReader> = None;
     let told = EndFromHolder::listen();
+    let mut stall = StallWatch::new(app.config.monitoring.stall_after, Instant::now());
     let end = loop {
         // Read before the streams: once it is known, what they hold is final.
         let end = told.end().or_else(|| capture.read_end());
@@ -135,14 +140,33 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
                     program.store(pid, Ordering::SeqCst);
                     memory.watch(pid);
                     sampler.watch(pid);
+                    if let Some(stall) = stall.as_mut() {
+                        stall.watch(pid);
+                    }
                     recording.set_child_pid(pid);
                 }
             }
             recording.event(event);
             progressed = true;
         }
+        let mut output = false;
         for stream in &mut streams {
-            progressed |= stream.pump(&capture, &checkpoints, &tx)?;
+            output |= stream.pump(&capture, &checkpoints, &tx)?;
+        }
+        progressed |= output;
+        if let Some(stall) = stall.as_mut() {
+            let updates = counters.progress_updates.load(Ordering::Relaxed);
+            match stall.check(output, updates, Instant::now()) {
+                // A program that has ended is not stuck.
+                Some(StallChange::Stalled { .. }) if end.is_some() => {}
+                Some(change) => note_stall(
+                    &recording,
+                    &counters,
+                    program.load(Ordering::SeqCst),
+                    change,
+                ),
+                None => {}
+            }
         }
         new_groups.look(app, &counters);
         if !progressed && (end.is_some() || holder_gone) {
@@ -269,6 +293,50 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", line.replace('\n', " "));
     let _ = out.flush();
+}
+
+/// A `stall` event (with the program's Python stacks, when py-spy can read
+/// them) or a `resume` event; the live status says since when it is stuck.
+fn note_stall(recording: &Recording, counters: &PipelineCounters, pid: u32, change: StallChange) {
+    match change {
+        StallChange::Stalled { quiet, cpu_percent } => {
+            let since = Utc::now() - chrono::Duration::from_std(quiet).unwrap_or_default();
+            let (stack, stack_error) = match python_stacks(pid) {
+                Ok(stack) => (Some(stack), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            tracing::info!(target: "holder", quiet = ?quiet, cpu_percent, "the program is stalled");
+            recording.event(Event::now(
+                "stall",
+                json!({"since": format_ts(&since), "quiet_s": quiet.as_secs_f64(), "cpu_percent": cpu_percent,
+                       "pid": pid, "stack": stack, "stack_error": stack_error}),
+            ));
+            if let Ok(mut stalled) = counters.stalled_since.lock() {
+                *stalled = Some(format_ts(&since));
+            }
+        }
+        StallChange::Resumed { stalled_for } => {
+            tracing::info!(target: "holder", stalled_for = ?stalled_for, "the program goes on");
+            recording.event(Event::now(
+                "resume",
+                json!({"stalled_s": stalled_for.as_secs_f64()}),
+            ));
+            if let Ok(mut stalled) = counters.stalled_since.lock() {
+                *stalled = None;
+            }
+        }
+    }
+}
+
+/// `py-spy dump` of every Python process of the program, one after another.
+fn python_stacks(pid: u32) -> Result<String, PySpyError> {
+    let pids = pyspy::python_processes(pid);
+    let pids = if pids.is_empty() { vec![pid] } else { pids };
+    let mut all = Vec::new();
+    for pid in pids {
+        all.push(pyspy::dump(pid, false)?);
+    }
+    Ok(all.join("\n"))
 }
 
 /// The `exit` event, with the OOM verdict; returns what the holder is told.

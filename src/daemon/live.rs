@@ -26,6 +26,9 @@ pub struct LiveStatus {
     pub cpu_percent: Option<f64>,
     /// Top-level progress tasks (`train`, not `train/batch`).
     pub progress: Vec<ProgressUpdate>,
+    /// When the program stalled, while it is stalled.
+    #[serde(default)]
+    pub stalled_since: Option<String>,
 }
 
 impl LiveStatus {
@@ -43,6 +46,7 @@ impl LiveStatus {
                 .lock()
                 .map(|p| p.clone())
                 .unwrap_or_default(),
+            stalled_since: counters.stalled_since.lock().ok().and_then(|s| s.clone()),
         }
     }
 }

@@ -10,6 +10,7 @@
 mod host;
 mod proc_tree;
 mod sampler;
+pub mod stall;
 mod throughput;
 
 pub use host::{host_sample, HostSample};

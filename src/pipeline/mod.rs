@@ -110,6 +110,10 @@ pub struct PipelineCounters {
     pub resources: std::sync::Mutex<Resources>,
     /// The latest state of each top-level progress task, in order of appearance.
     pub top_progress: std::sync::Mutex<Vec<ProgressUpdate>>,
+    /// Progress updates seen (any task): the stall detector's "it moves".
+    pub progress_updates: AtomicU64,
+    /// When the program stalled (no output, no progress, idle CPU), while it is.
+    pub stalled_since: std::sync::Mutex<Option<String>>,
 }
 
 /// The program's memory and CPU at the newest sample, for status reports.

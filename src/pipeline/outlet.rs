@@ -43,6 +43,9 @@ impl Outlet {
     ) {
         self.pace.pace(&mut update, now);
         self.throughput.progress(&update, now);
+        counters
+            .progress_updates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !update.task.contains('/') {
             if let Ok(mut top) = counters.top_progress.lock() {
                 match top.iter_mut().find(|t| t.task == update.task) {

@@ -4,6 +4,7 @@
 //! other SIGKILL.
 
 pub mod oom;
+pub mod pyspy;
 
 /// The start time of `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if the process does not exist.
@@ -43,6 +44,13 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// This machine's name, for telling runs on different hosts apart.
+/// The parent of `pid`, if it lives.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(1)?.parse().ok()
+}
+
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()

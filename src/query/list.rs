@@ -28,6 +28,8 @@ pub struct ExperimentSummary {
     pub error_count: u64,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// When the live latest run stalled; null unless it is stalled now.
+    pub stalled_since: Option<String>,
 }
 
 /// `query list`.
@@ -56,10 +58,16 @@ pub fn summaries(
 ) -> anyhow::Result<Vec<ExperimentSummary>> {
     let runs = db.latest_runs()?;
     let errors = db.error_counts(&runs)?;
-    Ok(runs
+    let mut summaries: Vec<ExperimentSummary> = runs
         .iter()
         .map(|run| summarize(run, errors.get(&run.run_id).copied().unwrap_or(0), now))
-        .collect())
+        .collect();
+    for (summary, run) in summaries.iter_mut().zip(&runs) {
+        if run.state.is_live() {
+            summary.stalled_since = db.stalled_since(&run.experiment_id, &run.run_id)?;
+        }
+    }
+    Ok(summaries)
 }
 
 fn summarize(run: &Run, error_count: u64, now: DateTime<Utc>) -> ExperimentSummary {
@@ -75,6 +83,7 @@ fn summarize(run: &Run, error_count: u64, now: DateTime<Utc>) -> ExperimentSumma
         error_count,
         exit_code: run.exit_code,
         signal: run.signal,
+        stalled_since: None,
     }
 }
 
@@ -123,7 +132,10 @@ fn table_row(summary: &ExperimentSummary) -> [String; 6] {
     [
         escape_text(&summary.experiment_id),
         summary.run.to_string(),
-        summary.state.as_str().to_string(),
+        match super::status::stalled_words(summary.stalled_since.as_deref(), chrono::Utc::now()) {
+            Some(stalled) => format!("{} ({stalled})", summary.state.as_str()),
+            None => summary.state.as_str().to_string(),
+        },
         local_time(&summary.started_at, false),
         duration,
         summary.error_count.to_string(),
@@ -199,7 +211,8 @@ mod tests {
         assert_eq!(etl["error_count"], 2);
         assert_eq!(etl["duration_s"], 133.0);
         assert_eq!(etl["exit_code"], 0);
-        assert_eq!(etl.as_object().unwrap().len(), 10);
+        assert_eq!(etl["stalled_since"], serde_json::Value::Null);
+        assert_eq!(etl.as_object().unwrap().len(), 11);
     }
 
     #[test]

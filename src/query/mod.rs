@@ -36,6 +36,7 @@ pub mod watch;
 
 pub use logs::{logs_with, LogsOptions};
 pub use output::{escape_text, humanize_duration};
+pub use status::stalled_words;
 
 use crate::app::App;
 use crate::cli::QueryCommand;

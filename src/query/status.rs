@@ -36,6 +36,8 @@ pub struct StatusReport {
     pub metrics: BTreeMap<String, LastMetric>,
     pub last_error: Option<LogRow>,
     pub spool_pending: u64,
+    /// When the live program stalled (no output, no progress, idle CPU); null unless it is stalled now.
+    pub stalled_since: Option<String>,
 }
 
 /// The newest value of one metric series.
@@ -103,6 +105,10 @@ pub fn build_report(
             .collect(),
         last_error: super::logs::last_error(db, run)?,
         spool_pending,
+        stalled_since: match run.state.is_live() {
+            true => db.stalled_since(&run.experiment_id, &run.run_id)?,
+            false => None,
+        },
     })
 }
 
@@ -170,6 +176,9 @@ pub fn status_text(report: &StatusReport, run_count: i64, now: DateTime<Utc>) ->
 /// `failed (exit code 1)`, `crashed (killed by SIGKILL)`, `running`.
 fn state_text(report: &StatusReport) -> String {
     let state = report.state.as_str();
+    if let Some(stalled) = stalled_words(report.stalled_since.as_deref(), Utc::now()) {
+        return format!("{state} ({stalled})");
+    }
     if let Some(crash) = crash_text(report) {
         return format!("{state}: {}", escape_text(&crash));
     }
@@ -181,6 +190,16 @@ fn state_text(report: &StatusReport) -> String {
         }
         (None, None) => state.to_string(),
     }
+}
+
+/// `stalled 34m`: how long a stalled run has printed nothing.
+pub fn stalled_words(since: Option<&str>, now: DateTime<Utc>) -> Option<String> {
+    let since = crate::record::parse_ts(since?)?;
+    let quiet = (now - since).to_std().unwrap_or_default();
+    Some(format!(
+        "stalled {}",
+        super::output::humanize_duration(quiet)
+    ))
 }
 
 /// `SIGSEGV in crash() at seg.py:9` when the run died of the signal whose
@@ -457,10 +476,11 @@ mod tests {
             "command",
             "metrics",
             "pid",
+            "stalled_since",
         ] {
             assert!(value.get(key).is_some(), "missing {key} in {text}");
         }
-        assert_eq!(value.as_object().unwrap().len(), 14);
+        assert_eq!(value.as_object().unwrap().len(), 15);
         assert_eq!(value["progress"][1]["parent"], "load");
         assert_eq!(value["progress"][1]["eta_s"], serde_json::Value::Null);
         assert_eq!(value["state"], "failed");

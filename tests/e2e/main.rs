@@ -25,6 +25,7 @@ mod postgres;
 mod queries;
 mod retention;
 mod run_monitored;
+mod stall;
 mod tail;
 mod tail_logrotate;
 mod tail_model;

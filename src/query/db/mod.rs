@@ -19,6 +19,7 @@
 mod groups;
 mod postgres;
 mod sqlite;
+mod stall;
 
 pub use groups::GroupRow;
 

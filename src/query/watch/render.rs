@@ -187,6 +187,11 @@ fn state_text(snap: &Snapshot) -> String {
         return String::new();
     };
     let state = run.state.as_str();
+    if let Some(stalled) =
+        crate::query::status::stalled_words(snap.stalled_since.as_deref(), snap.at)
+    {
+        return format!("{state} ({stalled})");
+    }
     match (run.signal, run.exit_code) {
         (Some(signal), _) => format!("{state} ({})", signal_name(signal)),
         (None, Some(code)) if run.state != RunState::Succeeded => {

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub logs: Vec<LogRow>,
     /// When this snapshot was read.
     pub at: DateTime<Utc>,
+    /// When the live run stalled, while it is stalled.
+    pub stalled_since: Option<String>,
 }
 
 impl Snapshot {
@@ -122,6 +124,9 @@ impl Watcher {
         snapshot.cpu = self.cpu.clone();
         snapshot.limit = self.limit;
         snapshot.runs = experiment.latest().ordinal;
+        if run.state.is_live() {
+            snapshot.stalled_since = db.stalled_since(&run.experiment_id, &run.run_id)?;
+        }
         snapshot.run = Some(run);
         Ok(snapshot)
     }
