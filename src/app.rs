@@ -119,6 +119,18 @@ impl App {
         })
     }
 
+    /// Writes one event of a run to the store in effect. Best effort: the
+    /// callers (a supervisor's restart, a notifier) have done what mattered.
+    pub fn record_event(&self, ctx: &crate::sink::RunContext, event: crate::record::Event) {
+        if let Ok(mut sink) = self.open_sink() {
+            let batch = crate::sink::Batch {
+                events: vec![event],
+                ..Default::default()
+            };
+            let _ = sink.write(ctx, &batch);
+        }
+    }
+
     /// The sink records go to: PostgreSQL with the spool when a database is
     /// configured, else the embedded store.
     pub fn open_sink(&self) -> anyhow::Result<Box<dyn crate::sink::Sink>> {

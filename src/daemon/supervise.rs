@@ -10,7 +10,7 @@ use crate::holder::{self, ChildSpec, HolderEnv, Ran};
 use crate::procinfo;
 use crate::record::{format_ts, Event};
 use crate::run::{RunState, StartMode};
-use crate::sink::{Batch, RunContext};
+use crate::sink::RunContext;
 use anyhow::Context;
 use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
@@ -336,18 +336,11 @@ fn notify_gave_up(app: &App, args: &Supervise<'_>, state: &DaemonState, reason: 
 }
 
 fn record_event(app: &App, state: &DaemonState, event: Event) {
-    let Some(run_id) = state.run_id.clone() else {
-        return;
-    };
-    let ctx = RunContext {
-        experiment_id: state.experiment_id.clone(),
-        run_id,
-    };
-    if let Ok(mut sink) = app.open_sink() {
-        let batch = Batch {
-            events: vec![event],
-            ..Batch::default()
+    if let Some(run_id) = state.run_id.clone() {
+        let ctx = RunContext {
+            experiment_id: state.experiment_id.clone(),
+            run_id,
         };
-        let _ = sink.write(&ctx, &batch);
+        app.record_event(&ctx, event);
     }
 }

@@ -5,7 +5,7 @@
 use super::{redact_webhook, Notification, Parcel};
 use crate::app::App;
 use crate::record::Event;
-use crate::sink::{Batch, RunContext};
+use crate::sink::RunContext;
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -53,22 +53,14 @@ pub fn deliver(app: Option<&App>, parcel: &Parcel) -> i32 {
     i32::from(failed)
 }
 
-/// The event goes to the run's store (best effort: the notification is
-/// what mattered).
+/// The event goes to the run's store.
 fn record(app: &App, n: &Notification, event: Event) {
-    let Some(run_id) = n.run_id.clone() else {
-        return;
-    };
-    let ctx = RunContext {
-        experiment_id: n.experiment_id.clone(),
-        run_id,
-    };
-    if let Ok(mut sink) = app.open_sink() {
-        let batch = Batch {
-            events: vec![event],
-            ..Batch::default()
+    if let Some(run_id) = n.run_id.clone() {
+        let ctx = RunContext {
+            experiment_id: n.experiment_id.clone(),
+            run_id,
         };
-        let _ = sink.write(&ctx, &batch);
+        app.record_event(&ctx, event);
     }
 }
 

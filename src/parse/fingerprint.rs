@@ -208,17 +208,6 @@ fn short_file(file: &str) -> String {
     parts[parts.len().saturating_sub(2)..].join("/")
 }
 
-/// `Name`, `pkg.Name: text`, `f.<locals>.Name: text`.
-fn looks_like_exception_line(line: &str) -> bool {
-    let name = match line.find(": ") {
-        Some(pos) => &line[..pos],
-        None => line,
-    };
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
-        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '<' | '>' | ':'))
-}
-
 /// The exception name of an exception line (`ValueError: x`, `KeyboardInterrupt`).
 fn exception_name(line: &str) -> &str {
     match line.find(": ") {
@@ -253,7 +242,7 @@ fn parse_exception_type(traceback: &str) -> String {
         !t.starts_with("Traceback (")
             && !t.starts_with("[Previous line")
             && parse_frame_line(t).is_none()
-            && looks_like_exception_line(t.trim_end())
+            && super::traceback::looks_like_exception_line(t.trim_end())
     });
     let line = found.map(|l| l.trim_end()).unwrap_or_else(|| {
         part.iter()

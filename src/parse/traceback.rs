@@ -307,7 +307,7 @@ fn is_indented_continuation(line: &str, group_col: Option<usize>) -> bool {
 }
 
 /// `Name`, `pkg.Name: text`, `f.<locals>.Name: text`.
-fn looks_like_exception_line(line: &str) -> bool {
+pub(super) fn looks_like_exception_line(line: &str) -> bool {
     let name = match line.find(": ") {
         Some(pos) => &line[..pos],
         None => line,
