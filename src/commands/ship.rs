@@ -89,7 +89,11 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         daemon: args.daemon.clone(),
         started_at: run.started_at.clone(),
     };
-    let mut new_groups = notify::NewGroupWatch::new(notify.clone(), facts.clone());
+    let mut new_groups = notify::NewGroupWatch::new(
+        notify.clone(),
+        facts.clone(),
+        &recording.pipeline.counters(),
+    );
     let checkpoints = recording
         .registry()
         .map(|store| load_checkpoints(store.conn(), &run.experiment_id))

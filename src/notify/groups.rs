@@ -30,7 +30,15 @@ pub struct NewGroupWatch {
 }
 
 impl NewGroupWatch {
-    pub fn new(config: NotifyConfig, facts: RunFacts) -> NewGroupWatch {
+    /// Starts watching `counters`' error groups, if `config` wants them.
+    pub fn new(
+        config: NotifyConfig,
+        facts: RunFacts,
+        counters: &PipelineCounters,
+    ) -> NewGroupWatch {
+        if let Ok(mut groups) = counters.error_groups.lock() {
+            groups.watched = config.wants(NotifyOn::NewErrorGroup);
+        }
         NewGroupWatch {
             config,
             facts,

@@ -98,34 +98,50 @@ pub struct Frame {
     pub function: String,
 }
 
-/// `File "path", line N, in function`, after any indentation, exception-group
-/// bars (`|`, `+`) or loguru's `>` marker; `, in function` is absent on a
-/// SyntaxError's location line.
-static FRAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^(?P<pre>[ |+>]*)File "(?P<file>.*)", line (?P<line>[0-9]+)(?:, in (?P<func>.*?))?[ \t\r]*$"#)
-        .expect("frame regex")
-});
-
-static REPEATED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\s*\[Previous line repeated [0-9]+ more times?\]\s*$").expect("repeated regex")
-});
-
 /// A frame line of the traceback and how deeply it is nested in exception
-/// groups (0 outside any group).
+/// groups (0 outside any group): `File "path", line N, in function`, after
+/// any indentation, exception-group bars (`|`, `+`) or loguru's `>` marker;
+/// `, in function` is absent on a SyntaxError's location line. Read by hand,
+/// not by a regex: it runs on every ERROR record stored.
 fn parse_frame_line(line: &str) -> Option<(usize, Frame)> {
-    let caps = FRAME_LINE.captures(line)?;
-    let pre = caps.name("pre").map_or("", |m| m.as_str());
+    let body = line.trim_start_matches([' ', '|', '+', '>']);
+    let pre = &line[..line.len() - body.len()];
     let depth = pre.rfind('|').map_or(0, |i| i + 1);
-    let function = caps.name("func").map_or("", |m| m.as_str());
-    let function = REPEATED.replace(function, "").into_owned();
+    let rest = body.strip_prefix("File \"")?;
+    // The path may hold `", line ` itself: the last one that is followed by
+    // a number is the separator.
+    let (file, after) = rest
+        .rmatch_indices("\", line ")
+        .map(|(i, sep)| (&rest[..i], &rest[i + sep.len()..]))
+        .find(|(_, after)| after.starts_with(|c: char| c.is_ascii_digit()))?;
+    let digits = after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len());
+    let (number, tail) = after.split_at(digits);
+    let tail = tail.trim_end_matches([' ', '\t', '\r']);
+    let function = match tail.strip_prefix(", in ") {
+        Some(function) => without_repeat_note(function),
+        None if tail.is_empty() => "",
+        None => return None,
+    };
     Some((
         depth,
         Frame {
-            file: caps["file"].to_string(),
-            line: caps["line"].parse().unwrap_or(0),
-            function,
+            file: file.to_string(),
+            line: number.parse().unwrap_or(0),
+            function: function.to_string(),
         },
     ))
+}
+
+/// `f [Previous line repeated 2 more times]` → `f`.
+fn without_repeat_note(function: &str) -> &str {
+    match function.rfind("[Previous line repeated ") {
+        Some(i) if function.ends_with(" more times]") || function.ends_with(" more time]") => {
+            function[..i].trim_end()
+        }
+        _ => function,
+    }
 }
 
 /// The lines of the last part of a chained traceback (all lines if unchained).

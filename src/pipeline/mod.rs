@@ -475,6 +475,9 @@ fn with_crash_site(
 /// The error groups of a run, as its records pass.
 #[derive(Debug, Default)]
 pub struct ErrorGroupsSeen {
+    /// Someone takes `fresh` (new_error_group notifications are wanted):
+    /// otherwise nothing is kept.
+    pub watched: bool,
     seen: std::collections::HashSet<String>,
     /// First records of groups new to this run, oldest first.
     pub fresh: Vec<(String, crate::record::LogRecord)>,
@@ -483,13 +486,21 @@ pub struct ErrorGroupsSeen {
 /// Past this many groups in one run (a message whose variable part the
 /// masking misses), new ones are no longer noticed.
 const MAX_GROUPS_NOTICED: usize = 10_000;
+/// First records waiting to be taken, at most.
+const MAX_FRESH: usize = 100;
 
 impl ErrorGroupsSeen {
     fn note(&mut self, record: &crate::record::LogRecord) {
+        if !self.watched {
+            return;
+        }
         let Some(group) = crate::parse::fingerprint::error_group(record) else {
             return;
         };
-        if self.seen.len() < MAX_GROUPS_NOTICED && self.seen.insert(group.clone()) {
+        if self.seen.len() < MAX_GROUPS_NOTICED
+            && self.fresh.len() < MAX_FRESH
+            && self.seen.insert(group.clone())
+        {
             self.fresh.push((group, record.clone()));
         }
     }
