@@ -27,6 +27,15 @@ pub fn init(verbose: u8) {
     let from_env = std::env::var("PMON_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty());
+    if from_env.is_none() && verbose == 0 {
+        return;
+    }
+    // Called before the command line is read (for PMON_LOG) and after (for
+    // -v): the first that has something to set up does it, once.
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if STARTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let directives = match (from_env, verbose) {
         (Some(directives), _) => directives,
         (None, 0) => return,

@@ -109,4 +109,9 @@ fn pmon_log_picks_stages_and_hostile_names_are_escaped() {
         ) && stderr.contains("PMON_LOG=sink=debug,tail=trace"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("PMON_LOG=sink==x").count(),
+        1,
+        "said once: {stderr}"
+    );
 }
