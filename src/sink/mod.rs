@@ -114,6 +114,15 @@ impl Batch {
         self.checkpoints.iter().all(|c| c.may_lag)
     }
 
+    /// Adds copies of `other`'s parts other than its log records and read
+    /// positions (a transaction writes them after its records).
+    pub fn add_rest(&mut self, other: &Batch) {
+        self.events.extend_from_slice(&other.events);
+        self.progress.extend_from_slice(&other.progress);
+        self.metrics.extend_from_slice(&other.metrics);
+        self.runs.extend_from_slice(&other.runs);
+    }
+
     pub fn append(&mut self, mut other: Batch) {
         self.logs.append(&mut other.logs);
         self.events.append(&mut other.events);
@@ -132,6 +141,20 @@ pub trait Sink: Send {
         COALESCE_BYTES
     }
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
+    /// Whether a write of `batch` may go on taking the batches queued
+    /// behind it, in one transaction ([`postgres::BatchFeed`]).
+    fn takes_more(&self, _batch: &Batch) -> bool {
+        false
+    }
+    /// Writes `batch` and what `feed` adds while the transaction is open.
+    fn write_fed(
+        &mut self,
+        _ctx: &RunContext,
+        batch: Batch,
+        _feed: &mut dyn postgres::BatchFeed,
+    ) -> Fed {
+        Fed::Unwritten(batch)
+    }
     /// Called when no batch has arrived for a while (replays, retries).
     fn idle(&mut self) {}
     /// Records waiting in a spool for their real destination.
@@ -144,6 +167,14 @@ pub trait Sink: Send {
     fn finish(&mut self, _deadline: std::time::Instant) -> u64 {
         0
     }
+}
+
+/// What [`Sink::write_fed`] did.
+pub enum Fed {
+    /// The records stored.
+    Written(u64),
+    /// Not stored: to be written with [`Sink::write`] (which spools it, say).
+    Unwritten(Batch),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! The sink thread: receives batches and writes them, coalescing whatever has
 //! queued up into one write so that a burst costs one transaction.
 
-use super::{Batch, BatchReceiver, BatchSender, RunContext, Sink};
+use super::postgres::BatchFeed;
+use super::{Batch, BatchReceiver, BatchSender, Fed, RunContext, Sink};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -139,8 +140,13 @@ fn run(
     let mut stats = SinkStats::default();
     let delay = test_delay();
     let mut warned = None;
+    let mut carried: Option<Batch> = None;
     loop {
-        let mut batch = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+        let received = match carried.take() {
+            Some(batch) => Ok(batch),
+            None => rx.recv_timeout(Duration::from_millis(500)),
+        };
+        let mut batch = match received {
             Ok(batch) => batch,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 sink.idle();
@@ -149,18 +155,63 @@ fn run(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        let limit = coalesce_limit(&batch);
-        let bytes = sink.coalesce_bytes(&batch);
-        rx.coalesce(&mut batch, limit, bytes);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
         }
-        if write_one(sink, ctx, &batch, waits, &mut warned) {
-            stats.records_written += batch.logs.len() as u64;
+        if sink.takes_more(&batch) {
+            let mut feed = QueueFeed {
+                rx: &rx,
+                carried: None,
+            };
+            match sink.write_fed(ctx, batch, &mut feed) {
+                Fed::Written(records) => stats.records_written += records,
+                Fed::Unwritten(unwritten) => {
+                    if write_one(sink, ctx, &unwritten, waits, &mut warned) {
+                        stats.records_written += unwritten.logs.len() as u64;
+                    } else {
+                        stats.write_errors += 1;
+                    }
+                }
+            }
+            carried = feed.carried;
         } else {
-            stats.write_errors += 1;
+            let limit = coalesce_limit(&batch);
+            let bytes = sink.coalesce_bytes(&batch);
+            rx.coalesce(&mut batch, limit, bytes);
+            if write_one(sink, ctx, &batch, waits, &mut warned) {
+                stats.records_written += batch.logs.len() as u64;
+            } else {
+                stats.write_errors += 1;
+            }
         }
         pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
     }
     stats
+}
+
+/// How long an open transaction waits for the pipeline's next batch: under
+/// load one comes within a millisecond; a quiet program costs its records
+/// this much latency at most.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// The queue, as an open transaction sees it.
+struct QueueFeed<'r> {
+    rx: &'r BatchReceiver,
+    /// A batch the transaction could not take: the worker writes it next.
+    carried: Option<Batch>,
+}
+
+impl BatchFeed for QueueFeed<'_> {
+    fn next(&mut self) -> Option<Batch> {
+        if self.carried.is_some() {
+            return None;
+        }
+        self.rx.recv_timeout(LINGER).ok()
+    }
+
+    fn put_back(&mut self, batch: Batch) {
+        self.carried = Some(batch);
+    }
+
+    fn sent(&mut self, _batch: Batch) {}
 }

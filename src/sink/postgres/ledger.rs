@@ -25,23 +25,26 @@ use std::sync::Arc;
 pub const ROWS_PER_NUMBER: usize = 32768;
 
 /// Opens the batch's transaction, takes the run's lock, draws `count` batch
-/// numbers and reads the ledger ranges that overlap the batch — in one
-/// round trip (several statements in one simple query: each gets its own
-/// snapshot, so the ledger is read after the lock is held). Under load a
-/// write's round trips, not its rows, were a good part of its time.
+/// numbers and reads the ledger ranges of the batch's origins that end at or
+/// after its first seq of that origin — in one round trip (several
+/// statements in one simple query: each gets its own snapshot, so the ledger
+/// is read after the lock is held). Under load a write's round trips, not
+/// its rows, were a good part of its time.
+///
+/// The ranges have no upper end, so that batches which follow in the same
+/// transaction can be checked too, if their seqs start no lower
+/// ([`Stored::covers`]): nobody else writes the run while the lock is held.
 pub async fn begin_and_read(
     conn: &mut PgConnection,
     ctx: &RunContext,
     rows: &[SeqRecord],
     count: usize,
 ) -> sqlx::Result<(Vec<i64>, Stored)> {
-    let overlaps: Vec<String> = spans(rows)
-        .into_iter()
-        .map(|(origin, (first, last))| {
-            format!(
-                "(origin = {} AND last_seq >= {first} AND first_seq <= {last})",
-                literal(origin)
-            )
+    let firsts = spans(rows);
+    let overlaps: Vec<String> = firsts
+        .iter()
+        .map(|(origin, (first, _))| {
+            format!("(origin = {} AND last_seq >= {first})", literal(origin))
         })
         .collect();
     let sql = format!(
@@ -52,11 +55,21 @@ pub async fn begin_and_read(
          WHERE experiment_id = {experiment} AND run_id = {run} AND ({overlaps})",
         run = literal(&ctx.run_id),
         experiment = literal(&ctx.experiment_id),
-        overlaps = overlaps.join(" OR "),
+        overlaps = if overlaps.is_empty() {
+            "false".to_string()
+        } else {
+            overlaps.join(" OR ")
+        },
     );
     let found = conn.fetch_all(sqlx::AssertSqlSafe(sql)).await?;
     let mut numbers = Vec::new();
-    let mut stored = Stored::default();
+    let mut stored = Stored {
+        checked: firsts
+            .into_iter()
+            .map(|(origin, (first, _))| (origin.to_string(), first))
+            .collect(),
+        ..Stored::default()
+    };
     for row in found {
         // The numbers come as one column, the ledger's ranges as three.
         match row.len() {
@@ -88,10 +101,12 @@ fn spans(rows: &[SeqRecord]) -> HashMap<&str, (u64, u64)> {
     spans
 }
 
-/// Ranges already stored, per origin, that overlap the batch's.
+/// Ranges already stored, per origin, from the lowest seq checked on.
 #[derive(Debug, Default)]
 pub struct Stored {
     ranges: HashMap<String, Vec<(u64, u64)>>,
+    /// The origins whose ranges were read, each from which seq on.
+    checked: HashMap<String, u64>,
 }
 
 impl Stored {
@@ -100,6 +115,16 @@ impl Stored {
             ranges
                 .iter()
                 .any(|&(first, last)| first <= row.seq && row.seq <= last)
+        })
+    }
+
+    /// Whether [`Stored::holds`] knows about every row of `rows`: each
+    /// row's origin was read, from a seq no higher than the row's.
+    pub fn covers(&self, rows: &[SeqRecord]) -> bool {
+        rows.iter().all(|r| {
+            self.checked
+                .get(&*r.origin)
+                .is_some_and(|&from| from <= r.seq)
         })
     }
 }
@@ -115,52 +140,64 @@ struct Piece {
     last_time: DateTime<Utc>,
 }
 
-fn pieces(rows: &[&SeqRecord]) -> Vec<Piece> {
-    let mut by_origin: HashMap<&str, Piece> = HashMap::new();
-    for row in rows {
+/// What a transaction stored, per batch number and origin: its ledger rows.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    by_key: HashMap<(i64, Arc<str>), Piece>,
+}
+
+impl Pieces {
+    /// Notes a row copied in under batch number `batch`.
+    pub fn note(&mut self, batch: i64, row: &SeqRecord) {
         let ts = row.record.timestamp;
-        let piece = by_origin.entry(&row.origin).or_insert_with(|| Piece {
-            origin: row.origin.clone(),
-            first_seq: row.seq,
-            last_seq: row.seq,
-            rows: 0,
-            first_time: ts,
-            last_time: ts,
-        });
+        let piece = self
+            .by_key
+            .entry((batch, row.origin.clone()))
+            .or_insert_with(|| Piece {
+                origin: row.origin.clone(),
+                first_seq: row.seq,
+                last_seq: row.seq,
+                rows: 0,
+                first_time: ts,
+                last_time: ts,
+            });
         piece.first_seq = piece.first_seq.min(row.seq);
         piece.last_seq = piece.last_seq.max(row.seq);
         piece.rows += 1;
         piece.first_time = piece.first_time.min(ts);
         piece.last_time = piece.last_time.max(ts);
     }
-    let mut pieces: Vec<Piece> = by_origin.into_values().collect();
-    pieces.sort_by(|a, b| a.origin.cmp(&b.origin));
-    pieces
-}
 
-/// The statement entering the records just copied in the ledger (sent
-/// with the commit, in one round trip).
-pub fn record_sql(ctx: &RunContext, rows: &[&SeqRecord], batch: i64) -> String {
-    let values: Vec<String> = pieces(rows)
-        .iter()
-        .map(|p| {
+    /// The statement entering the pieces in the ledger (sent with the
+    /// commit, in one round trip); `None` if nothing was stored.
+    pub fn sql(&self, ctx: &RunContext) -> Option<String> {
+        let mut keys: Vec<&(i64, Arc<str>)> = self.by_key.keys().collect();
+        keys.sort();
+        let values: Vec<String> = keys
+            .into_iter()
+            .map(|key| {
+                let p = &self.by_key[key];
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    literal(&ctx.experiment_id),
+                    literal(&ctx.run_id),
+                    literal(&p.origin),
+                    p.first_seq as i64,
+                    p.last_seq as i64,
+                    key.0,
+                    p.rows,
+                    literal(&crate::record::format_ts(&p.first_time)),
+                    literal(&crate::record::format_ts(&p.last_time)),
+                )
+            })
+            .collect();
+        (!values.is_empty()).then(|| {
             format!(
-                "({}, {}, {}, {}, {}, {batch}, {}, {}, {})",
-                literal(&ctx.experiment_id),
-                literal(&ctx.run_id),
-                literal(&p.origin),
-                p.first_seq as i64,
-                p.last_seq as i64,
-                p.rows,
-                literal(&crate::record::format_ts(&p.first_time)),
-                literal(&crate::record::format_ts(&p.last_time)),
+                "INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time) VALUES {}",
+                values.join(", ")
             )
         })
-        .collect();
-    format!(
-        "INSERT INTO pipeline_batches (experiment_id, run_id, origin, first_seq, last_seq, batch, rows, first_time, last_time) VALUES {}",
-        values.join(", ")
-    )
+    }
 }
 
 #[cfg(test)]
@@ -195,27 +232,37 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_statement_has_a_row_per_origin() {
-        let rows = [row("b", 7), row("a", 3), row("b", 9)];
-        let refs: Vec<&SeqRecord> = rows.iter().collect();
+    fn a_batch_that_follows_is_covered_only_from_the_seqs_checked_on() {
+        let mut stored = Stored::default();
+        stored.checked.insert("a".into(), 10);
+        assert!(stored.covers(&[row("a", 10), row("a", 99)]));
+        assert!(!stored.covers(&[row("a", 9)]), "below what was read");
+        assert!(
+            !stored.covers(&[row("a", 12), row("b", 12)]),
+            "an origin not read"
+        );
+    }
+
+    #[test]
+    fn the_ledger_statement_has_a_row_per_batch_number_and_origin() {
         let ctx = RunContext {
             experiment_id: "e".into(),
             run_id: "r".into(),
         };
-        let sql = record_sql(&ctx, &refs, 42);
+        let mut pieces = Pieces::default();
+        assert_eq!(pieces.sql(&ctx), None);
+        for (batch, r) in [
+            (42, row("b", 7)),
+            (42, row("a", 3)),
+            (42, row("b", 9)),
+            (43, row("b", 10)),
+        ] {
+            pieces.note(batch, &r);
+        }
+        let sql = pieces.sql(&ctx).unwrap();
         assert!(sql.contains("('e', 'r', 'a', 3, 3, 42, 1, '"), "{sql}");
         assert!(sql.contains("('e', 'r', 'b', 7, 9, 42, 2, '"), "{sql}");
-    }
-
-    #[test]
-    fn pieces_are_one_per_origin_with_its_range_and_count() {
-        let rows = [row("b", 7), row("a", 3), row("b", 9), row("a", 4)];
-        let refs: Vec<&SeqRecord> = rows.iter().collect();
-        let got: Vec<(String, u64, u64, i32)> = pieces(&refs)
-            .into_iter()
-            .map(|p| (p.origin.to_string(), p.first_seq, p.last_seq, p.rows))
-            .collect();
-        assert_eq!(got, [("a".into(), 3, 4, 2), ("b".into(), 7, 9, 2)]);
-        assert_eq!(spans(&rows)["b"], (7, 9));
+        assert!(sql.contains("('e', 'r', 'b', 10, 10, 43, 1, '"), "{sql}");
+        assert_eq!(spans(&[row("b", 7), row("b", 9)])["b"], (7, 9));
     }
 }

@@ -17,7 +17,11 @@ mod ledger;
 pub mod partitions;
 mod write;
 
+#[cfg(test)]
+mod stream_tests;
+
 pub use citus::DistributeReport;
+pub use write::BatchFeed;
 
 /// Ids per batch number: a log row's id is `batch × IDS_PER_BATCH +
 /// position` (see migrations/postgres/0005), which the queries read back.
@@ -190,10 +194,22 @@ impl PostgresStore {
     /// Writes one batch in one transaction. Any error drops the connection, so
     /// the next call starts from a clean one.
     pub fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), PgError> {
+        self.write_fed(ctx, batch, None)
+    }
+
+    /// Writes `batch` and, in the same transaction, the batches of the same
+    /// run that `feed` hands over while it is open (see [`BatchFeed`]). On
+    /// an error none of them is stored.
+    pub fn write_fed(
+        &mut self,
+        ctx: &RunContext,
+        batch: &Batch,
+        feed: Option<&mut dyn BatchFeed>,
+    ) -> Result<(), PgError> {
         let mut conn = self.take_conn()?;
         let mut partitions = std::mem::take(&mut self.partitions);
         let result = self.bounded(
-            write::write_with_partitions(&mut conn, &mut partitions, ctx, batch),
+            write::write_with_partitions(&mut conn, &mut partitions, ctx, batch, feed),
             |url, reason| PgError::Write { url, reason },
         );
         self.partitions = partitions;

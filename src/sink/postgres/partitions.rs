@@ -71,6 +71,20 @@ impl Partitions {
         Ok(())
     }
 
+    /// Whether every day `batch` needs has a partition known to exist.
+    pub fn cover(&self, batch: &super::super::Batch) -> bool {
+        let known =
+            |table: &'static str, t: DateTime<Utc>| self.known.contains(&(table, t.date_naive()));
+        batch
+            .logs
+            .iter()
+            .all(|r| known("pipeline_logs", r.record.timestamp))
+            && batch
+                .metrics
+                .iter()
+                .all(|m| known("pipeline_metrics", m.metric.timestamp))
+    }
+
     async fn load(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
         for table in TABLES {
             let rows = super::unnamed(

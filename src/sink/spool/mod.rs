@@ -9,12 +9,15 @@
 //! between the commit and the delete replays the batch again, which the
 //! idempotency keys turn into a no-op: exactly once in the store.
 
+mod feeds;
 mod table;
+
+use feeds::{HeldFeed, SpoolFeed};
 
 pub use table::{Spool, SpoolRows, SpoolStats};
 
-use super::postgres::{PgError, PostgresStore};
-use super::{Batch, RunContext, Sink, SinkError};
+use super::postgres::{BatchFeed, PgError, PostgresStore};
+use super::{Batch, Fed, RunContext, Sink, SinkError};
 use crate::record::Event;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -154,13 +157,16 @@ impl SpoolingSink {
                 // Another agent sharing the data dir may have shipped
                 // `oldest_id` meanwhile: delete what was shipped, by its own id.
                 _ => match self.spool.oldest() {
-                    Ok(Some((oldest, ctx, mut batch))) => {
-                        let last = self.take_following(oldest, &ctx, &mut batch);
+                    Ok(Some((oldest, ctx, batch))) => {
+                        let mut feed = SpoolFeed::new(&self.spool, &ctx, oldest);
+                        let shipped = self
+                            .pg
+                            .write_fed(&ctx, &batch, Some(&mut feed))
+                            .map(|()| batch.logs.len() + feed.records as usize);
                         rows = SpoolRows {
                             first: oldest,
-                            last,
+                            last: feed.last,
                         };
-                        let shipped = self.pg.write(&ctx, &batch).map(|()| batch.logs.len());
                         if let (true, Ok(records)) = (counting, &shipped) {
                             self.replayed.add(&ctx, *records);
                         }
@@ -275,11 +281,13 @@ impl SpoolingSink {
         let total = self.spool.stats().map(|s| s.pending).unwrap_or(0);
         let mut done = 0;
         let mut tally = ReplayTally::default();
-        while let Ok(Some((id, ctx, mut batch))) = self.spool.oldest() {
-            let last = self.take_following(id, &ctx, &mut batch);
-            self.pg.write(&ctx, &batch)?;
-            done += batch.logs.len() as u64;
-            tally.add(&ctx, batch.logs.len());
+        while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
+            let mut feed = SpoolFeed::new(&self.spool, &ctx, id);
+            self.pg.write_fed(&ctx, &batch, Some(&mut feed))?;
+            let records = batch.logs.len() + feed.records as usize;
+            let last = feed.last;
+            done += records as u64;
+            tally.add(&ctx, records);
             let _ = self.spool.delete_rows(SpoolRows { first: id, last });
             progress(done, total);
         }
@@ -317,34 +325,21 @@ impl ReplayTally {
     }
 }
 
+impl SpoolingSink {
+    /// A write of `batch` would go straight to PostgreSQL: connected, the
+    /// spool empty, and no tailed file's positions in it.
+    fn goes_direct(&self, batch: &Batch) -> bool {
+        matches!(self.link, Link::Up)
+            && self.pg.is_connected()
+            && self.known_pending == 0
+            && !holds_read_positions(batch)
+    }
+}
+
 /// A batch with file read positions that must not lag its records: it goes
 /// through the spool (see `write`).
 fn holds_read_positions(batch: &Batch) -> bool {
     !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag()
-}
-
-/// How many records a replay writes in one transaction at most: spooled
-/// batches of one run that follow each other are shipped together, so a
-/// replay costs fewer commits (each waits for the server's WAL flush).
-const REPLAY_RECORDS: usize = 8_000;
-
-impl SpoolingSink {
-    /// Appends to `batch` the spooled batches of its run that follow row
-    /// `first`, up to [`REPLAY_RECORDS`]; returns the last row taken.
-    /// Only while connected: a retry that may still fail reads one row.
-    fn take_following(&self, first: i64, ctx: &RunContext, batch: &mut Batch) -> i64 {
-        let mut last = first;
-        while self.pg.is_connected() && batch.logs.len() < REPLAY_RECORDS {
-            match self.spool.next_of_run(last, ctx) {
-                Ok(Some((next, more))) if batch.logs.len() + more.logs.len() <= REPLAY_RECORDS => {
-                    batch.append(more);
-                    last = next;
-                }
-                _ => break,
-            }
-        }
-        last
-    }
 }
 
 impl Sink for SpoolingSink {
@@ -353,14 +348,50 @@ impl Sink for SpoolingSink {
     /// spool holds records or the database has not answered yet, may go
     /// through the spool, which encodes it whole.
     fn coalesce_bytes(&self, batch: &Batch) -> usize {
-        let direct = matches!(self.link, Link::Up)
-            && self.pg.is_connected()
-            && self.known_pending == 0
-            && !holds_read_positions(batch);
-        if direct {
+        if self.goes_direct(batch) {
             super::queue::COALESCE_BYTES_DIRECT
         } else {
             super::COALESCE_BYTES
+        }
+    }
+
+    /// Straight to PostgreSQL (connected, nothing spooled), no tailed
+    /// file's positions: the transaction takes what queues up meanwhile.
+    fn takes_more(&self, batch: &Batch) -> bool {
+        self.goes_direct(batch)
+    }
+
+    fn write_fed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
+        self.last_write = Instant::now();
+        if !(self.ready() && self.drain(None, None).is_ok()) {
+            return Fed::Unwritten(batch);
+        }
+        let mut held = HeldFeed::new(feed, super::queue::COALESCE_BYTES_DIRECT);
+        match self.pg.write_fed(ctx, &batch, Some(&mut held)) {
+            Ok(()) => {
+                let mut records = batch.logs.len() as u64;
+                let mut positions = batch.checkpoints;
+                for more in held.held {
+                    records += more.logs.len() as u64;
+                    positions.extend(more.checkpoints);
+                }
+                // A capture file's position follows its records in
+                // PostgreSQL: a crash between the two re-reads records
+                // onto their keys.
+                if let Err(e) = self.spool.write_checkpoints(ctx, &positions) {
+                    // The records are stored; a restart re-reads them onto their keys.
+                    tracing::warn!(target: "sink", error = %e, "capture read positions not saved");
+                }
+                Fed::Written(records)
+            }
+            Err(e) => {
+                self.mark_down(&e);
+                let mut unwritten = batch;
+                for more in held.held {
+                    unwritten.append(more);
+                }
+                Fed::Unwritten(unwritten)
+            }
         }
     }
 

@@ -1,0 +1,216 @@
+//! Transactions that take the batches following their first, against a
+//! real PostgreSQL server (started once for this test binary by the same
+//! harness as the end-to-end tests).
+
+#[path = "../../../tests/e2e/pg_server.rs"]
+mod pg_server;
+
+use super::{BatchFeed, PostgresStore};
+use crate::record::{LogRecord, StreamKind};
+use crate::sink::spool::{RetryBackoff, Spool, SpoolingSink};
+use crate::sink::{Batch, Fed, RunContext, SeqRecord, Sink, SqliteStore};
+use std::collections::VecDeque;
+
+/// Batches handed over in order; `on_next` runs before each one is.
+struct ListFeed<'a> {
+    batches: VecDeque<Batch>,
+    put_back: Vec<Batch>,
+    sent: usize,
+    calls: usize,
+    on_next: Box<dyn FnMut(usize) + 'a>,
+}
+
+impl<'a> ListFeed<'a> {
+    fn new(batches: Vec<Batch>) -> ListFeed<'a> {
+        ListFeed {
+            batches: batches.into(),
+            put_back: Vec::new(),
+            sent: 0,
+            calls: 0,
+            on_next: Box::new(|_| {}),
+        }
+    }
+}
+
+impl BatchFeed for ListFeed<'_> {
+    fn next(&mut self) -> Option<Batch> {
+        self.calls += 1;
+        (self.on_next)(self.calls);
+        self.batches.pop_front()
+    }
+    fn put_back(&mut self, batch: Batch) {
+        self.put_back.push(batch);
+    }
+    fn sent(&mut self, _batch: Batch) {
+        self.sent += 1;
+    }
+}
+
+/// `count` records of `origin` from seq `first` on, each message naming its seq.
+fn batch(origin: &str, first: u64, count: u64) -> Batch {
+    let logs = (first..first + count)
+        .map(|seq| SeqRecord {
+            origin: origin.into(),
+            seq,
+            record: LogRecord::plain(format!("{origin} line {seq}"), StreamKind::Stdout, "stdout"),
+        })
+        .collect();
+    Batch {
+        logs,
+        ..Batch::default()
+    }
+}
+
+fn ctx() -> RunContext {
+    RunContext {
+        experiment_id: "e".into(),
+        run_id: "r1".into(),
+    }
+}
+
+fn count(server: &pg_server::PgServer, db: &str, sql: &str) -> u64 {
+    server.psql(db, sql).parse().unwrap()
+}
+
+#[test]
+fn a_transaction_takes_the_batches_that_follow_and_a_second_delivery_stores_nothing() {
+    let (server, db) = pg_server::shared_database();
+    let mut pg = PostgresStore::new(&server.url(&db)).unwrap();
+    let first = batch("stdout", 0, 100);
+    let more = || vec![batch("stdout", 100, 100), batch("stdout", 200, 50)];
+    let mut feed = ListFeed::new(more());
+    pg.write_fed(&ctx(), &first, Some(&mut feed)).unwrap();
+    assert_eq!((feed.sent, feed.put_back.len()), (2, 0));
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        250
+    );
+    assert_eq!(
+        server.psql(
+            &db,
+            "SELECT origin, first_seq, last_seq, rows FROM pipeline_batches"
+        ),
+        "stdout|0|249|250",
+        "one ledger row: one transaction"
+    );
+    assert_eq!(
+        count(
+            server,
+            &db,
+            "SELECT count(DISTINCT id) FROM pipeline_logs WHERE message = 'stdout line ' || seq"
+        ),
+        250
+    );
+    // Delivered again (a replay after a crash before the spool's delete).
+    let mut again = ListFeed::new(more());
+    pg.write_fed(&ctx(), &first, Some(&mut again)).unwrap();
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        250
+    );
+    // Overlapping: only the new seqs land.
+    let mut overlapping = ListFeed::new(vec![batch("stdout", 240, 20)]);
+    pg.write_fed(&ctx(), &batch("stdout", 200, 40), Some(&mut overlapping))
+        .unwrap();
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        260
+    );
+    assert_eq!(
+        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
+        260
+    );
+}
+
+#[test]
+fn a_batch_the_ledger_read_did_not_cover_waits_for_the_next_transaction() {
+    let (server, db) = pg_server::shared_database();
+    let mut pg = PostgresStore::new(&server.url(&db)).unwrap();
+    // Another origin, and seqs below the first batch's: both unchecked.
+    for unchecked in [batch("stderr", 0, 10), batch("stdout", 5, 10)] {
+        let mut feed = ListFeed::new(vec![unchecked, batch("stdout", 500, 10)]);
+        pg.write_fed(&ctx(), &batch("stdout", 100, 10), Some(&mut feed))
+            .unwrap();
+        assert_eq!((feed.sent, feed.put_back.len()), (0, 1));
+        assert_eq!(feed.batches.len(), 1, "nothing taken after it");
+    }
+    assert_eq!(count(server, &db, "SELECT count(*) FROM pipeline_logs"), 10);
+}
+
+/// The connection is cut while the transaction takes its third batch:
+/// nothing of it is stored, every batch it took comes back, and once
+/// spooled and replayed each record is stored once.
+#[test]
+fn a_transaction_cut_short_hands_back_every_batch_it_took() {
+    let (server, db) = pg_server::shared_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+    let pg = PostgresStore::new(&server.url(&db)).unwrap();
+    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    // Connected, nothing spooled: the sink writes straight to PostgreSQL.
+    sink.write(&ctx(), &batch("stdout", 0, 10)).unwrap();
+    assert_eq!(sink.pending(), 0);
+    let first = batch("stdout", 10, 100);
+    assert!(sink.takes_more(&first));
+    let cut = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
+    );
+    let mut feed = ListFeed::new(vec![batch("stdout", 110, 100), batch("stdout", 210, 100)]);
+    feed.on_next = Box::new(|call| {
+        if call == 2 {
+            server.psql("postgres", &cut);
+        }
+    });
+    let unwritten = match sink.write_fed(&ctx(), first, &mut feed) {
+        Fed::Unwritten(batch) => batch,
+        Fed::Written(n) => panic!("{n} records written through a cut connection"),
+    };
+    let seqs: Vec<u64> = unwritten.logs.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (10..310).collect::<Vec<u64>>());
+    assert_eq!(count(server, &db, "SELECT count(*) FROM pipeline_logs"), 10);
+    sink.write(&ctx(), &unwritten).unwrap();
+    assert_eq!(
+        sink.replay_until(std::time::Instant::now() + std::time::Duration::from_secs(30)),
+        0
+    );
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        310
+    );
+    assert_eq!(
+        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
+        310
+    );
+}
+
+/// Spooled batches of a run are replayed in one transaction, read from the
+/// spool as it goes; replayed again (a crash before the spool's delete),
+/// they are stored once.
+#[test]
+fn a_replay_ships_consecutive_spooled_batches_in_one_transaction() {
+    let (server, db) = pg_server::shared_database();
+    for delivery in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+        for first in [0, 100, 200] {
+            spool.push(&ctx(), &batch("stdout", first, 100)).unwrap();
+        }
+        let pg = PostgresStore::new(&server.url(&db)).unwrap();
+        let mut sink =
+            SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        assert_eq!(sink.replay_until(deadline), 0, "delivery {delivery}");
+        assert_eq!(
+            count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+            300
+        );
+        assert_eq!(
+            server.psql(
+                &db,
+                "SELECT origin, first_seq, last_seq, rows FROM pipeline_batches"
+            ),
+            "stdout|0|299|300",
+            "one transaction, and nothing added by the second delivery"
+        );
+    }
+}
