@@ -214,3 +214,77 @@ fn a_replay_ships_consecutive_spooled_batches_in_one_transaction() {
         );
     }
 }
+
+/// `count` records of a tailed file from `first` on, with the file's read
+/// position after them (a position that may not lag PostgreSQL).
+fn tailed(first: u64, count: u64) -> Batch {
+    let mut b = batch("file:1:2:0", first, count);
+    b.checkpoints.push(crate::sink::Checkpoint {
+        dev: 1,
+        ino: 2,
+        head: b"head".to_vec(),
+        generation: 0,
+        path: "/var/log/app.log".into(),
+        offset: first + count,
+        earlier: None,
+        may_lag: false,
+    });
+    b
+}
+
+/// Tailed batches are spooled with their positions, then shipped in one
+/// transaction; when the connection is cut mid-way, all of them wait in
+/// the spool and a replay stores each record once.
+#[test]
+fn tailed_batches_are_spooled_then_shipped_together_and_kept_when_cut() {
+    let (server, db) = pg_server::shared_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+    let pg = PostgresStore::new(&server.url(&db)).unwrap();
+    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    sink.write(&ctx(), &tailed(0, 10)).unwrap();
+    assert_eq!(sink.pending(), 0);
+    let first = tailed(10, 100);
+    assert!(sink.takes_more(&first));
+    let mut feed = ListFeed::new(vec![tailed(110, 100), tailed(210, 100)]);
+    assert!(matches!(
+        sink.write_fed(&ctx(), first, &mut feed),
+        Fed::Written(300)
+    ));
+    assert_eq!(sink.pending(), 0, "the spool rows went with the commit");
+    assert_eq!(
+        server.psql(
+            &db,
+            "SELECT first_seq, last_seq, rows FROM pipeline_batches ORDER BY batch"
+        ),
+        "0|9|10\n10|309|300"
+    );
+    let cut = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
+    );
+    let mut feed = ListFeed::new(vec![tailed(410, 100), tailed(510, 100)]);
+    feed.on_next = Box::new(|call| {
+        if call == 2 {
+            server.psql("postgres", &cut);
+        }
+    });
+    assert!(matches!(
+        sink.write_fed(&ctx(), tailed(310, 100), &mut feed),
+        Fed::Written(300)
+    ));
+    assert_eq!(sink.pending(), 300, "all three wait in the spool");
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        310
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    assert_eq!(sink.replay_until(deadline), 0);
+    assert_eq!(
+        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
+        610
+    );
+    assert_eq!(
+        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
+        610
+    );
+}

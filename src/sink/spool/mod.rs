@@ -12,7 +12,7 @@
 mod feeds;
 mod table;
 
-use feeds::{HeldFeed, SpoolFeed};
+use feeds::{HeldFeed, SpoolFeed, TailFeed};
 
 pub use table::{Spool, SpoolRows, SpoolStats};
 
@@ -326,6 +326,50 @@ impl ReplayTally {
 }
 
 impl SpoolingSink {
+    /// A tailed batch: spooled with its read positions, then, if nothing
+    /// older waits in the spool, shipped from memory in a transaction that
+    /// takes the tailed batches queued behind it, each spooled first. The
+    /// rows go from the spool once PostgreSQL has committed them.
+    fn write_tailed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
+        let records = batch.logs.len() as u64;
+        let stats = match self.spool.stats() {
+            Ok(stats) => stats,
+            Err(_) => return Fed::Unwritten(batch),
+        };
+        let room = self.max_bytes.saturating_sub(stats.bytes);
+        let rows = match self.spool.push_rows_within(ctx, &batch, room) {
+            Ok((rows, 0)) => rows,
+            // Not all of it fits: the ordinary write counts what is dropped.
+            Ok(_) | Err(_) => return Fed::Unwritten(batch),
+        };
+        self.known_pending += records;
+        if !self.ready() {
+            return Fed::Written(records);
+        }
+        if !matches!(self.spool.oldest_id(), Ok(Some(oldest)) if oldest == rows.first) {
+            // Older batches first: a replay ships this one with them.
+            let _ = self.drain(None, None);
+            return Fed::Written(records);
+        }
+        let mut tailed = TailFeed::new(feed, &self.spool, ctx, self.max_bytes, rows.last);
+        let shipped = self.pg.write_fed(ctx, &batch, Some(&mut tailed));
+        let (last, more, left) = (tailed.last, tailed.records, tailed.left_in_spool);
+        self.known_pending += more + left;
+        match shipped {
+            Ok(()) => {
+                let _ = self.spool.delete_rows(SpoolRows {
+                    first: rows.first,
+                    last,
+                });
+                if left > 0 {
+                    let _ = self.drain(None, None);
+                }
+            }
+            Err(e) => self.mark_down(&e),
+        }
+        Fed::Written(records + more)
+    }
+
     /// A write of `batch` would go straight to PostgreSQL: connected, the
     /// spool empty, and no tailed file's positions in it.
     fn goes_direct(&self, batch: &Batch) -> bool {
@@ -357,12 +401,20 @@ impl Sink for SpoolingSink {
 
     /// Straight to PostgreSQL (connected, nothing spooled), no tailed
     /// file's positions: the transaction takes what queues up meanwhile.
+    /// A tailed batch, when PostgreSQL answers: spooled, then shipped with
+    /// the tailed batches that queue up meanwhile (see [`TailFeed`]).
     fn takes_more(&self, batch: &Batch) -> bool {
         self.goes_direct(batch)
+            || (holds_read_positions(batch)
+                && matches!(self.link, Link::Up)
+                && self.pg.is_connected())
     }
 
     fn write_fed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
         self.last_write = Instant::now();
+        if holds_read_positions(&batch) {
+            return self.write_tailed(ctx, batch, feed);
+        }
         if !(self.ready() && self.drain(None, None).is_ok()) {
             return Fed::Unwritten(batch);
         }
