@@ -34,6 +34,7 @@ pub fn run(app: &App, args: TailArgs) -> anyhow::Result<i32> {
     let command: Vec<String> = std::iter::once("tail".to_string())
         .chain(args.paths.iter().map(|p| p.display().to_string()))
         .collect();
+    settle_tentative_positions(app, &experiment)?;
     // The run continues across restarts: re-read records keep their keys.
     let recording = Recording::start(app, &experiment, &command, &[], StartMode::Continue)?;
     let checkpoints = recording
@@ -69,6 +70,22 @@ pub fn run(app: &App, args: TailArgs) -> anyhow::Result<i32> {
 }
 
 /// SIGINT/SIGTERM/SIGHUP stop following; what was read is flushed first.
+/// Read positions the last tail of `experiment` stored just before a
+/// PostgreSQL commit it may not have seen (see `sink::spool::positions`),
+/// settled before the positions are read and before anything is written.
+fn settle_tentative_positions(app: &App, experiment: &str) -> anyhow::Result<()> {
+    let Some(mut sink) = app.open_spooling_sink()? else {
+        return Ok(());
+    };
+    let (kept, dropped) = sink
+        .settle_positions(experiment)
+        .context("could not settle the read positions left by the last tail")?;
+    if kept + dropped > 0 {
+        tracing::info!(target: "tail", kept, dropped, "read positions left tentative by the last tail settled");
+    }
+    Ok(())
+}
+
 fn watch_signals(stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("pmon-signals".into())

@@ -30,7 +30,7 @@ pub const COALESCE_BYTES: usize = 512 * 1024;
 /// if it fails. Measured on the 1M-line workload: transactions of ~7,000
 /// records where the queue alone gave ~3,700 took `wrap` into PostgreSQL
 /// from 0.45× to 0.70× of `\copy`, the shipper's peak from 19.0 to 19.9 MiB.
-pub const COALESCE_BYTES_DIRECT: usize = 2 << 20;
+pub const HELD_BYTES: usize = 2 << 20;
 
 pub fn batch_queue(max_bytes: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = crossbeam_channel::unbounded();

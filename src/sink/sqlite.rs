@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_fields.sql"),
     include_str!("../../migrations/sqlite/0004_errors_by_run.sql"),
     include_str!("../../migrations/sqlite/0005_error_groups.sql"),
+    include_str!("../../migrations/sqlite/0006_tentative_positions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

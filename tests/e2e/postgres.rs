@@ -1351,3 +1351,92 @@ fn db_distribute_on_plain_postgresql_says_to_run_it_on_a_citus_coordinator() {
     );
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+/// `tail` into PostgreSQL stores a file's read position just before the
+/// commit, as tentative, and confirms it after. A tail stopped in between
+/// settles it at its next start against the ledger: kept if PostgreSQL took
+/// the records (a copytruncate copy made meanwhile is then read only past
+/// it), dropped if it did not (the records are read again). Either way every
+/// line is stored once.
+#[test]
+fn tail_settles_the_positions_a_stop_before_their_confirmation_left() {
+    let (server, db) = shared_database();
+    let url = server.url(&db);
+    let agent = Agent::new();
+    let logs = agent.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let app = logs.join("app.log");
+    let lines = |range: std::ops::Range<usize>| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&app)
+            .unwrap();
+        for i in range {
+            writeln!(f, "INFO:app:line {i:06}").unwrap(); // 21 bytes
+        }
+    };
+    let tail_once = || {
+        let out = with_db(
+            &agent,
+            &url,
+            &["tail", "-e", "st", "--once", logs.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", stderr_text(&out));
+    };
+    lines(0..1000);
+    tail_once();
+    assert_eq!(counts(server, &db, "st"), (1000, 1000));
+    let run = server.psql(
+        &db,
+        "SELECT DISTINCT run_id FROM pipeline_logs WHERE experiment_id = 'st'",
+    );
+    let store = rusqlite::Connection::open(agent.db_path()).unwrap();
+    let app_path = app.to_str().unwrap();
+    let leave_tentative = |offset: u64, last_seq: u64| {
+        store
+            .execute(
+                "INSERT INTO pmon_checkpoints_tentative SELECT experiment_id, dev, ino, head, generation, earlier_head, earlier_offset, path, ?1, ?2, 'file:' || dev || ':' || ino || ':' || generation, ?3
+                 FROM pmon_checkpoints WHERE experiment_id = 'st' AND path = ?4",
+                rusqlite::params![offset as i64, run, last_seq as i64, app_path],
+            )
+            .unwrap()
+    };
+    // Committed, not confirmed: PostgreSQL has all 1,000 lines, the file's
+    // position says 500, the tentative one 1,000. Then a copytruncate.
+    assert_eq!(leave_tentative(21_000, 999 * 21), 1);
+    store
+        .execute(
+            "UPDATE pmon_checkpoints SET offset = 10500 WHERE path = ?1",
+            [app_path],
+        )
+        .unwrap();
+    lines(1000..1100);
+    std::fs::copy(&app, logs.join("app.log.1")).unwrap();
+    truncate(&app);
+    lines(1100..1150);
+    tail_once();
+    assert_eq!(
+        counts(server, &db, "st"),
+        (1150, 1150),
+        "the copy read only past the settled position"
+    );
+    // Not committed: a tentative position past 50 lines PostgreSQL never got.
+    lines(1150..1200);
+    assert_eq!(leave_tentative(100 * 21, 99 * 21), 1);
+    tail_once();
+    assert_eq!(
+        counts(server, &db, "st"),
+        (1200, 1200),
+        "the lines past the stored position read again"
+    );
+    let left: i64 = store
+        .query_row("SELECT count(*) FROM pmon_checkpoints_tentative", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
+}

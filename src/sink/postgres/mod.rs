@@ -317,6 +317,30 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Whether the ledger holds the record `seq` of `origin` in this run:
+    /// whether the transaction that carried it committed.
+    pub fn ledger_holds(
+        &mut self,
+        experiment_id: &str,
+        run_id: &str,
+        origin: &str,
+        seq: u64,
+    ) -> Result<bool, PgError> {
+        let rows = self.fetch_all(
+            unnamed(
+                "SELECT 1 FROM pipeline_batches WHERE experiment_id = $1 AND run_id = $2 AND origin = $3
+                 AND last_seq >= $4 AND first_seq <= $4 LIMIT 1",
+            )
+            .bind(experiment_id)
+            .bind(run_id)
+            .bind(origin)
+            .bind(seq as i64),
+        )?;
+        Ok(!rows.is_empty())
+    }
+}
+
 /// Sets TCP_NODELAY on this process's TCP sockets (its connections to
 /// PostgreSQL; sqlx 0.9 does not, and does not hand out the socket). Without
 /// it, the small last piece of a COPY and its CopyDone can wait for the

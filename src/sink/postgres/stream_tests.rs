@@ -18,6 +18,7 @@ struct ListFeed<'a> {
     sent: usize,
     calls: usize,
     on_next: Box<dyn FnMut(usize) + 'a>,
+    on_commit: Box<dyn FnMut() + 'a>,
 }
 
 impl<'a> ListFeed<'a> {
@@ -28,6 +29,7 @@ impl<'a> ListFeed<'a> {
             sent: 0,
             calls: 0,
             on_next: Box::new(|_| {}),
+            on_commit: Box::new(|| {}),
         }
     }
 }
@@ -43,6 +45,10 @@ impl BatchFeed for ListFeed<'_> {
     }
     fn sent(&mut self, _batch: Batch) {
         self.sent += 1;
+    }
+    fn before_commit(&mut self) -> bool {
+        (self.on_commit)();
+        true
     }
 }
 
@@ -232,11 +238,30 @@ fn tailed(first: u64, count: u64) -> Batch {
     b
 }
 
-/// Tailed batches are spooled with their positions, then shipped in one
-/// transaction; when the connection is cut mid-way, all of them wait in
-/// the spool and a replay stores each record once.
+/// The file's read position in the local store, and the tentative ones.
+fn positions(dir: &tempfile::TempDir) -> (i64, i64) {
+    let db = rusqlite::Connection::open(dir.path().join("pmon.db")).unwrap();
+    let offset = db
+        .query_row(
+            "SELECT offset FROM pmon_checkpoints WHERE ino = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let tentative = db
+        .query_row("SELECT count(*) FROM pmon_checkpoints_tentative", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    (offset, tentative)
+}
+
+/// Tailed batches go straight to PostgreSQL in one transaction, their file's
+/// position stored after the commit; when the connection is cut mid-way,
+/// the position stays where it was and every batch taken comes back, to be
+/// spooled with its position and replayed once.
 #[test]
-fn tailed_batches_are_spooled_then_shipped_together_and_kept_when_cut() {
+fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
     let (server, db) = pg_server::shared_database();
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
@@ -251,7 +276,7 @@ fn tailed_batches_are_spooled_then_shipped_together_and_kept_when_cut() {
         sink.write_fed(&ctx(), first, &mut feed),
         Fed::Written(300)
     ));
-    assert_eq!(sink.pending(), 0, "the spool rows went with the commit");
+    assert_eq!(positions(&dir), (310, 0));
     assert_eq!(
         server.psql(
             &db,
@@ -262,17 +287,23 @@ fn tailed_batches_are_spooled_then_shipped_together_and_kept_when_cut() {
     let cut = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
     );
+    // Cut just before the commit: the positions were stored as tentative.
     let mut feed = ListFeed::new(vec![tailed(410, 100), tailed(510, 100)]);
-    feed.on_next = Box::new(|call| {
-        if call == 2 {
-            server.psql("postgres", &cut);
-        }
+    feed.on_commit = Box::new(|| {
+        server.psql("postgres", &cut);
     });
-    assert!(matches!(
-        sink.write_fed(&ctx(), tailed(310, 100), &mut feed),
-        Fed::Written(300)
-    ));
-    assert_eq!(sink.pending(), 300, "all three wait in the spool");
+    let unwritten = match sink.write_fed(&ctx(), tailed(310, 100), &mut feed) {
+        Fed::Unwritten(batch) => batch,
+        Fed::Written(n) => panic!("{n} records written through a cut connection"),
+    };
+    assert_eq!(unwritten.logs.len(), 300);
+    assert_eq!(
+        positions(&dir),
+        (310, 0),
+        "no position past what PostgreSQL holds"
+    );
+    sink.write(&ctx(), &unwritten).unwrap();
+    assert_eq!(positions(&dir), (610, 0), "spooled with the records");
     assert_eq!(
         count(server, &db, "SELECT count(*) FROM pipeline_logs"),
         310
@@ -287,4 +318,47 @@ fn tailed_batches_are_spooled_then_shipped_together_and_kept_when_cut() {
         count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
         610
     );
+}
+
+/// A tail that stopped between storing tentative positions and learning of
+/// the commit: a position whose last record PostgreSQL holds is kept, one
+/// whose record it does not is dropped, one with no record is kept.
+#[test]
+fn tentative_positions_are_settled_against_the_ledger() {
+    let (server, db) = pg_server::shared_database();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("pmon.db")).unwrap();
+    let spool = Spool::new(store);
+    let mut pg = PostgresStore::new(&server.url(&db)).unwrap();
+    pg.write(&ctx(), &batch("file:1:2:0", 0, 10)).unwrap();
+    let at = |ino: u64, offset: u64| crate::sink::Checkpoint {
+        ino,
+        offset,
+        ..tailed(0, 0).checkpoints.remove(0)
+    };
+    let positions = [
+        (at(2, 10), Some(9)),
+        (at(3, 50), Some(20)),
+        (at(4, 7), None),
+    ];
+    spool.write_tentative(&ctx(), &positions).unwrap();
+    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    assert_eq!(sink.settle_positions("e").unwrap(), (2, 1));
+    let db = rusqlite::Connection::open(dir.path().join("pmon.db")).unwrap();
+    let kept: Vec<(i64, i64)> = db
+        .prepare("SELECT ino, offset FROM pmon_checkpoints ORDER BY ino")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kept, [(2, 10), (4, 7)]);
+    assert_eq!(positions_left(&db), 0);
+}
+
+fn positions_left(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT count(*) FROM pmon_checkpoints_tentative", [], |r| {
+        r.get(0)
+    })
+    .unwrap()
 }

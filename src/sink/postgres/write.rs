@@ -32,6 +32,11 @@ pub trait BatchFeed {
     fn open_for(&self) -> Duration {
         OPEN_FOR
     }
+    /// Called just before the commit; false rolls the transaction back
+    /// (what must be stored elsewhere first could not be).
+    fn before_commit(&mut self) -> bool {
+        true
+    }
 }
 
 /// How long a transaction goes on taking batches: its records become
@@ -142,6 +147,13 @@ async fn write_in_transaction(
     }
     for run in &rest.runs {
         upsert_run(tx, run).await?;
+    }
+    if let Some(feed) = open.feed.as_deref_mut() {
+        if !feed.before_commit() {
+            return Err(sqlx::Error::Protocol(
+                "the transaction's read positions could not be saved in the local store".into(),
+            ));
+        }
     }
     ending.push_str("COMMIT");
     tx.execute(sqlx::AssertSqlSafe(ending)).await?;

@@ -4,7 +4,8 @@
 
 use super::super::postgres::BatchFeed;
 use super::super::{Batch, RunContext};
-use super::table::{Spool, SpoolRows};
+use super::positions::positions_of;
+use super::table::Spool;
 use std::time::Duration;
 
 /// The spooled batches of one run that follow a row, read as the
@@ -57,21 +58,38 @@ impl BatchFeed for SpoolFeed<'_> {
 
 /// The queue's batches taken by a transaction, kept until it commits: if it
 /// fails they are spooled, as a batch written alone would be. Stops taking
-/// at `budget` bytes of records held.
+/// at `budget` bytes of records held. Tailed files' read positions come
+/// along: they are stored as tentative just before the commit
+/// ([`super::positions`]).
 pub struct HeldFeed<'f> {
     inner: &'f mut dyn BatchFeed,
     pub held: Vec<Batch>,
     bytes: usize,
     budget: usize,
+    spool: &'f Spool,
+    ctx: &'f RunContext,
+    first: &'f Batch,
+    /// Whether tentative positions were stored.
+    pub tentative: bool,
 }
 
 impl<'f> HeldFeed<'f> {
-    pub fn new(inner: &'f mut dyn BatchFeed, budget: usize) -> HeldFeed<'f> {
+    pub fn new(
+        inner: &'f mut dyn BatchFeed,
+        budget: usize,
+        spool: &'f Spool,
+        ctx: &'f RunContext,
+        first: &'f Batch,
+    ) -> HeldFeed<'f> {
         HeldFeed {
             inner,
             held: Vec::new(),
             bytes: 0,
             budget,
+            spool,
+            ctx,
+            first,
+            tentative: false,
         }
     }
 }
@@ -81,13 +99,7 @@ impl BatchFeed for HeldFeed<'_> {
         if self.bytes >= self.budget {
             return None;
         }
-        let batch = self.inner.next()?;
-        if super::holds_read_positions(&batch) {
-            // A tailed file's positions go through the spool.
-            self.inner.put_back(batch);
-            return None;
-        }
-        Some(batch)
+        self.inner.next()
     }
 
     fn put_back(&mut self, batch: Batch) {
@@ -98,84 +110,16 @@ impl BatchFeed for HeldFeed<'_> {
         self.bytes += batch.heap_bytes();
         self.held.push(batch);
     }
-}
 
-/// Tailed batches taken by a transaction: each is spooled with its read
-/// positions first (its own SQLite transaction, as a batch written alone
-/// is), then sent from memory and dropped; the transaction's commit lets
-/// their spool rows go. A file's position thus never lags what PostgreSQL
-/// holds, and a failed transaction leaves every batch it took in the spool.
-pub struct TailFeed<'f> {
-    inner: &'f mut dyn BatchFeed,
-    spool: &'f Spool,
-    ctx: &'f RunContext,
-    /// Spool bytes past which a batch is left to the ordinary write, which
-    /// counts what does not fit.
-    max_bytes: u64,
-    /// The rows of the batch `next` spooled last.
-    spooled: Option<SpoolRows>,
-    /// The last row whose batch went into the transaction.
-    pub last: i64,
-    /// Records sent, and records spooled but left for a later transaction.
-    pub records: u64,
-    pub left_in_spool: u64,
-}
-
-impl<'f> TailFeed<'f> {
-    pub fn new(
-        inner: &'f mut dyn BatchFeed,
-        spool: &'f Spool,
-        ctx: &'f RunContext,
-        max_bytes: u64,
-        last: i64,
-    ) -> TailFeed<'f> {
-        TailFeed {
-            inner,
-            spool,
-            ctx,
-            max_bytes,
-            spooled: None,
-            last,
-            records: 0,
-            left_in_spool: 0,
+    fn before_commit(&mut self) -> bool {
+        if !self.inner.before_commit() {
+            return false;
         }
-    }
-}
-
-impl BatchFeed for TailFeed<'_> {
-    fn next(&mut self) -> Option<Batch> {
-        let batch = self.inner.next()?;
-        let roomy = self
-            .spool
-            .stats()
-            .is_ok_and(|s| s.bytes.saturating_mul(2) < self.max_bytes);
-        if !roomy || !super::holds_read_positions(&batch) {
-            self.inner.put_back(batch);
-            return None;
+        let positions = positions_of(std::iter::once(self.first).chain(self.held.iter()));
+        if positions.is_empty() {
+            return true;
         }
-        match self.spool.push_rows_within(self.ctx, &batch, u64::MAX) {
-            Ok((rows, _)) => {
-                self.spooled = Some(rows);
-                Some(batch)
-            }
-            Err(_) => {
-                // Written the ordinary way, which waits out a full disk.
-                self.inner.put_back(batch);
-                None
-            }
-        }
-    }
-
-    /// Spooled already: it waits there for the next transaction.
-    fn put_back(&mut self, batch: Batch) {
-        self.spooled = None;
-        self.left_in_spool += batch.logs.len() as u64;
-    }
-
-    fn sent(&mut self, batch: Batch) {
-        if let Some(rows) = self.spooled.take() {
-            self.last = rows.last;
-        }
-        self.records += batch.logs.len() as u64;
+        self.tentative = self.spool.write_tentative(self.ctx, &positions).is_ok();
+        self.tentative
     }
 }

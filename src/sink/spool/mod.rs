@@ -10,9 +10,10 @@
 //! idempotency keys turn into a no-op: exactly once in the store.
 
 mod feeds;
+pub mod positions;
 mod table;
 
-use feeds::{HeldFeed, SpoolFeed, TailFeed};
+use feeds::{HeldFeed, SpoolFeed};
 
 pub use table::{Spool, SpoolRows, SpoolStats};
 
@@ -275,6 +276,28 @@ impl SpoolingSink {
         self.pending()
     }
 
+    /// Settles the read positions a tail of `experiment` left tentative
+    /// (see [`positions`]): each is kept if PostgreSQL holds its file's last
+    /// record of that transaction, else dropped, as it is when PostgreSQL
+    /// cannot be asked. Returns how many were kept and dropped.
+    pub fn settle_positions(&mut self, experiment: &str) -> Result<(usize, usize), SinkError> {
+        let mut settled = (0, 0);
+        for t in self.spool.tentative(experiment)? {
+            let keep = t.last_seq.is_none_or(|seq| {
+                self.pg
+                    .ledger_holds(experiment, &t.run_id, &t.origin, seq)
+                    .unwrap_or(false)
+            });
+            self.spool.settle_one(experiment, &t, keep)?;
+            if keep {
+                settled.0 += 1;
+            } else {
+                settled.1 += 1;
+            }
+        }
+        Ok(settled)
+    }
+
     /// Ships everything spooled; for `spool replay`.
     pub fn replay_all(&mut self, progress: impl Fn(u64, u64)) -> Result<u64, PgError> {
         self.pg.connect()?;
@@ -325,121 +348,58 @@ impl ReplayTally {
     }
 }
 
-impl SpoolingSink {
-    /// A tailed batch: spooled with its read positions, then, if nothing
-    /// older waits in the spool, shipped from memory in a transaction that
-    /// takes the tailed batches queued behind it, each spooled first. The
-    /// rows go from the spool once PostgreSQL has committed them.
-    fn write_tailed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
-        let records = batch.logs.len() as u64;
-        let stats = match self.spool.stats() {
-            Ok(stats) => stats,
-            Err(_) => return Fed::Unwritten(batch),
-        };
-        let room = self.max_bytes.saturating_sub(stats.bytes);
-        let rows = match self.spool.push_rows_within(ctx, &batch, room) {
-            Ok((rows, 0)) => rows,
-            // Not all of it fits: the ordinary write counts what is dropped.
-            Ok(_) | Err(_) => return Fed::Unwritten(batch),
-        };
-        self.known_pending += records;
-        if !self.ready() {
-            return Fed::Written(records);
-        }
-        if !matches!(self.spool.oldest_id(), Ok(Some(oldest)) if oldest == rows.first) {
-            // Older batches first: a replay ships this one with them.
-            let _ = self.drain(None, None);
-            return Fed::Written(records);
-        }
-        let mut tailed = TailFeed::new(feed, &self.spool, ctx, self.max_bytes, rows.last);
-        let shipped = self.pg.write_fed(ctx, &batch, Some(&mut tailed));
-        let (last, more, left) = (tailed.last, tailed.records, tailed.left_in_spool);
-        self.known_pending += more + left;
-        match shipped {
-            Ok(()) => {
-                let _ = self.spool.delete_rows(SpoolRows {
-                    first: rows.first,
-                    last,
-                });
-                if left > 0 {
-                    let _ = self.drain(None, None);
-                }
-            }
-            Err(e) => self.mark_down(&e),
-        }
-        Fed::Written(records + more)
-    }
-
-    /// A write of `batch` would go straight to PostgreSQL: connected, the
-    /// spool empty, and no tailed file's positions in it.
-    fn goes_direct(&self, batch: &Batch) -> bool {
-        matches!(self.link, Link::Up)
-            && self.pg.is_connected()
-            && self.known_pending == 0
-            && !holds_read_positions(batch)
-    }
-}
-
-/// A batch with file read positions that must not lag its records: it goes
-/// through the spool (see `write`).
+/// A batch with file read positions that must not lag its records: written
+/// alone (PostgreSQL down, the spool not empty), it goes through the spool
+/// (see `write`); in a transaction straight to PostgreSQL its positions are
+/// stored as tentative first ([`positions`]).
 fn holds_read_positions(batch: &Batch) -> bool {
     !batch.checkpoints.is_empty() && !batch.checkpoints_may_lag()
 }
 
 impl Sink for SpoolingSink {
-    /// Larger writes while they go straight to PostgreSQL (connected, the
-    /// spool empty): a batch with read positions, or any batch while the
-    /// spool holds records or the database has not answered yet, may go
-    /// through the spool, which encodes it whole.
-    fn coalesce_bytes(&self, batch: &Batch) -> usize {
-        if self.goes_direct(batch) {
-            super::queue::COALESCE_BYTES_DIRECT
-        } else {
-            super::COALESCE_BYTES
-        }
-    }
-
-    /// Straight to PostgreSQL (connected, nothing spooled), no tailed
-    /// file's positions: the transaction takes what queues up meanwhile.
-    /// A tailed batch, when PostgreSQL answers: spooled, then shipped with
-    /// the tailed batches that queue up meanwhile (see [`TailFeed`]).
-    fn takes_more(&self, batch: &Batch) -> bool {
-        self.goes_direct(batch)
-            || (holds_read_positions(batch)
-                && matches!(self.link, Link::Up)
-                && self.pg.is_connected())
+    /// Straight to PostgreSQL (connected, nothing spooled): the transaction
+    /// takes what queues up meanwhile.
+    fn takes_more(&self, _batch: &Batch) -> bool {
+        matches!(self.link, Link::Up) && self.pg.is_connected() && self.known_pending == 0
     }
 
     fn write_fed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
         self.last_write = Instant::now();
-        if holds_read_positions(&batch) {
-            return self.write_tailed(ctx, batch, feed);
-        }
         if !(self.ready() && self.drain(None, None).is_ok()) {
             return Fed::Unwritten(batch);
         }
-        let mut held = HeldFeed::new(feed, super::queue::COALESCE_BYTES_DIRECT);
-        match self.pg.write_fed(ctx, &batch, Some(&mut held)) {
+        let budget = super::queue::HELD_BYTES;
+        let mut held = HeldFeed::new(feed, budget, &self.spool, ctx, &batch);
+        let shipped = self.pg.write_fed(ctx, &batch, Some(&mut held));
+        let (taken, tentative) = (held.held, held.tentative);
+        match shipped {
             Ok(()) => {
                 let mut records = batch.logs.len() as u64;
                 let mut positions = batch.checkpoints;
-                for more in held.held {
+                for more in taken {
                     records += more.logs.len() as u64;
                     positions.extend(more.checkpoints);
                 }
                 // A capture file's position follows its records in
-                // PostgreSQL: a crash between the two re-reads records
-                // onto their keys.
-                if let Err(e) = self.spool.write_checkpoints(ctx, &positions) {
-                    // The records are stored; a restart re-reads them onto their keys.
-                    tracing::warn!(target: "sink", error = %e, "capture read positions not saved");
+                // PostgreSQL (a crash between the two re-reads records onto
+                // their keys); a tailed file's was stored as tentative.
+                let saved = if tentative {
+                    self.spool.commit_positions(ctx, &positions)
+                } else {
+                    self.spool.write_checkpoints(ctx, &positions)
+                };
+                if let Err(e) = saved {
+                    tracing::warn!(target: "sink", error = %e, "read positions not saved");
                 }
                 Fed::Written(records)
             }
             Err(e) => {
                 self.mark_down(&e);
+                if tentative {
+                    let _ = self.spool.drop_tentative(&ctx.experiment_id);
+                }
                 let mut unwritten = batch;
-                for more in held.held {
+                for more in taken {
                     unwritten.append(more);
                 }
                 Fed::Unwritten(unwritten)
@@ -452,8 +412,9 @@ impl Sink for SpoolingSink {
         if holds_read_positions(batch) {
             // A file's read position must never lag what PostgreSQL holds (a
             // copytruncate copy is recognised by it after a restart), and two
-            // databases cannot commit together. So tailed batches go through
-            // the spool: records and position in one SQLite transaction, then
+            // databases cannot commit together. Unless they go straight to
+            // PostgreSQL (`write_fed`, tentative positions), tailed batches go
+            // through the spool: records and position in one SQLite transaction, then
             // to PostgreSQL, deleted from the spool only after its commit.
             // Within spool_max_bytes, like any batch: records past it are
             // dropped and counted (the file still holds them), the position

@@ -11,9 +11,11 @@
 //! offset), where the origin is `file:<dev>:<ino>:<generation>`; the run is
 //! continued across restarts. Read positions (checkpoints) are stored in the
 //! same SQLite transaction as the records — or the spooled batch — up to
-//! them, and with PostgreSQL only after it has committed. A restart after
-//! SIGKILL re-reads from the checkpoint: nothing is lost, and what PostgreSQL
-//! already had is dropped by its key.
+//! them; with PostgreSQL, as tentative just before its commit and for good
+//! after it, a tentative one settled against PostgreSQL's ledger at the next
+//! start (`sink::spool::positions`). A restart after SIGKILL re-reads from
+//! the checkpoint: nothing is lost, and what PostgreSQL already had is
+//! dropped by its key.
 //!
 //! The tailer sleeps until inotify reports a change in a watched directory
 //! (see `watch.rs`), so idle files cost nothing but a rescan a second; where
