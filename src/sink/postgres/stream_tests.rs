@@ -362,3 +362,28 @@ fn positions_left(db: &rusqlite::Connection) -> i64 {
     })
     .unwrap()
 }
+
+/// PostgreSQL cannot be asked: every position that waits on it is dropped
+/// (its lines are read again and land on their keys), asked about once.
+#[test]
+fn tentative_positions_are_dropped_when_postgresql_cannot_be_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+    let at = |ino: u64, offset: u64| crate::sink::Checkpoint {
+        ino,
+        offset,
+        ..tailed(0, 0).checkpoints.remove(0)
+    };
+    let positions = [
+        (at(2, 10), Some(9)),
+        (at(3, 50), Some(20)),
+        (at(4, 7), None),
+    ];
+    spool.write_tentative(&ctx(), &positions).unwrap();
+    let port = pg_server::free_port();
+    let pg = PostgresStore::new(&format!("postgres://postgres@127.0.0.1:{port}/none")).unwrap();
+    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    assert_eq!(sink.settle_positions("e").unwrap(), (1, 2));
+    let db = rusqlite::Connection::open(dir.path().join("pmon.db")).unwrap();
+    assert_eq!(positions_left(&db), 0);
+}

@@ -282,11 +282,19 @@ impl SpoolingSink {
     /// cannot be asked. Returns how many were kept and dropped.
     pub fn settle_positions(&mut self, experiment: &str) -> Result<(usize, usize), SinkError> {
         let mut settled = (0, 0);
+        // Asked once at most while it does not answer (each try may wait
+        // for the connect timeout).
+        let mut reachable = true;
         for t in self.spool.tentative(experiment)? {
             let keep = t.last_seq.is_none_or(|seq| {
-                self.pg
-                    .ledger_holds(experiment, &t.run_id, &t.origin, seq)
-                    .unwrap_or(false)
+                reachable
+                    && match self.pg.ledger_holds(experiment, &t.run_id, &t.origin, seq) {
+                        Ok(held) => held,
+                        Err(_) => {
+                            reachable = false;
+                            false
+                        }
+                    }
             });
             self.spool.settle_one(experiment, &t, keep)?;
             if keep {
