@@ -1,5 +1,7 @@
-//! The sink thread: receives batches and writes them, coalescing whatever has
-//! queued up into one write so that a burst costs one transaction.
+//! The sink thread: receives batches and writes them, so that a burst costs
+//! one transaction: a store that takes more while its transaction is open
+//! (PostgreSQL, `Sink::takes_more`) pulls the batches that queue up behind
+//! the first as it goes; others get whatever has queued up, coalesced.
 
 use super::postgres::BatchFeed;
 use super::{Batch, BatchReceiver, BatchSender, Fed, RunContext, Sink};
