@@ -78,6 +78,25 @@ fn count(server: &pg_server::PgServer, db: &str, sql: &str) -> u64 {
     server.psql(db, sql).parse().unwrap()
 }
 
+/// A spooling sink with its store in `dir`, writing to `url`.
+fn spooling_sink(dir: &tempfile::TempDir, url: &str) -> SpoolingSink {
+    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
+    let pg = PostgresStore::new(url).unwrap();
+    SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into())
+}
+
+/// SQL that cuts the agent's connections to `db`.
+fn cut_sql(db: &str) -> String {
+    format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
+    )
+}
+
+/// Ships what the sink has spooled (within 30 s); returns the records left.
+fn replay_all(sink: &mut SpoolingSink) -> u64 {
+    sink.replay_until(std::time::Instant::now() + std::time::Duration::from_secs(30))
+}
+
 #[test]
 fn a_transaction_takes_the_batches_that_follow_and_a_second_delivery_stores_nothing() {
     let (server, db) = pg_server::shared_database();
@@ -150,17 +169,13 @@ fn a_batch_the_ledger_read_did_not_cover_waits_for_the_next_transaction() {
 fn a_transaction_cut_short_hands_back_every_batch_it_took() {
     let (server, db) = pg_server::shared_database();
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
-    let pg = PostgresStore::new(&server.url(&db)).unwrap();
-    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    let mut sink = spooling_sink(&dir, &server.url(&db));
     // Connected, nothing spooled: the sink writes straight to PostgreSQL.
     sink.write(&ctx(), &batch("stdout", 0, 10)).unwrap();
     assert_eq!(sink.pending(), 0);
     let first = batch("stdout", 10, 100);
     assert!(sink.takes_more(&first));
-    let cut = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
-    );
+    let cut = cut_sql(&db);
     let mut feed = ListFeed::new(vec![batch("stdout", 110, 100), batch("stdout", 210, 100)]);
     feed.on_next = Box::new(|call| {
         if call == 2 {
@@ -175,10 +190,7 @@ fn a_transaction_cut_short_hands_back_every_batch_it_took() {
     assert_eq!(seqs, (10..310).collect::<Vec<u64>>());
     assert_eq!(count(server, &db, "SELECT count(*) FROM pipeline_logs"), 10);
     sink.write(&ctx(), &unwritten).unwrap();
-    assert_eq!(
-        sink.replay_until(std::time::Instant::now() + std::time::Duration::from_secs(30)),
-        0
-    );
+    assert_eq!(replay_all(&mut sink), 0);
     assert_eq!(
         count(server, &db, "SELECT count(*) FROM pipeline_logs"),
         310
@@ -264,9 +276,7 @@ fn positions(dir: &tempfile::TempDir) -> (i64, i64) {
 fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
     let (server, db) = pg_server::shared_database();
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
-    let pg = PostgresStore::new(&server.url(&db)).unwrap();
-    let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
+    let mut sink = spooling_sink(&dir, &server.url(&db));
     sink.write(&ctx(), &tailed(0, 10)).unwrap();
     assert_eq!(sink.pending(), 0);
     let first = tailed(10, 100);
@@ -284,9 +294,7 @@ fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
         ),
         "0|9|10\n10|309|300"
     );
-    let cut = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pmon-agent'"
-    );
+    let cut = cut_sql(&db);
     // Cut just before the commit: the positions were stored as tentative.
     let mut feed = ListFeed::new(vec![tailed(410, 100), tailed(510, 100)]);
     feed.on_commit = Box::new(|| {
@@ -308,8 +316,7 @@ fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
         count(server, &db, "SELECT count(*) FROM pipeline_logs"),
         310
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    assert_eq!(sink.replay_until(deadline), 0);
+    assert_eq!(replay_all(&mut sink), 0);
     assert_eq!(
         count(server, &db, "SELECT count(*) FROM pipeline_logs"),
         610
