@@ -135,11 +135,6 @@ impl Batch {
 
 /// A destination for batches.
 pub trait Sink: Send {
-    /// How many bytes of records one write should take at most
-    /// ([`queue::COALESCE_BYTES`] unless the store streams them).
-    fn coalesce_bytes(&self, _batch: &Batch) -> usize {
-        COALESCE_BYTES
-    }
     fn write(&mut self, ctx: &RunContext, batch: &Batch) -> Result<(), SinkError>;
     /// Whether a write of `batch` may go on taking the batches queued
     /// behind it, in one transaction ([`postgres::BatchFeed`]).

@@ -178,8 +178,7 @@ fn run(
             carried = feed.carried;
         } else {
             let limit = coalesce_limit(&batch);
-            let bytes = sink.coalesce_bytes(&batch);
-            rx.coalesce(&mut batch, limit, bytes);
+            rx.coalesce(&mut batch, limit, super::COALESCE_BYTES);
             if write_one(sink, ctx, &batch, waits, &mut warned) {
                 stats.records_written += batch.logs.len() as u64;
             } else {

@@ -16,7 +16,7 @@
 //! would store them twice, under the copy's key).
 
 use super::super::sqlite::write_checkpoints;
-use super::super::{Batch, Checkpoint, RunContext, SeqRecord, SinkError};
+use super::super::{Batch, Checkpoint, RunContext, SinkError};
 use super::table::Spool;
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
@@ -37,25 +37,29 @@ pub struct Tentative {
 pub fn positions_of<'b>(
     batches: impl Iterator<Item = &'b Batch> + Clone,
 ) -> Vec<(Checkpoint, Option<u64>)> {
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    for record in batches.clone().flat_map(|b| b.logs.iter()) {
-        note_last(&mut last, record);
-    }
-    let mut by_file: Vec<(Checkpoint, Option<u64>)> = Vec::new();
+    let mut by_file: Vec<&Checkpoint> = Vec::new();
     for c in batches
+        .clone()
         .flat_map(|b| b.checkpoints.iter())
         .filter(|c| !c.may_lag)
     {
-        let seq = last.get(origin(c).as_str()).copied();
-        by_file.retain(|(known, _)| (known.dev, known.ino) != (c.dev, c.ino));
-        by_file.push((c.clone(), seq));
+        by_file.retain(|known| (known.dev, known.ino) != (c.dev, c.ino));
+        by_file.push(c);
+    }
+    if by_file.is_empty() {
+        // Program output (a capture file's position may lag): no pass
+        // over the records.
+        return Vec::new();
+    }
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for record in batches.flat_map(|b| b.logs.iter()) {
+        let seq = last.entry(&record.origin).or_insert(record.seq);
+        *seq = (*seq).max(record.seq);
     }
     by_file
-}
-
-fn note_last<'r>(last: &mut HashMap<&'r str, u64>, record: &'r SeqRecord) {
-    let seq = last.entry(&record.origin).or_insert(record.seq);
-    *seq = (*seq).max(record.seq);
+        .into_iter()
+        .map(|c| (c.clone(), last.get(origin(c).as_str()).copied()))
+        .collect()
 }
 
 /// The origin the records of the file at this position carry.
@@ -184,6 +188,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::SeqRecord;
     use crate::record::{LogRecord, StreamKind};
 
     fn position(ino: u64, offset: u64, may_lag: bool) -> Checkpoint {
