@@ -92,6 +92,32 @@ fn cut_sql(db: &str) -> String {
     )
 }
 
+/// Every one of `n` records stored once.
+fn stored_once(server: &pg_server::PgServer, db: &str, n: u64) {
+    assert_eq!(count(server, db, "SELECT count(*) FROM pipeline_logs"), n);
+    assert_eq!(
+        count(server, db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
+        n
+    );
+}
+
+/// A write whose connection `feed` cuts: what it hands back.
+fn cut_short(sink: &mut SpoolingSink, first: Batch, feed: &mut ListFeed) -> Batch {
+    match sink.write_fed(&ctx(), first, feed) {
+        Fed::Unwritten(batch) => batch,
+        Fed::Written(n) => panic!("{n} records written through a cut connection"),
+    }
+}
+
+/// A tailed file's position: file (1, `ino`) read to `offset`.
+fn position(ino: u64, offset: u64) -> crate::sink::Checkpoint {
+    crate::sink::Checkpoint {
+        ino,
+        offset,
+        ..tailed(0, 0).checkpoints.remove(0)
+    }
+}
+
 /// Ships what the sink has spooled (within 30 s); returns the records left.
 fn replay_all(sink: &mut SpoolingSink) -> u64 {
     sink.replay_until(std::time::Instant::now() + std::time::Duration::from_secs(30))
@@ -137,14 +163,7 @@ fn a_transaction_takes_the_batches_that_follow_and_a_second_delivery_stores_noth
     let mut overlapping = ListFeed::new(vec![batch("stdout", 240, 20)]);
     pg.write_fed(&ctx(), &batch("stdout", 200, 40), Some(&mut overlapping))
         .unwrap();
-    assert_eq!(
-        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
-        260
-    );
-    assert_eq!(
-        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
-        260
-    );
+    stored_once(server, &db, 260);
 }
 
 #[test]
@@ -182,23 +201,13 @@ fn a_transaction_cut_short_hands_back_every_batch_it_took() {
             server.psql("postgres", &cut);
         }
     });
-    let unwritten = match sink.write_fed(&ctx(), first, &mut feed) {
-        Fed::Unwritten(batch) => batch,
-        Fed::Written(n) => panic!("{n} records written through a cut connection"),
-    };
+    let unwritten = cut_short(&mut sink, first, &mut feed);
     let seqs: Vec<u64> = unwritten.logs.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (10..310).collect::<Vec<u64>>());
     assert_eq!(count(server, &db, "SELECT count(*) FROM pipeline_logs"), 10);
     sink.write(&ctx(), &unwritten).unwrap();
     assert_eq!(replay_all(&mut sink), 0);
-    assert_eq!(
-        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
-        310
-    );
-    assert_eq!(
-        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
-        310
-    );
+    stored_once(server, &db, 310);
 }
 
 /// Spooled batches of a run are replayed in one transaction, read from the
@@ -300,10 +309,7 @@ fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
     feed.on_commit = Box::new(|| {
         server.psql("postgres", &cut);
     });
-    let unwritten = match sink.write_fed(&ctx(), tailed(310, 100), &mut feed) {
-        Fed::Unwritten(batch) => batch,
-        Fed::Written(n) => panic!("{n} records written through a cut connection"),
-    };
+    let unwritten = cut_short(&mut sink, tailed(310, 100), &mut feed);
     assert_eq!(unwritten.logs.len(), 300);
     assert_eq!(
         positions(&dir),
@@ -317,14 +323,7 @@ fn tailed_batches_go_straight_and_their_position_follows_the_commit() {
         310
     );
     assert_eq!(replay_all(&mut sink), 0);
-    assert_eq!(
-        count(server, &db, "SELECT count(*) FROM pipeline_logs"),
-        610
-    );
-    assert_eq!(
-        count(server, &db, "SELECT count(DISTINCT seq) FROM pipeline_logs"),
-        610
-    );
+    stored_once(server, &db, 610);
 }
 
 /// A tail that stopped between storing tentative positions and learning of
@@ -338,15 +337,10 @@ fn tentative_positions_are_settled_against_the_ledger() {
     let spool = Spool::new(store);
     let mut pg = PostgresStore::new(&server.url(&db)).unwrap();
     pg.write(&ctx(), &batch("file:1:2:0", 0, 10)).unwrap();
-    let at = |ino: u64, offset: u64| crate::sink::Checkpoint {
-        ino,
-        offset,
-        ..tailed(0, 0).checkpoints.remove(0)
-    };
     let positions = [
-        (at(2, 10), Some(9)),
-        (at(3, 50), Some(20)),
-        (at(4, 7), None),
+        (position(2, 10), Some(9)),
+        (position(3, 50), Some(20)),
+        (position(4, 7), None),
     ];
     spool.write_tentative(&ctx(), &positions).unwrap();
     let mut sink = SpoolingSink::new(pg, spool, 1 << 30, RetryBackoff::default(), "spool".into());
@@ -376,15 +370,10 @@ fn positions_left(db: &rusqlite::Connection) -> i64 {
 fn tentative_positions_are_dropped_when_postgresql_cannot_be_asked() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::new(SqliteStore::open(&dir.path().join("pmon.db")).unwrap());
-    let at = |ino: u64, offset: u64| crate::sink::Checkpoint {
-        ino,
-        offset,
-        ..tailed(0, 0).checkpoints.remove(0)
-    };
     let positions = [
-        (at(2, 10), Some(9)),
-        (at(3, 50), Some(20)),
-        (at(4, 7), None),
+        (position(2, 10), Some(9)),
+        (position(3, 50), Some(20)),
+        (position(4, 7), None),
     ];
     spool.write_tentative(&ctx(), &positions).unwrap();
     let port = pg_server::free_port();

@@ -188,8 +188,8 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::SeqRecord;
     use crate::record::{LogRecord, StreamKind};
+    use crate::sink::SeqRecord;
 
     fn position(ino: u64, offset: u64, may_lag: bool) -> Checkpoint {
         Checkpoint {
