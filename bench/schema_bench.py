@@ -36,10 +36,13 @@ COLUMNS = """
 
 ERRORS = "CREATE INDEX ON pipeline_logs (experiment_id, timestamp) WHERE level IN ('ERROR', 'CRITICAL');"
 ERRORS_BY_RUN = "CREATE INDEX ON pipeline_logs (run_id) WHERE level IN ('ERROR', 'CRITICAL');"
-# The shipped shape (migration 0005): rows carry an id the agent assigns
-# (batch number << 15 | position, no sequence per row), no per-row key.
-SHIPPED = ("CREATE INDEX ON pipeline_logs USING brin (timestamp);"
-           "CREATE INDEX ON pipeline_logs USING brin (id);" + ERRORS + ERRORS_BY_RUN)
+# The shipped shape (migrations 0005 and 0007): rows carry an id the agent
+# assigns (batch number << 15 | position, no sequence per row), no per-row
+# key, one BRIN over id and time.
+SHIPPED = "CREATE INDEX ON pipeline_logs USING brin (id, timestamp);" + ERRORS + ERRORS_BY_RUN
+# Migration 0005 alone: a BRIN on each of the two columns.
+TWO_BRINS = ("CREATE INDEX ON pipeline_logs USING brin (timestamp);"
+             "CREATE INDEX ON pipeline_logs USING brin (id);" + ERRORS + ERRORS_BY_RUN)
 
 
 def plain(extra=""):
@@ -72,7 +75,9 @@ def variants(days):
         ("partitioned by day + BRIN + errors + b-tree (experiment_id, timestamp)",
          partitioned("", days) + "CREATE INDEX ON pipeline_logs USING brin (timestamp);" + ERRORS
          + "CREATE INDEX ON pipeline_logs (experiment_id, timestamp);"),
-        ("partitioned by day, agent-given id, BRIN (timestamp), BRIN (id), 2 partial errors indexes",
+        ("partitioned by day, agent-given id, BRIN (timestamp), BRIN (id), 2 partial errors indexes (0005)",
+         partitioned(",\n    id BIGINT NOT NULL", days) + TWO_BRINS, True),
+        ("… one BRIN (id, timestamp) instead (0007)",
          partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED, True),
         ("… + BRIN bloom (experiment_id), 16 pages per range",
          partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED
@@ -81,7 +86,9 @@ def variants(days):
         ("… + b-tree (experiment_id, timestamp)",
          partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED
          + "CREATE INDEX ON pipeline_logs (experiment_id, timestamp);", True),
-        ("partitioned by day, agent-given id, BRIN (timestamp), BRIN (id), 2 partial errors indexes, **binary COPY**",
+        ("0005's shape, binary COPY",
+         partitioned(",\n    id BIGINT NOT NULL", days) + TWO_BRINS, "binary"),
+        ("partitioned by day, agent-given id, BRIN (id, timestamp), 2 partial errors indexes, **binary COPY**",
          partitioned(",\n    id BIGINT NOT NULL", days) + SHIPPED, "binary"),
         ("plain 13-column table + id, binary COPY", plain(",\n    id BIGINT NOT NULL"), "binary"),
     ]

@@ -21,13 +21,14 @@ const OLD_MIGRATIONS: [(i64, &str, &str); 4] = [
     (4, "errors by run", "0004_errors_by_run.sql"),
 ];
 
-const ALL_MIGRATION_FILES: [&str; 6] = [
+const ALL_MIGRATION_FILES: [&str; 7] = [
     "0001_init.sql",
     "0002_metrics.sql",
     "0003_fields.sql",
     "0004_errors_by_run.sql",
     "0005_partitioned.sql",
     "0006_error_groups.sql",
+    "0007_one_brin.sql",
 ];
 
 /// sqlx 0.9's bookkeeping table, as its `ensure_migrations_table` makes it.
@@ -298,7 +299,7 @@ fn an_old_schema_database_upgrades_in_place_with_nothing_lost() {
         .collect();
     assert_eq!(messages(&json_lines(&errors)), newest_first);
 
-    // sqlx applied 0005 and 0006 only, and every recorded checksum is the file's.
+    // sqlx applied 0005 to 0007 only, and every recorded checksum is the file's.
     let applied = lines(
         server,
         &db,
@@ -311,6 +312,7 @@ fn an_old_schema_database_upgrades_in_place_with_nothing_lost() {
         "errors by run",
         "partitioned",
         "error groups",
+        "one brin",
     ]
     .iter()
     .zip(ALL_MIGRATION_FILES)
@@ -379,6 +381,24 @@ fn an_old_schema_database_upgrades_in_place_with_nothing_lost() {
             "pipeline_events|UNIQUE (experiment_id, event_id)",
             "pipeline_progress|PRIMARY KEY (experiment_id, run_id, task)",
             "pipeline_runs|PRIMARY KEY (experiment_id, run_id)",
+        ]
+    );
+    // The legacy partition's indexes: the parent's (one BRIN over id and
+    // time, the partial ones over errors) and its own old b-tree by
+    // experiment and time, kept for the old rows it already covers.
+    assert_eq!(
+        lines(
+            server,
+            &db,
+            "SELECT regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes
+             WHERE tablename = 'pipeline_logs_legacy' ORDER BY 1",
+        ),
+        [
+            "brin (id, \"timestamp\")",
+            "btree (experiment_id, \"timestamp\")",
+            "btree (experiment_id, \"timestamp\") WHERE (level = ANY (ARRAY['ERROR'::text, 'CRITICAL'::text]))",
+            "btree (experiment_id, error_group) WHERE (error_group IS NOT NULL)",
+            "btree (run_id) WHERE (level = ANY (ARRAY['ERROR'::text, 'CRITICAL'::text]))",
         ]
     );
     // The ledger holds each old (run, origin)'s seq range, and batch

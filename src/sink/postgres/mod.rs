@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "error groups",
         include_str!("../../../migrations/postgres/0006_error_groups.sql"),
     ),
+    (
+        7,
+        "one brin",
+        include_str!("../../../migrations/postgres/0007_one_brin.sql"),
+    ),
 ];
 
 /// The oldest PostgreSQL we support (generated columns, `ON CONFLICT`, JSONB…).
