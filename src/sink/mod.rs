@@ -150,6 +150,11 @@ pub trait Sink: Send {
     ) -> Fed {
         Fed::Unwritten(batch)
     }
+    /// What one coalesced write (one that does not take more as it goes)
+    /// takes at most of the queue.
+    fn coalesce_bytes(&self) -> usize {
+        COALESCE_BYTES
+    }
     /// Called when no batch has arrived for a while (replays, retries).
     fn idle(&mut self) {}
     /// Records waiting in a spool for their real destination.

@@ -24,13 +24,22 @@ pub const QUEUE_BYTES: usize = 1 << 20;
 /// reached 0.65× and 256 KiB 0.54×.
 pub const COALESCE_BYTES: usize = 512 * 1024;
 
+/// What one coalesced write into the spool takes at most: its records are
+/// held while each spool row is encoded as JSON and SQLite copies that
+/// twice more, so half of [`COALESCE_BYTES`]. Measured on the 1M-line
+/// workload with PostgreSQL down: the spooling shipper peaked at 20.3–20.8
+/// MiB with 512 KiB, 19.0–19.5 MiB with this.
+pub const SPOOL_COALESCE_BYTES: usize = 256 * 1024;
+
 /// What a transaction that goes straight to PostgreSQL, not through the
 /// spool, holds at most of the batches it took from the queue as it went
 /// (`postgres::BatchFeed`): they are kept until it commits, to be spooled
 /// if it fails. Measured on the 1M-line workload: transactions of ~7,000
 /// records where the queue alone gave ~3,700 took `wrap` into PostgreSQL
-/// from 0.45× to 0.70× of `\copy`, the shipper's peak from 19.0 to 19.9 MiB.
-pub const HELD_BYTES: usize = 2 << 20;
+/// from 0.45× to 0.70× of `\copy`, the shipper's peak from 19.0 to 19.9 MiB
+/// with 2 MiB — up to 20.1 MiB in some runs, past issue 11's bound. With
+/// 1.5 MiB (five alternating runs each): 18.5–18.7 MiB, 4% more time.
+pub const HELD_BYTES: usize = 3 << 19;
 
 pub fn batch_queue(max_bytes: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = crossbeam_channel::unbounded();

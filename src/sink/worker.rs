@@ -178,7 +178,7 @@ fn run(
             carried = feed.carried;
         } else {
             let limit = coalesce_limit(&batch);
-            rx.coalesce(&mut batch, limit, super::COALESCE_BYTES);
+            rx.coalesce(&mut batch, limit, sink.coalesce_bytes());
             if write_one(sink, ctx, &batch, waits, &mut warned) {
                 stats.records_written += batch.logs.len() as u64;
             } else {

@@ -371,6 +371,16 @@ impl Sink for SpoolingSink {
         matches!(self.link, Link::Up) && self.pg.is_connected() && self.known_pending == 0
     }
 
+    /// A write while PostgreSQL is down or records wait in the spool most
+    /// likely goes into the spool, which holds more copies of it.
+    fn coalesce_bytes(&self) -> usize {
+        if matches!(self.link, Link::Up) && self.known_pending == 0 {
+            super::COALESCE_BYTES
+        } else {
+            super::queue::SPOOL_COALESCE_BYTES
+        }
+    }
+
     fn write_fed(&mut self, ctx: &RunContext, batch: Batch, feed: &mut dyn BatchFeed) -> Fed {
         self.last_write = Instant::now();
         if !(self.ready() && self.drain(None, None).is_ok()) {
