@@ -285,10 +285,12 @@ fn is_file_line(line: &str) -> bool {
 
 /// The column of `+` in `  + Exception Group Traceback (most recent call last):`
 /// (also when nested inside another group's `| ` prefix).
+///
+/// Asked of every line, so it looks past the ` `/`|` prefix only, instead of
+/// searching the whole line (that search was 7% of `tail`'s CPU).
 fn group_header_col(line: &str) -> Option<usize> {
-    let pos = line.find(GROUP_HEADER)?;
-    let prefix = &line[..pos];
-    prefix.chars().all(|c| c == ' ' || c == '|').then_some(pos)
+    let pos = line.bytes().position(|b| b != b' ' && b != b'|')?;
+    line[pos..].starts_with(GROUP_HEADER).then_some(pos)
 }
 
 /// In a group whose `+` is at `col`, the group's own exception line is

@@ -195,3 +195,16 @@ fn ordinary_lines_are_not_tracebacks() {
         assert!(!TracebackCollector::is_start(line), "{line:?}");
     }
 }
+
+#[test]
+fn a_group_header_is_found_behind_spaces_and_pipes_only() {
+    let header = "+ Exception Group Traceback (most recent call last):";
+    assert_eq!(group_header_col(header), Some(0));
+    assert_eq!(group_header_col(&format!("  {header}")), Some(2));
+    assert_eq!(group_header_col(&format!("    | {header}")), Some(6));
+    assert_eq!(group_header_col(&format!("x {header}")), None);
+    assert_eq!(group_header_col(&format!("  | note: {header}")), None);
+    assert_eq!(group_header_col("  | ValueError: x"), None);
+    assert_eq!(group_header_col("   "), None);
+    assert_eq!(group_header_col(""), None);
+}
