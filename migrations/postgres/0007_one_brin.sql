@@ -6,6 +6,14 @@
 -- index summarising both columns pays that once, and still serves both the
 -- id ranges queries take from the ledger and conditions on time alone: a
 -- multi-column BRIN is used for a condition on any of its columns.
-CREATE INDEX IF NOT EXISTS pipeline_logs_brin ON pipeline_logs USING brin (id, timestamp);
-DROP INDEX IF EXISTS pipeline_logs_ids;
-DROP INDEX IF EXISTS pipeline_logs_time;
+--
+-- One statement (a DO block), not three: the migration runs as one simple
+-- query, and Citus propagates DDL on a distributed table with the text of
+-- the query it came in; three statements in one text are refused by the
+-- workers ("cannot insert multiple commands into a prepared statement").
+DO $$
+BEGIN
+    EXECUTE 'CREATE INDEX IF NOT EXISTS pipeline_logs_brin ON pipeline_logs USING brin (id, timestamp)';
+    EXECUTE 'DROP INDEX IF EXISTS pipeline_logs_ids';
+    EXECUTE 'DROP INDEX IF EXISTS pipeline_logs_time';
+END $$;

@@ -464,4 +464,28 @@ mod tests {
             .unwrap();
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }
+
+    /// From migration 7 on, a migration may meet tables `db distribute` has
+    /// distributed. A migration runs as one simple query, and Citus sends
+    /// DDL on a distributed table to the workers with the text of the query
+    /// it came in, which they refuse if it holds several statements ("cannot
+    /// insert multiple commands into a prepared statement", seen on Citus
+    /// 13.2 with 0007 as three statements). So each is one DO block.
+    #[test]
+    fn migrations_after_distribution_are_one_statement_each() {
+        for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 >= 7) {
+            let code: String = sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let code = code.trim();
+            assert!(
+                code.starts_with("DO $$")
+                    && code.ends_with("END $$;")
+                    && code.matches("$$").count() == 2,
+                "migration {version} ({description}) must be one DO $$ … END $$; block:\n{code}"
+            );
+        }
+    }
 }
