@@ -12,8 +12,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// What the sink queue holds at most.
-pub const QUEUE_BYTES: usize = 1 << 20;
+/// What the sink queue holds at most. A transaction that takes what queues
+/// up (`postgres::BatchFeed`) drains it as it goes, so the queue only has to
+/// cover a commit: 512 KiB with 2 MiB held per transaction measured as fast
+/// as 1 MiB with 1.5 MiB held or faster (tail 1.67–1.78 s against
+/// 1.89–1.95 s, wrap 1.62–1.77 against 1.68–1.82, alternating runs), at the
+/// same peak (18.2–19.0 MiB).
+pub const QUEUE_BYTES: usize = 1 << 19;
 
 /// What one coalesced write takes at most ([`BatchReceiver::coalesce`]).
 /// Writes stream what they encode (a COPY in 64 KiB pieces, the spool in
@@ -37,9 +42,9 @@ pub const SPOOL_COALESCE_BYTES: usize = 256 * 1024;
 /// if it fails. Measured on the 1M-line workload: transactions of ~7,000
 /// records where the queue alone gave ~3,700 took `wrap` into PostgreSQL
 /// from 0.45× to 0.70× of `\copy`, the shipper's peak from 19.0 to 19.9 MiB
-/// with 2 MiB — up to 20.1 MiB in some runs, past issue 11's bound. With
-/// 1.5 MiB (five alternating runs each): 18.5–18.7 MiB, 4% more time.
-pub const HELD_BYTES: usize = 3 << 19;
+/// with 2 MiB and a 1 MiB queue — up to 20.1 MiB in some runs, past issue
+/// 11's bound. A 512 KiB queue ([`QUEUE_BYTES`]) leaves room for 2 MiB here.
+pub const HELD_BYTES: usize = 2 << 20;
 
 pub fn batch_queue(max_bytes: usize) -> (BatchSender, BatchReceiver) {
     let (tx, rx) = crossbeam_channel::unbounded();
