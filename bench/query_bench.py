@@ -21,8 +21,17 @@ logs the plan of each statement as it runs and no `Seq Scan` of a
 pipeline_logs partition or the ledger may cost more than 1,000 (reading
 about 1,000 pages or more). A statement that fails the check fails the
 bench (exit 1).
+
+Last, retention: `db prune --older-than 15d` on each store, timed, and checked
+against the store itself — every record older than the cutoff it reports is
+gone, every newer one is still there, the runs that ended before it are gone.
+It reports the space given back: PostgreSQL drops whole day partitions (their
+files go at once); SQLite deletes in chunks and keeps the freed pages for the
+rows that come next, which a follow-up `ingest` of new records shows (the file
+does not grow while free pages are left).
 """
 
+import json
 import os
 import random
 import re
@@ -276,6 +285,115 @@ def pg_plans(agent, env, srv, db):
     return out
 
 
+PRUNE_AGE = "15d"
+# Records ingested after the prune, to show SQLite reusing the freed pages:
+# at most this many, and no more than half of what the prune removed.
+REFILL_LINES = 200_000
+
+
+def prune(agent, env):
+    """Runs `db prune`; returns (seconds, its JSON report)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([agent, "db", "prune", "--older-than", PRUNE_AGE, "--format", "json"], env=env,
+                       capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise pg_bench.Failure("db prune failed: %s" % r.stderr.strip()[-1000:])
+    return took, json.loads(r.stdout)
+
+
+def refill(agent, env, tmp, lines):
+    """Ingests `lines` new lines (stamped as received) into experiment `refill`."""
+    path = os.path.join(tmp, "refill.log")
+    with open(path, "w") as f:
+        for i in range(lines):
+            f.write("refill line %d of the pruned store\n" % i)
+    with open(path, "rb") as f:
+        subprocess.run([agent, "ingest", "-e", "refill"], stdin=f, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sqlite_pages(db):
+    out = subprocess.run(["sqlite3", db, "PRAGMA page_count; PRAGMA freelist_count; PRAGMA page_size;"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+def sqlite_one(db, sql):
+    return subprocess.run(["sqlite3", db, sql], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def prune_sqlite(agent, env, tmp):
+    """db prune on the embedded store, then a refill; returns (row, checks)."""
+    db = os.path.join(env["PMON_DATA_DIR"], "pmon.db")
+    before = int(sqlite_one(db, "SELECT count(*) FROM pipeline_logs"))
+    pages0, free0, size = sqlite_pages(db)
+    took, rep = prune(agent, env)
+    cutoff = rep["cutoff"]
+    pages1, free1, _ = sqlite_pages(db)
+    older = int(sqlite_one(db, "SELECT count(*) FROM pipeline_logs WHERE timestamp < '%s'" % cutoff))
+    after = int(sqlite_one(db, "SELECT count(*) FROM pipeline_logs"))
+    ended = int(sqlite_one(db, "SELECT count(*) FROM pipeline_runs WHERE ended_at < '%s'" % cutoff))
+    lines = max(1, min(REFILL_LINES, rep["logs"] // 2))
+    refill(agent, env, tmp, lines)
+    pages2, free2, _ = sqlite_pages(db)
+    checks = [
+        ("SQLite: no record older than the cutoff left", older == 0, "%d left" % older),
+        ("SQLite: removed + kept = before", rep["logs"] + after == before,
+         "%d + %d vs %d" % (rep["logs"], after, before)),
+        ("SQLite: no run that ended before the cutoff left", ended == 0, "%d left" % ended),
+        ("SQLite: the refill reused freed pages (file did not grow)", pages2 == pages1 and free2 < free1,
+         "pages %d -> %d, free %d -> %d" % (pages1, pages2, free1, free2)),
+    ]
+    mib = lambda pages: pages * size / 2**20
+    row = ("SQLite", took, rep, before, after,
+           "%.0f MiB of pages freed (%.0f → %.0f MiB in use; the file stays %.0f MiB); %d new records "
+           "then took %.0f MiB of them, the file went from %.0f to %.0f MiB"
+           % (mib(free1 - free0), mib(pages0 - free0), mib(pages1 - free1), mib(pages1),
+              lines, mib(free1 - free2), mib(pages1), mib(pages2)))
+    return row, checks
+
+
+def prune_pg(agent, env, srv, db):
+    """db prune on PostgreSQL; returns (row, checks)."""
+    size_sql = ("SELECT count(*), coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'pipeline_logs'::regclass")
+    before = int(srv.one(db, "SELECT count(*) FROM pipeline_logs"))
+    parts0, bytes0 = (int(x) for x in srv.sql(db, size_sql)[0])
+    took, rep = prune(agent, env)
+    cutoff = rep["cutoff"]
+    parts1, bytes1 = (int(x) for x in srv.sql(db, size_sql)[0])
+    older = int(srv.one(db, "SELECT count(*) FROM pipeline_logs WHERE timestamp < '%s'" % cutoff))
+    after = int(srv.one(db, "SELECT count(*) FROM pipeline_logs"))
+    ended = int(srv.one(db, "SELECT count(*) FROM pipeline_runs WHERE ended_at < '%s'" % cutoff))
+    checks = [
+        ("PostgreSQL: no record older than the cutoff left", older == 0, "%d left" % older),
+        ("PostgreSQL: removed + kept = before", rep["logs"] + after == before,
+         "%d + %d vs %d" % (rep["logs"], after, before)),
+        ("PostgreSQL: no run that ended before the cutoff left", ended == 0, "%d left" % ended),
+        ("PostgreSQL: day partitions dropped", parts1 < parts0, "%d -> %d" % (parts0, parts1)),
+    ]
+    row = ("PostgreSQL", took, rep, before, after,
+           "%d of %d day partitions dropped whole; pipeline_logs %.0f → %.0f MiB on disk at once"
+           % (parts0 - parts1, parts0, bytes0 / 2**20, bytes1 / 2**20))
+    return row, checks
+
+
+def print_prune(rows, checks):
+    print("### `db prune --older-than %s` on the filled stores" % PRUNE_AGE)
+    print()
+    print("| store | took | removed | records before → after | space |")
+    print("| --- | --- | --- | --- | --- |")
+    for store, took, rep, before, after, space in rows:
+        print("| %s | %.1f s | %d runs, %d log records | %d → %d | %s |"
+              % (store, took, rep["runs"], rep["logs"], before, after, space))
+    print()
+    for name, ok, detail in checks:
+        print("- [%s] %s%s" % ("x" if ok else " ", name, "" if ok else ": " + detail))
+    print()
+    return [c for c in checks if not c[1]]
+
+
 def print_plans(store, plans):
     print("#### Plans (%s)" % store)
     print("| command | statements | indexes used | large scans |")
@@ -293,6 +411,7 @@ def main():
     ap.add_argument("-r", "--repeat", type=int, default=30)
     ap.add_argument("--records", type=int, default=10_000_000)
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-prune", action="store_true", help="skip the db prune phase")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     t_start, tmp = bench.begin()
@@ -308,6 +427,11 @@ def main():
         bench.log("SQLite: %d records in %.0fs" % (a.records, fill))
         results["SQLite"] = time_commands(agent, env, a.repeat, rng)
         plans = {"SQLite": sqlite_plans(agent, env, tmp)}
+        prune_rows, prune_checks = [], []
+        if not a.no_prune:
+            row, checks = prune_sqlite(agent, env, tmp)
+            prune_rows.append(row)
+            prune_checks += checks
         if not a.no_postgres:
             srv = pg_bench.PgServer(pg_bench.pg_bindir(), os.environ.get("BENCH_TMPDIR"))
             srv.initdb()
@@ -317,6 +441,10 @@ def main():
             bench.log("PostgreSQL: %d records in %.0fs" % (a.records, fill))
             results["PostgreSQL"] = time_commands(agent, env_pg, a.repeat, rng)
             plans["PostgreSQL"] = pg_plans(agent, env_pg, srv, "q")
+            if not a.no_prune:
+                row, checks = prune_pg(agent, env_pg, srv, "q")
+                prune_rows.append(row)
+                prune_checks += checks
         print("### Query times with %d records, %d experiments x %d runs, %d days (%d runs each, p50 / p99)"
               % (a.records, EXPERIMENTS, RUNS, DAYS, a.repeat))
         stores = list(results)
@@ -332,7 +460,10 @@ def main():
         for store, label, scans in bad:
             print("FAILED: %s: %s reads a large table without an index: %s" % (store, label, scans))
         print("RESULT: %s" % ("plan check failed" if bad else "every statement reads through an index or partition pruning"))
-        return 1 if bad else 0
+        failed = print_prune(prune_rows, prune_checks) if prune_rows else []
+        if prune_rows:
+            print("RESULT: %s" % ("a prune check failed" if failed else "db prune removed what is older and nothing else"))
+        return 1 if bad or failed else 0
     except pg_bench.Failure as e:
         return bench.setup_error("query_bench", e, srv)
     finally:

@@ -10,7 +10,7 @@
 #        bench/run.sh --memory [-n LINES] [--no-postgres] [--keep]
 #        bench/run.sh --parsers [-n LINES] [-r REPEAT] [--keep]
 #        bench/run.sh --schema [-n LINES] [-r REPEAT] [--keep]
-#        bench/run.sh --queries [--records N] [-r REPEAT] [--no-postgres] [--keep]
+#        bench/run.sh --queries [--records N] [-r REPEAT] [--no-postgres] [--no-prune] [--keep]
 #        bench/run.sh --agents [-n LINES] [--keep]
 #        bench/run.sh --tail [-n LINES] [--postgres] [--no-extra-baselines] [--no-latency|--latency-only]
 #                    [--probes N] [--probe-interval MS] [--info-flush-interval DUR|none] [--new-files N] [--keep]
@@ -31,6 +31,8 @@
 #   --schema   `psql \copy` of the workload's rows into schema variants of pipeline_logs (schema_bench.py):
 #              plain, one index at a time, today's table, time-partitioned ones; no agent run
 #   --queries  query commands' p50/p99 with N records (10,000,000) over 1,000 experiments in both stores
+#              (query_bench.py), then `db prune --older-than 15d` on both, checked and with the space it
+#              gave back (--no-prune skips it)
 #              (query_bench.py; --records 100000 for the small figure)
 #   --agents   1, 8 and 32 agents (tail --once of -n lines, default here 100000) into one PostgreSQL:
 #              aggregate records/s vs one \copy, server CPU per 100k records, peak connections
@@ -70,7 +72,7 @@ while [ $# -gt 0 ]; do
         -n) [ $# -ge 2 ] || { echo "run.sh: -n needs a value" >&2; exit 2; }; lines=$2; lines_given=1; shift 2 ;;
         -n*) lines=${1#-n}; lines_given=1; shift ;;
         -r) [ $# -ge 2 ] || { echo "run.sh: -r needs a value" >&2; exit 2; }; pass+=(--repeat "$2"); shift 2 ;;
-        --no-echo-run|--no-extra-baselines|--keep|--no-replay) pass+=("$1"); shift ;;
+        --no-echo-run|--no-extra-baselines|--keep|--no-replay|--no-prune) pass+=("$1"); shift ;;
         --postgres) postgres=1; shift ;;
         --tail) tail=1; shift ;;
         --memory) memory=1; shift ;;
@@ -88,7 +90,7 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in --probe-interval) tailpass+=(--probe-interval-ms "$2") ;; *) tailpass+=("$1" "$2") ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -185,6 +187,7 @@ if [ -n "$agents" ]; then
     script=agents_bench.py
 elif [ -n "$queries" ]; then
     script=query_bench.py
+    pass+=(${tailpass[@]+"${tailpass[@]}"})
 elif [ -n "$schema" ]; then
     script=schema_bench.py
 elif [ -n "$parsers" ]; then
