@@ -61,9 +61,6 @@ pub fn run(global: &crate::cli::GlobalArgs, args: ShipArgs) -> anyhow::Result<i3
 
 fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     let holder = nix::unistd::getppid();
-    // The kernel's OOM killer takes the shipper before the holder or the
-    // program: the holder starts another, the program never notices.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "500");
     let recording = match &args.run_id {
         Some(run_id) => Recording::attach(app, run_id)?,
         None => match begin(app, &args, holder.as_raw() as u32) {

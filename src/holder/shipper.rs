@@ -97,7 +97,32 @@ impl Recipe {
         cmd.process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe system calls (open, write, close), no allocation.
+        unsafe {
+            cmd.pre_exec(|| {
+                prefer_for_oom_kill();
+                Ok(())
+            });
+        }
         cmd
+    }
+}
+
+/// The kernel's OOM killer takes the shipper before the holder or the
+/// program: the holder starts another, the program never notices. Set in
+/// the child before exec, so the shipper is the first pick from its first
+/// instruction on (set by the shipper itself, a test once saw it at 0 while
+/// the shipper was loading its configuration).
+fn prefer_for_oom_kill() {
+    let path = c"/proc/self/oom_score_adj";
+    // SAFETY: a NUL-terminated path and a 3-byte buffer that outlive the calls.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"500".as_ptr().cast(), 3);
+            libc::close(fd);
+        }
     }
 }
 
