@@ -69,7 +69,6 @@ pub fn run(app: &App, args: TailArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// SIGINT/SIGTERM/SIGHUP stop following; what was read is flushed first.
 /// Read positions the last tail of `experiment` stored just before a
 /// PostgreSQL commit it may not have seen (see `sink::spool::positions`),
 /// settled before the positions are read and before anything is written.
@@ -86,6 +85,7 @@ fn settle_tentative_positions(app: &App, experiment: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// SIGINT/SIGTERM/SIGHUP stop following; what was read is flushed first.
 fn watch_signals(stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("pmon-signals".into())

@@ -15,6 +15,17 @@ pub struct SinkStats {
     pub write_errors: u64,
 }
 
+impl SinkStats {
+    /// Counts a batch written alone: its records, or one failed write.
+    fn count(&mut self, batch: &Batch, written: bool) {
+        if written {
+            self.records_written += batch.logs.len() as u64;
+        } else {
+            self.write_errors += 1;
+        }
+    }
+}
+
 pub struct SinkWorker {
     handle: JoinHandle<SinkStats>,
 }
@@ -168,22 +179,16 @@ fn run(
             match sink.write_fed(ctx, batch, &mut feed) {
                 Fed::Written(records) => stats.records_written += records,
                 Fed::Unwritten(unwritten) => {
-                    if write_one(sink, ctx, &unwritten, waits, &mut warned) {
-                        stats.records_written += unwritten.logs.len() as u64;
-                    } else {
-                        stats.write_errors += 1;
-                    }
+                    let written = write_one(sink, ctx, &unwritten, waits, &mut warned);
+                    stats.count(&unwritten, written);
                 }
             }
             carried = feed.carried;
         } else {
             let limit = coalesce_limit(&batch);
             rx.coalesce(&mut batch, limit, sink.coalesce_bytes());
-            if write_one(sink, ctx, &batch, waits, &mut warned) {
-                stats.records_written += batch.logs.len() as u64;
-            } else {
-                stats.write_errors += 1;
-            }
+            let written = write_one(sink, ctx, &batch, waits, &mut warned);
+            stats.count(&batch, written);
         }
         pending.store(sink.pending(), std::sync::atomic::Ordering::Relaxed);
     }

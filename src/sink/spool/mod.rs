@@ -159,15 +159,8 @@ impl SpoolingSink {
                 // `oldest_id` meanwhile: delete what was shipped, by its own id.
                 _ => match self.spool.oldest() {
                     Ok(Some((oldest, ctx, batch))) => {
-                        let mut feed = SpoolFeed::new(&self.spool, &ctx, oldest);
-                        let shipped = self
-                            .pg
-                            .write_fed(&ctx, &batch, Some(&mut feed))
-                            .map(|()| batch.logs.len() + feed.records as usize);
-                        rows = SpoolRows {
-                            first: oldest,
-                            last: feed.last,
-                        };
+                        let (shipped, taken) = self.ship_spooled(oldest, &ctx, &batch);
+                        rows = taken;
                         if let (true, Ok(records)) = (counting, &shipped) {
                             self.replayed.add(&ctx, *records);
                         }
@@ -313,17 +306,33 @@ impl SpoolingSink {
         let mut done = 0;
         let mut tally = ReplayTally::default();
         while let Ok(Some((id, ctx, batch))) = self.spool.oldest() {
-            let mut feed = SpoolFeed::new(&self.spool, &ctx, id);
-            self.pg.write_fed(&ctx, &batch, Some(&mut feed))?;
-            let records = batch.logs.len() + feed.records as usize;
-            let last = feed.last;
+            let (shipped, rows) = self.ship_spooled(id, &ctx, &batch);
+            let records = shipped?;
             done += records as u64;
             tally.add(&ctx, records);
-            let _ = self.spool.delete_rows(SpoolRows { first: id, last });
+            let _ = self.spool.delete_rows(rows);
             progress(done, total);
         }
         tally.record(&mut self.pg, "spool replay");
         Ok(done)
+    }
+
+    /// Writes spooled row `first` (`batch`) and the rows of its run that
+    /// follow it, as one transaction takes them; returns the records stored
+    /// and the rows that transaction covered (to delete once it committed).
+    fn ship_spooled(
+        &mut self,
+        first: i64,
+        ctx: &RunContext,
+        batch: &Batch,
+    ) -> (Result<usize, PgError>, SpoolRows) {
+        let mut feed = SpoolFeed::new(&self.spool, ctx, first);
+        let shipped = self
+            .pg
+            .write_fed(ctx, batch, Some(&mut feed))
+            .map(|()| batch.logs.len() + feed.records as usize);
+        let last = feed.last;
+        (shipped, SpoolRows { first, last })
     }
 }
 
