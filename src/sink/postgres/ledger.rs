@@ -120,11 +120,14 @@ impl Stored {
 
     /// Whether [`Stored::holds`] knows about every row of `rows`: each
     /// row's origin was read, from a seq no higher than the row's.
+    /// One look-up per run of rows of the same origin (asked of every row a
+    /// transaction takes).
     pub fn covers(&self, rows: &[SeqRecord]) -> bool {
-        rows.iter().all(|r| {
+        rows.chunk_by(|a, b| a.origin == b.origin).all(|run| {
+            let lowest = run.iter().map(|r| r.seq).min().unwrap_or(0);
             self.checked
-                .get(&*r.origin)
-                .is_some_and(|&from| from <= r.seq)
+                .get(&*run[0].origin)
+                .is_some_and(|&from| from <= lowest)
         })
     }
 }
@@ -132,6 +135,7 @@ impl Stored {
 /// One ledger row: what a batch stored of one origin.
 #[derive(Debug, PartialEq)]
 struct Piece {
+    batch: i64,
     origin: Arc<str>,
     first_seq: u64,
     last_seq: u64,
@@ -143,24 +147,38 @@ struct Piece {
 /// What a transaction stored, per batch number and origin: its ledger rows.
 #[derive(Debug, Default)]
 pub struct Pieces {
-    by_key: HashMap<(i64, Arc<str>), Piece>,
+    pieces: Vec<Piece>,
+    /// Where each (batch number, origin) is in `pieces`.
+    index: HashMap<(i64, Arc<str>), usize>,
+    /// The piece the last row went to: rows come in runs of one origin, so
+    /// most rows need no look-up (this is done for every row copied in).
+    last: Option<usize>,
 }
 
 impl Pieces {
     /// Notes a row copied in under batch number `batch`.
     pub fn note(&mut self, batch: i64, row: &SeqRecord) {
         let ts = row.record.timestamp;
-        let piece = self
-            .by_key
-            .entry((batch, row.origin.clone()))
-            .or_insert_with(|| Piece {
-                origin: row.origin.clone(),
-                first_seq: row.seq,
-                last_seq: row.seq,
-                rows: 0,
-                first_time: ts,
-                last_time: ts,
-            });
+        let at = match self.last {
+            Some(i) if self.pieces[i].batch == batch && self.pieces[i].origin == row.origin => i,
+            _ => *self
+                .index
+                .entry((batch, row.origin.clone()))
+                .or_insert_with(|| {
+                    self.pieces.push(Piece {
+                        batch,
+                        origin: row.origin.clone(),
+                        first_seq: row.seq,
+                        last_seq: row.seq,
+                        rows: 0,
+                        first_time: ts,
+                        last_time: ts,
+                    });
+                    self.pieces.len() - 1
+                }),
+        };
+        self.last = Some(at);
+        let piece = &mut self.pieces[at];
         piece.first_seq = piece.first_seq.min(row.seq);
         piece.last_seq = piece.last_seq.max(row.seq);
         piece.rows += 1;
@@ -171,12 +189,11 @@ impl Pieces {
     /// The statement entering the pieces in the ledger (sent with the
     /// commit, in one round trip); `None` if nothing was stored.
     pub fn sql(&self, ctx: &RunContext) -> Option<String> {
-        let mut keys: Vec<&(i64, Arc<str>)> = self.by_key.keys().collect();
-        keys.sort();
-        let values: Vec<String> = keys
+        let mut pieces: Vec<&Piece> = self.pieces.iter().collect();
+        pieces.sort_by(|a, b| (a.batch, &a.origin).cmp(&(b.batch, &b.origin)));
+        let values: Vec<String> = pieces
             .into_iter()
-            .map(|key| {
-                let p = &self.by_key[key];
+            .map(|p| {
                 format!(
                     "({}, {}, {}, {}, {}, {}, {}, {}, {})",
                     literal(&ctx.experiment_id),
@@ -184,7 +201,7 @@ impl Pieces {
                     literal(&p.origin),
                     p.first_seq as i64,
                     p.last_seq as i64,
-                    key.0,
+                    p.batch,
                     p.rows,
                     literal(&crate::record::format_ts(&p.first_time)),
                     literal(&crate::record::format_ts(&p.last_time)),
@@ -237,6 +254,10 @@ mod tests {
         stored.checked.insert("a".into(), 10);
         assert!(stored.covers(&[row("a", 10), row("a", 99)]));
         assert!(!stored.covers(&[row("a", 9)]), "below what was read");
+        assert!(
+            !stored.covers(&[row("a", 12), row("a", 9)]),
+            "below what was read, later in a run"
+        );
         assert!(
             !stored.covers(&[row("a", 12), row("b", 12)]),
             "an origin not read"

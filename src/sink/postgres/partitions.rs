@@ -73,16 +73,24 @@ impl Partitions {
 
     /// Whether every day `batch` needs has a partition known to exist.
     pub fn cover(&self, batch: &super::super::Batch) -> bool {
-        let known =
-            |table: &'static str, t: DateTime<Utc>| self.known.contains(&(table, t.date_naive()));
-        batch
-            .logs
-            .iter()
-            .all(|r| known("pipeline_logs", r.record.timestamp))
-            && batch
-                .metrics
-                .iter()
-                .all(|m| known("pipeline_metrics", m.metric.timestamp))
+        self.cover_days(
+            "pipeline_logs",
+            batch.logs.iter().map(|r| r.record.timestamp),
+        ) && self.cover_days(
+            "pipeline_metrics",
+            batch.metrics.iter().map(|m| m.metric.timestamp),
+        )
+    }
+
+    /// Asked of every record a transaction takes, whose days come in runs:
+    /// one look-up per run of the same day.
+    fn cover_days(&self, table: &'static str, times: impl Iterator<Item = DateTime<Utc>>) -> bool {
+        let mut last = None;
+        times.map(|t| t.date_naive()).all(|day| {
+            let seen = last == Some(day);
+            last = Some(day);
+            seen || self.known.contains(&(table, day))
+        })
     }
 
     async fn load(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
@@ -150,5 +158,20 @@ mod tests {
         );
         assert_eq!(day_of("pipeline_logs", "pipeline_logs_legacy"), None);
         assert_eq!(day_of("pipeline_logs", "pipeline_metrics_p20261201"), None);
+    }
+
+    #[test]
+    fn a_batch_is_covered_when_every_day_of_its_records_has_a_partition() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let at = |d: u32| day(d).and_hms_opt(12, 0, 0).unwrap().and_utc();
+        let mut partitions = Partitions::default();
+        partitions.known.insert(("pipeline_logs", day(1)));
+        partitions.known.insert(("pipeline_logs", day(2)));
+        let logs = |days: &[u32]| days.iter().map(|&d| at(d)).collect::<Vec<_>>();
+        assert!(partitions.cover_days("pipeline_logs", logs(&[1, 1, 2, 2, 1]).into_iter()));
+        assert!(!partitions.cover_days("pipeline_logs", logs(&[1, 1, 3, 3]).into_iter()));
+        assert!(!partitions.cover_days("pipeline_logs", logs(&[2, 2, 2, 3]).into_iter()));
+        assert!(!partitions.cover_days("pipeline_metrics", logs(&[1]).into_iter()));
+        assert!(partitions.cover_days("pipeline_metrics", logs(&[]).into_iter()));
     }
 }
