@@ -85,6 +85,19 @@ pub struct Checkpoint {
     pub may_lag: bool,
 }
 
+impl Checkpoint {
+    /// The origin the records of the file at this position carry.
+    pub fn origin(&self) -> String {
+        file_origin(self.dev, self.ino, self.generation)
+    }
+}
+
+/// A tailed file's records' origin: `file:<dev>:<inode>:<generation>` (a
+/// truncation starts a new generation; see `source::tail`).
+pub fn file_origin(dev: u64, ino: u64, generation: u64) -> String {
+    format!("file:{dev}:{ino}:{generation}")
+}
+
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.logs.is_empty()

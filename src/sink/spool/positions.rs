@@ -58,13 +58,8 @@ pub fn positions_of<'b>(
     }
     by_file
         .into_iter()
-        .map(|c| (c.clone(), last.get(origin(c).as_str()).copied()))
+        .map(|c| (c.clone(), last.get(c.origin().as_str()).copied()))
         .collect()
-}
-
-/// The origin the records of the file at this position carry.
-fn origin(c: &Checkpoint) -> String {
-    format!("file:{}:{}:{}", c.dev, c.ino, c.generation)
 }
 
 impl Spool {
@@ -92,7 +87,7 @@ impl Spool {
                     c.path,
                     c.offset as i64,
                     ctx.run_id,
-                    origin(c),
+                    c.origin(),
                     last_seq.map(|s| s as i64),
                 ])?;
             }

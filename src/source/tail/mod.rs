@@ -116,7 +116,7 @@ struct Tracked {
 
 impl Tracked {
     fn origin(&self) -> String {
-        format!("file:{}:{}:{}", self.dev, self.ino, self.generation)
+        crate::sink::file_origin(self.dev, self.ino, self.generation)
     }
 
     fn meta(&self) -> FileMeta {
