@@ -99,9 +99,8 @@ fn eight_agents_through_outages_shipper_kills_and_rotation_store_every_line_once
                 &["wrap", "-e", &tag, "--", "python3", "-c", PRINTER, &tag],
             )
             .env("PMON_GO", go)
-            .spawn()
-            .unwrap();
-            (tag, agent, Running::new(child))
+            .start(&format!("pmon-agent wrap -e {tag}"));
+            (tag, agent, child)
         })
         .collect();
     // Three followed directories, rotated by writers in this process.
@@ -120,9 +119,8 @@ fn eight_agents_through_outages_shipper_kills_and_rotation_store_every_line_once
                 &agent,
                 &["tail", "-e", &tag, "--from-start", dir.to_str().unwrap()],
             )
-            .spawn()
-            .unwrap();
-            (tag, agent, Running::new(child), writer)
+            .start(&format!("pmon-agent tail -e {tag}"));
+            (tag, agent, child, writer)
         })
         .collect();
 
@@ -163,7 +161,7 @@ fn eight_agents_through_outages_shipper_kills_and_rotation_store_every_line_once
     }
     stop_writing.store(true, Ordering::SeqCst);
     for (tag, agent, running) in wraps {
-        let out = running.wait_with_output();
+        let out = running.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{tag}");
         let printed: i64 = std::fs::read_to_string(agent.dir.path().join("go.count"))
             .unwrap()
@@ -185,7 +183,7 @@ fn eight_agents_through_outages_shipper_kills_and_rotation_store_every_line_once
             nix::unistd::Pid::from_raw(running.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        running.wait_with_output();
+        running.wait_with_output().unwrap();
         assert_eq!(
             stored(&server, &tag),
             (written, written),

@@ -3,7 +3,6 @@
 //! man page rendered by groff without a warning.
 
 use crate::util::*;
-use std::process::Command;
 
 /// What bash's completion offers for the words typed so far (the last one
 /// being completed), as a user pressing TAB would get it.
@@ -30,14 +29,13 @@ fn complete(agent: &Agent, words: &[&str]) -> Vec<String> {
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
+    let out = command("bash")
         .args(["--norc", "-c", &program])
         .env("PATH", path)
         .env("PMON_DATA_DIR", agent.data_dir())
         .env_remove("PMON_DATABASE_URL")
         .current_dir(agent.dir.path())
-        .output()
-        .unwrap();
+        .run_within("bash");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let mut offered: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
@@ -139,12 +137,11 @@ fn every_man_page_renders_without_a_warning() {
         "{pages:?}"
     );
     for page in &pages {
-        let out = Command::new("groff")
+        let out = command("groff")
             // -k: the pages are UTF-8 (as `man` reads them, through preconv).
             .args(["-k", "-man", "-Tutf8"])
             .arg(dir.join(page))
-            .output()
-            .expect("groff (scripts/test installs groff-base)");
+            .run_within("groff");
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "{page}: {}",
@@ -153,11 +150,10 @@ fn every_man_page_renders_without_a_warning() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Examples:"), "{page} has no examples");
     }
-    let errors = Command::new("groff")
+    let errors = command("groff")
         .args(["-k", "-man", "-Tutf8"])
         .arg(dir.join("pmon-agent-query-errors.1"))
-        .output()
-        .unwrap();
+        .run_within("groff");
     let text = String::from_utf8_lossy(&errors.stdout);
     assert!(
         text.contains("pmon-agent query errors") && text.contains("--group"),

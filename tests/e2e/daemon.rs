@@ -342,8 +342,7 @@ fn a_supervisor_that_is_a_zombie_is_lost() {
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent daemon supervise");
     wait_until("the supervisor writes its state", || {
         agent.data_dir().join("daemons/undead.json").exists()
     });
@@ -428,8 +427,7 @@ fn logs_follow_goes_on_into_the_runs_after_a_restart() {
     let mut follower = agent
         .cmd(&["daemon", "logs", "phoenix", "-f"])
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent daemon logs");
     let stdout = follower.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -69,8 +69,7 @@ fn pmon_log_picks_stages_and_hostile_names_are_escaped() {
     let out = agent
         .cmd(&["tail", "--once", "-e", "diag", dir.to_str().unwrap()])
         .env("PMON_LOG", "tail=info,sink=debug")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent tail --once");
     assert!(out.status.success(), "{}", stderr_text(&out));
     assert!(
         !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
@@ -99,8 +98,7 @@ fn pmon_log_picks_stages_and_hostile_names_are_escaped() {
     let bad = agent
         .cmd(&["query", "list"])
         .env("PMON_LOG", "sink==x")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent query list");
     assert!(bad.status.success(), "{}", stderr_text(&bad));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(

@@ -34,8 +34,7 @@ fn a_store_that_lags_far_behind_at_exit_still_gets_every_line() {
             &burst_program(n),
         ])
         .env("PMON_TEST_SINK_DELAY", "1s")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(
         agent.line_counts("lag"),
@@ -55,8 +54,7 @@ fn a_background_process_holding_the_pipe_does_not_hold_up_the_exit() {
     let mut child = agent
         .cmd(&["wrap", "-e", "bg", "--", "sh", "-c", script])
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent wrap -e");
     // Generous: the agent lets go after 2 s of quiet; a broken one never does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let status = loop {

@@ -125,8 +125,7 @@ fn no_faulthandler_leaves_the_setting_alone() {
     let mine = agent
         .cmd(&["wrap", "-e", "env", "--", "python3", "-c", program])
         .env("PYTHONFAULTHANDLER", "")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(
         String::from_utf8_lossy(&mine.stdout),
         "\n",

@@ -5,7 +5,7 @@
 //! what it had stored, and resumes by itself when space returns.
 
 use crate::util::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// A tmpfs of `size` mounted on `dir`, unmounted when dropped.
 struct SmallDisk {
@@ -15,11 +15,10 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
+        let out = command("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
-            .output()
-            .expect("running mount");
+            .run_within("mount");
         assert!(
             out.status.success(),
             "this test mounts a small tmpfs and needs root (CI runs as root): {}",
@@ -33,7 +32,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = command("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status_within("umount");
     }
 }
 
@@ -73,8 +75,7 @@ fn a_full_data_dir_never_harms_the_program_and_recovers_by_itself() {
         .env("PMON_GO", &go)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent wrap -e");
     // The echo is read as it comes, as a terminal would.
     let mut stdout = child.stdout.take().unwrap();
     let echo = std::thread::spawn(move || {
@@ -82,14 +83,14 @@ fn a_full_data_dir_never_harms_the_program_and_recovers_by_itself() {
         std::io::Read::read_to_end(&mut stdout, &mut all).unwrap();
         all
     });
-    let wrap = Running::new(child);
+    let wrap = child;
     wait_until("the program printed while the disk filled", || {
         go.with_extension("filled").exists()
     });
     // Space returns while the program still runs.
     std::fs::remove_file(&ballast).unwrap();
     std::fs::write(&go, "").unwrap();
-    let out = wrap.wait_with_output();
+    let out = wrap.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     let echoed = String::from_utf8(echo.join().unwrap()).unwrap();
     assert_eq!(

@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -207,15 +207,13 @@ fn every_dashboard_panel_sql_runs_on_real_data_and_follows_the_selection() {
     let out = agent
         .cmd(&["wrap", "-e", exp, "--", "python3", "-c", warm_up])
         .env("PMON_DATABASE_URL", &url)
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     let demo = fixture_program("demo_pipeline");
     let out = agent
         .cmd(&["wrap", "-e", exp, "--", "python3", demo.to_str().unwrap()])
         .env("PMON_DATABASE_URL", &url)
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
     let runs: Vec<String> = server
         .psql(
@@ -611,15 +609,14 @@ fn psql_bin() -> PathBuf {
 
 /// Runs psql in CSV mode (a header line, then the rows) with `input` on stdin.
 fn psql_csv(server: &PgServer, db: &str, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(psql_bin())
+    let mut child = command(psql_bin())
         .args(["-X", "-h", "127.0.0.1", "-p", &server.port.to_string()])
         .args(["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "--csv"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("running psql");
+        .start("psql --csv");
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -51,23 +51,20 @@ fn kill_shippers(agent: &Agent, exp: &str, holder: u32, times: usize) {
 fn a_shipper_killed_twice_leaves_the_program_running_and_every_line_once() {
     let agent = Agent::new().with_config("logging:\n  database:\n    flush_interval: 0.1\n");
     let go = agent.dir.path().join("go");
-    let wrap = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "survive",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                &UNTIL_GO,
-            ])
-            .env("PMON_GO", &go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let wrap = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "survive",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            &UNTIL_GO,
+        ])
+        .env("PMON_GO", &go)
+        .stderr(Stdio::piped())
+        .start("pmon-agent wrap -e");
     let holder = wrap.id();
     let first = {
         let mut pid = None;
@@ -97,7 +94,7 @@ fn a_shipper_killed_twice_leaves_the_program_running_and_every_line_once() {
         stored(&agent, "survive") > before + 50
     });
     std::fs::write(&go, "").unwrap();
-    let out = wrap.wait_with_output();
+    let out = wrap.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -141,22 +138,19 @@ open(go + '.printed', 'w').close()
 while not os.path.exists(go):
     time.sleep(0.01)
 "#;
-    let wrap = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "clock",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                program,
-            ])
-            .env("PMON_GO", &go)
-            .spawn()
-            .unwrap(),
-    );
+    let wrap = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "clock",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ])
+        .env("PMON_GO", &go)
+        .start("pmon-agent wrap -e");
     let holder = wrap.id();
     // The program starts once the shipper has registered the run: stopping
     // the shipper before that would stop the program from ever starting.
@@ -177,7 +171,7 @@ while not os.path.exists(go):
         stored(&agent, "clock") == 20
     });
     std::fs::write(&go, "").unwrap();
-    assert!(wrap.wait_with_output().status.success());
+    assert!(wrap.wait_with_output().unwrap().status.success());
     for record in agent.json_lines(&["query", "logs", "clock"]) {
         let message = record["message"].as_str().unwrap();
         let printed: f64 = message.rsplit(' ').next().unwrap().parse().unwrap();
@@ -201,8 +195,7 @@ fn a_daemons_shipper_killed_leaves_its_program_running() {
             "daemon", "start", "--name", "keeps", "--", "python3", "-c", &UNTIL_GO,
         ])
         .env("PMON_GO", &go)
-        .output()
-        .unwrap();
+        .run_within("pmon-agent daemon start");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let (supervisor, program) = {
         let (mut sup, mut prog) = (0, 0);
@@ -252,8 +245,7 @@ fn a_daemons_supervisor_killed_leaves_its_program_and_holder_running() {
             "daemon", "start", "--name", "orphan", "--", "python3", "-c", &UNTIL_GO,
         ])
         .env("PMON_GO", &go)
-        .output()
-        .unwrap();
+        .run_within("pmon-agent daemon start");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let mut state = serde_json::Value::Null;
     wait_until("the daemon runs", || {

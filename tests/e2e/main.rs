@@ -2,6 +2,7 @@
 //! a real SQLite store. One test binary, one module per area.
 
 mod bad_input;
+mod bounded;
 mod chaos;
 mod cli_docs;
 mod daemon;

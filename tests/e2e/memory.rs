@@ -29,23 +29,20 @@ fn a_100_mib_line_is_cut_while_it_is_read_not_held_whole() {
     let program = format!(
         "import os, sys, time\nchunk = b'x' * (1 << 20)\nfor _ in range({LINE_MIB}): sys.stdout.buffer.write(chunk)\nsys.stdout.buffer.write(b'\\nafter\\n')\nsys.stdout.flush()\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.05)\n"
     );
-    let wrap = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "long",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                &program,
-            ])
-            .arg(&go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let wrap = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "long",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            &program,
+        ])
+        .arg(&go)
+        .stderr(Stdio::piped())
+        .start("pmon-agent wrap -e");
     let holder = wrap.id();
     wait_until("the line after the long one is stored", || {
         agent.count(
@@ -55,7 +52,7 @@ fn a_100_mib_line_is_cut_while_it_is_read_not_held_whole() {
     let shipper = shippers_of(holder)[0];
     let (holder_kib, shipper_kib) = (peak_kib(holder), peak_kib(shipper));
     std::fs::write(&go, "").unwrap();
-    let out = wrap.wait_with_output();
+    let out = wrap.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     // 100 MiB held anywhere would show. The holder's buffers are fixed,
     // whatever the program prints: it keeps to the 5 MiB the issue set

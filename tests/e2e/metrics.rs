@@ -22,15 +22,12 @@ fn wrap_until_go(agent: &Agent, exp: &str, program: &str, extra: &[&str]) -> Run
     let mut args = vec!["wrap", "-e", exp, "--no-echo"];
     args.extend(extra);
     args.extend(["--", "python3", "-c", program]);
-    Running::new(
-        agent
-            .cmd(&args)
-            .env("PMON_GO", go)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    agent
+        .cmd(&args)
+        .env("PMON_GO", go)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .start(&format!("pmon-agent wrap -e {exp}"))
 }
 
 fn go_file(agent: &Agent) -> std::path::PathBuf {
@@ -39,7 +36,7 @@ fn go_file(agent: &Agent) -> std::path::PathBuf {
 
 fn go_and_wait(agent: &Agent, child: Running) {
     std::fs::write(go_file(agent), "").unwrap();
-    let out = child.wait_with_output();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
 }
 
@@ -401,24 +398,21 @@ fn metrics_reach_postgresql_through_an_outage_exactly_once() {
         "{FAST}    shutdown_timeout: 10m\n    retry_first_backoff: 100ms\n    retry_max_backoff: 500ms\n"
     ));
     let go = go_file(&agent);
-    let child = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "pgm",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                TICKS,
-            ])
-            .env("PMON_DATABASE_URL", &url)
-            .env("PMON_GO", &go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let child = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "pgm",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            TICKS,
+        ])
+        .env("PMON_DATABASE_URL", &url)
+        .env("PMON_GO", &go)
+        .stderr(Stdio::piped())
+        .start("pmon-agent wrap -e");
     let ticks = "SELECT count(*) FROM pipeline_metrics WHERE metric_type = 'user'";
     wait_until("user metrics reach PostgreSQL", || {
         pg_count(&server, ticks) >= 20
@@ -427,7 +421,7 @@ fn metrics_reach_postgresql_through_an_outage_exactly_once() {
     wait_until("samples are spooled", || spooled(&agent));
     server.start_again();
     std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
         .unwrap()
@@ -454,8 +448,7 @@ fn metrics_reach_postgresql_through_an_outage_exactly_once() {
         let out = agent
             .cmd(args)
             .env("PMON_DATABASE_URL", &url)
-            .output()
-            .unwrap();
+            .run_within(&format!("pmon-agent {}", args.join(" ")));
         assert!(out.status.success(), "{args:?}: {}", stderr_text(&out));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -491,8 +484,7 @@ fn a_resumed_run_in_postgresql_keeps_every_record_of_both_sessions() {
         let out = agent
             .cmd(&all)
             .env("PMON_DATABASE_URL", &url)
-            .output()
-            .unwrap();
+            .run_within("pmon-agent wrap -e res");
         assert!(out.status.success(), "{}", stderr_text(&out));
     };
     wrap(&[], "for i in range(50): print(f'INFO:a:line first {i}')\nprint('##pmon[metric name=m value=1]')");

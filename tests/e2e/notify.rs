@@ -387,7 +387,7 @@ fn a_run_whose_agent_is_killed_posts_lost() {
     cmd.env("PMON_GO", &go)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let running = Running::new(cmd.spawn().unwrap());
+    let running = cmd.start("pmon-agent wrap -e");
     wait_until("the program's lines are stored", || {
         agent.count("SELECT count(*) FROM pipeline_logs WHERE message LIKE 'tick %'") > 0
     });
@@ -402,7 +402,7 @@ fn a_run_whose_agent_is_killed_posts_lost() {
     assert_eq!(posts[0]["state"], "lost");
     let text = posts[0]["text"].as_str().unwrap();
     assert!(text.starts_with("orphan (run 1) lost after "), "{text}");
-    let _ = running.wait_with_output();
+    let _ = running.wait_with_output().unwrap();
 }
 
 #[test]

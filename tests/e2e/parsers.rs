@@ -364,26 +364,23 @@ fn parsers_test_explains_every_line_of_the_captures() {
 
 #[test]
 fn a_parser_file_broken_while_a_program_runs_never_takes_the_agent_down() {
-    use crate::util::{shippers_of, until_go, wait_until, Running};
+    use crate::util::{shippers_of, until_go, wait_until, Bounded};
     let (agent, dir) = agent_with_user_parser(USER_PARSER);
     let go = agent.dir.path().join("go");
-    let wrap = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "edit",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                &until_go("<<I|work>> line"),
-            ])
-            .env("PMON_GO", &go)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let wrap = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "edit",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            &until_go("<<I|work>> line"),
+        ])
+        .env("PMON_GO", &go)
+        .stderr(std::process::Stdio::piped())
+        .start("pmon-agent wrap -e");
     let stored = |extra: &str| {
         agent.count(&format!(
             "SELECT count(*) FROM pipeline_logs WHERE experiment_id = 'edit' AND message LIKE '%line %' {extra}"
@@ -404,7 +401,7 @@ fn a_parser_file_broken_while_a_program_runs_never_takes_the_agent_down() {
         || stored("AND fields IS NULL") > 50,
     );
     std::fs::write(&go, "").unwrap();
-    let out = wrap.wait_with_output();
+    let out = wrap.wait_with_output().unwrap();
     let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(

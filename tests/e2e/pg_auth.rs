@@ -28,7 +28,7 @@ fn wrap(agent: &Agent, server: &PgServer, exp: &str, env: &[(&str, &str)]) -> Ou
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    cmd.run_within("pmon-agent wrap -e")
 }
 
 fn stored(server: &PgServer, exp: &str) -> String {

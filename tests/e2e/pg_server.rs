@@ -6,8 +6,9 @@
 
 #![allow(dead_code)]
 
+use super::bounded::{command, Bounded};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -75,11 +76,10 @@ impl PgServer {
             .tempdir()
             .expect("temp dir");
         if is_root() {
-            let status = Command::new("chown")
+            let status = command("chown")
                 .arg("postgres")
                 .arg(dir.path())
-                .status()
-                .unwrap();
+                .status_within("chown of the PostgreSQL temp dir");
             assert!(
                 status.success(),
                 "chown of the PostgreSQL temp dir to postgres failed"
@@ -119,16 +119,16 @@ impl PgServer {
 
     fn as_owner(&self, program: &Path, args: &[&str]) -> Output {
         let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
+            let mut c = command("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            Command::new(program)
+            command(program)
         };
+        let what = format!("{} {}", program.display(), args.join(" "));
         cmd.args(args)
             .current_dir(self.dir.path())
-            .output()
-            .expect("running a PostgreSQL tool")
+            .run_within(&what)
     }
 
     /// Starts (or restarts) the server and waits until it accepts connections.
@@ -170,38 +170,32 @@ impl PgServer {
             "postgres",
             &format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"),
         );
-        let hba = self.data_dir().join("pg_hba.conf");
-        let old = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(
-            &hba,
-            format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}"),
-        )
-        .unwrap();
-        let out = self.as_owner(
-            &self.bindir.join("pg_ctl"),
-            &["-D", self.data_dir().to_str().unwrap(), "reload"],
-        );
-        assert!(out.status.success(), "pg_ctl reload failed");
+        self.hba_first(&format!("host all {role} 127.0.0.1/32 scram-sha-256"));
     }
 
-    /// Turns TLS on with a certificate for 127.0.0.1 signed by a CA made
-    /// here, and makes `role` log in over TLS only; returns the CA's
-    /// certificate (what a client verifies the server with).
-    pub fn enable_tls(&self, role: &str) -> PathBuf {
-        let dir = self.dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("running openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
+    /// Runs `openssl ARGS` in the server's temp dir (where the files it
+    /// makes land).
+    pub fn openssl(&self, args: &[&str]) {
+        let out = command("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .run_within(&format!("openssl {}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A file in the server's temp dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Makes a CA: `NAME.crt` and `NAME.key`; returns the certificate.
+    pub fn make_ca(&self, name: &str) -> PathBuf {
+        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+        self.openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -210,45 +204,69 @@ impl PgServer {
             "-days",
             "2",
             "-subj",
-            "/CN=pmon test CA",
+            &format!("/CN={name}"),
             "-keyout",
-            "ca.key",
+            &key,
             "-out",
-            "ca.crt",
+            &crt,
         ]);
-        openssl(&[
+        self.file(&crt)
+    }
+
+    /// A certificate with common name `cn` (and `san`, e.g. `IP:127.0.0.1`)
+    /// signed by the CA `ca`: `NAME.crt` and `NAME.key`.
+    pub fn issue(&self, ca: &str, name: &str, cn: &str, san: Option<&str>) -> (PathBuf, PathBuf) {
+        let (crt, key, csr) = (
+            format!("{name}.crt"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+        );
+        self.openssl(&[
             "req",
             "-newkey",
             "rsa:2048",
             "-nodes",
             "-subj",
-            "/CN=127.0.0.1",
+            &format!("/CN={cn}"),
             "-keyout",
-            "server.key",
+            &key,
             "-out",
-            "server.csr",
+            &csr,
         ]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ]);
+        let mut args = vec![
+            "x509".to_string(),
+            "-req".into(),
+            "-in".into(),
+            csr,
+            "-CA".into(),
+            format!("{ca}.crt"),
+            "-CAkey".into(),
+            format!("{ca}.key"),
+            "-CAcreateserial".into(),
+            "-days".into(),
+            "2".into(),
+            "-out".into(),
+            crt.clone(),
+        ];
+        if let Some(san) = san {
+            let ext = format!("{name}.ext");
+            std::fs::write(self.file(&ext), format!("subjectAltName = {san}\n")).unwrap();
+            args.extend(["-extfile".into(), ext]);
+        }
+        self.openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        (self.file(&crt), self.file(&key))
+    }
+
+    /// Serves `crt`/`key` as the server's certificate with TLS on; with
+    /// `client_ca`, client certificates it signed can log in (`cert` auth).
+    pub fn serve_tls(&self, crt: &Path, key: &Path, client_ca: Option<&Path>) {
         let data = self.data_dir();
-        for file in ["server.crt", "server.key"] {
-            std::fs::copy(dir.join(file), data.join(file)).unwrap();
+        let mut files = vec![(crt, "server.crt"), (key, "server.key")];
+        if let Some(ca) = client_ca {
+            files.push((ca, "root.crt"));
+        }
+        for (from, to) in &files {
+            std::fs::copy(from, data.join(to)).unwrap();
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
@@ -257,30 +275,67 @@ impl PgServer {
         )
         .unwrap();
         if is_root() {
-            for file in ["server.crt", "server.key"] {
-                let status = Command::new("chown")
+            for (_, to) in &files {
+                let status = command("chown")
                     .arg("postgres")
-                    .arg(data.join(file))
-                    .status()
-                    .unwrap();
+                    .arg(data.join(to))
+                    .status_within("chown of the server's TLS files");
                 assert!(status.success());
             }
         }
-        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
         self.psql("postgres", "ALTER SYSTEM SET ssl = on");
-        let hba = data.join("pg_hba.conf");
+        if client_ca.is_some() {
+            self.psql("postgres", "ALTER SYSTEM SET ssl_ca_file = 'root.crt'");
+        }
+        self.reload();
+    }
+
+    /// Puts `lines` first in pg_hba.conf and reloads.
+    pub fn hba_first(&self, lines: &str) {
+        let hba = self.data_dir().join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(
-            &hba,
-            format!("hostssl all {role} 127.0.0.1/32 trust\nhostnossl all {role} 127.0.0.1/32 reject\n{old}"),
-        )
-        .unwrap();
+        std::fs::write(&hba, format!("{lines}\n{old}")).unwrap();
+        self.reload();
+    }
+
+    /// Makes the server re-read its configuration, pg_hba.conf and TLS
+    /// files, and waits until it has (a reload is asynchronous): until a
+    /// new connection's `pg_conf_load_time()` is past the one before.
+    fn reload(&self) {
+        let loaded = || self.psql("postgres", "SELECT pg_conf_load_time()");
+        let before = loaded();
         let out = self.as_owner(
             &self.bindir.join("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "reload"],
+            &["-D", self.data_dir().to_str().unwrap(), "reload"],
         );
         assert!(out.status.success(), "pg_ctl reload failed");
-        dir.join("ca.crt")
+        let deadline = std::time::Instant::now() + super::bounded::PATIENCE;
+        while loaded() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting for PostgreSQL to reload its configuration"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a CA made
+    /// here, and makes `role` log in over TLS only; returns the CA's
+    /// certificate (what a client verifies the server with).
+    pub fn enable_tls(&self, role: &str) -> PathBuf {
+        let ca = self.make_ca("ca");
+        let (crt, key) = self.issue("ca", "server", "127.0.0.1", Some("IP:127.0.0.1"));
+        self.serve_tls(&crt, &key, None);
+        self.tls_only(role);
+        ca
+    }
+
+    /// Makes `role` (a superuser) that may log in over TLS only.
+    pub fn tls_only(&self, role: &str) {
+        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+        self.hba_first(&format!(
+            "hostssl all {role} 127.0.0.1/32 trust\nhostnossl all {role} 127.0.0.1/32 reject"
+        ));
     }
 
     /// Kills the server the hard way: no checkpoint, connections cut.
@@ -296,6 +351,11 @@ impl PgServer {
                 "stop",
             ],
         );
+    }
+
+    /// What the server has written to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// A URL with a password (trust auth ignores it), to check it never leaks.
@@ -314,7 +374,7 @@ impl PgServer {
 
     /// Like `psql`, for SQL that may fail (a table not created yet).
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bindir.join("psql"))
+        let out = command(self.bindir.join("psql"))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -329,8 +389,7 @@ impl PgServer {
                 "-Atc",
                 sql,
             ])
-            .output()
-            .expect("running psql");
+            .run_within(&format!("psql {sql:?}"));
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }

@@ -8,7 +8,7 @@ use crate::pg_server::{shared_database, PgServer};
 use crate::util::*;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const EXP: &str = "upgraded";
 
@@ -58,10 +58,9 @@ fn migration_sql(file: &str) -> String {
 /// SHA-384 of the file's bytes (what sqlx records), by coreutils, not by
 /// the code under test.
 fn sha384_hex(file: &str) -> String {
-    let out = Command::new("sha384sum")
+    let out = command("sha384sum")
         .arg(migration_path(file))
-        .output()
-        .expect("running sha384sum");
+        .run_within("sha384sum");
     assert!(out.status.success(), "{}", stderr_text(&out));
     String::from_utf8(out.stdout).unwrap()[..96].to_string()
 }
@@ -76,8 +75,7 @@ fn with_db(agent: &Agent, url: &str, args: &[&str]) -> Output {
     agent
         .cmd(args)
         .env("PMON_DATABASE_URL", url)
-        .output()
-        .expect("running pmon-agent")
+        .run_within("sha384sum")
 }
 
 fn stdout_text(out: &Output) -> String {

@@ -9,7 +9,6 @@
 use crate::pg_server::{free_port, is_root, shared_database};
 use crate::util::*;
 use std::path::PathBuf;
-use std::process::Command;
 
 struct PgBouncer {
     dir: tempfile::TempDir,
@@ -45,17 +44,16 @@ impl PgBouncer {
             // PgBouncer will not run as root.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-            let mut c = Command::new("runuser");
+            let mut c = command("runuser");
             c.args(["-u", "postgres", "--", program]);
             c
         } else {
-            Command::new(program)
+            command(program)
         };
         let out = cmd
             .arg("-d")
             .arg(path("pgbouncer.ini"))
-            .output()
-            .expect("running pgbouncer (scripts/test installs it)");
+            .run_within("runuser");
         assert!(out.status.success(), "pgbouncer: {}", stderr_text(&out));
         let bouncer = PgBouncer { dir, port };
         wait_until("PgBouncer listens", || {
@@ -100,8 +98,7 @@ fn everything_works_through_pgbouncer_in_transaction_pooling() {
         let out = agent
             .cmd(args)
             .env("PMON_DATABASE_URL", bouncer.url(&db))
-            .output()
-            .unwrap();
+            .run_within(&format!("pmon-agent {} through pgbouncer", args.join(" ")));
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -9,7 +9,7 @@ use crate::util::*;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `cmd` with its stderr on a pseudo-terminal; returns what the
@@ -24,7 +24,10 @@ fn with_stderr_on_a_terminal(mut cmd: Command) -> (Output, String) {
         String::from_utf8_lossy(&shown).into_owned()
     });
     cmd.stderr(Stdio::from(pty.slave)).stdout(Stdio::piped());
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .start("a command with its stderr on a terminal")
+        .wait_with_output()
+        .unwrap();
     drop(cmd);
     (out, reader.join().unwrap())
 }
@@ -81,7 +84,7 @@ fn records_reach_postgresql_and_the_spec_sql_runs_verbatim() {
     let (server, db) = shared_database();
     let url = server.url(&db);
     let agent = Agent::new();
-    let migrate = with_db(&agent, &url, &["db", "migrate"]).output().unwrap();
+    let migrate = with_db(&agent, &url, &["db", "migrate"]).run_within("pmon-agent db migrate");
     assert!(migrate.status.success(), "{}", stderr_text(&migrate));
     no_password(&migrate);
     let program = fixture_program("logging_exception");
@@ -97,8 +100,7 @@ fn records_reach_postgresql_and_the_spec_sql_runs_verbatim() {
             program.to_str().unwrap(),
         ],
     )
-    .output()
-    .unwrap();
+    .run_within("logging_exception");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     no_password(&out);
     let rows = server.psql(
@@ -136,9 +138,8 @@ ORDER BY timestamp DESC LIMIT 10;",
 fn a_bad_password_in_a_bad_url_is_never_shown() {
     let agent = Agent::new();
     let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:notaport/db");
-    let out = with_db(&agent, &url, &["wrap", "-e", "x", "--", "true"])
-        .output()
-        .unwrap();
+    let out =
+        with_db(&agent, &url, &["wrap", "-e", "x", "--", "true"]).run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(1));
     no_password(&out);
     assert!(
@@ -155,7 +156,7 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(20_000, 5_000, 0.01);
-    let out = wrap_lines(&agent, &url, "down", &program).output().unwrap();
+    let out = wrap_lines(&agent, &url, "down", &program).run_within("pmon-agent wrap -e down");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -177,9 +178,7 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     );
     let spool = agent.json_lines(&["spool", "status"]);
     assert_eq!(spool[0]["pending"], 20_000);
-    let failed = with_db(&agent, &url, &["spool", "replay"])
-        .output()
-        .unwrap();
+    let failed = with_db(&agent, &url, &["spool", "replay"]).run_within("pmon-agent spool replay");
     assert_ne!(
         failed.status.code(),
         Some(0),
@@ -214,9 +213,7 @@ fn database_down_for_the_whole_run_then_spool_replay_ships_everything_once() {
     );
     assert_eq!(replay, "20000|spool replay");
     // Replaying again changes nothing; with stderr not a terminal, no bar.
-    let again = with_db(&agent, &url, &["spool", "replay"])
-        .output()
-        .unwrap();
+    let again = with_db(&agent, &url, &["spool", "replay"]).run_within("pmon-agent spool replay");
     assert!(again.status.success());
     assert_eq!(
         String::from_utf8_lossy(&again.stdout),
@@ -243,13 +240,10 @@ fn count_lines(server: &PgServer, db: &str, exp: &str) -> i64 {
 
 /// Starts `wrap` of a program that waits for the file `go` (`$PMON_GO`).
 fn wrap_until_go(agent: &Agent, url: &str, exp: &str, program: &str, go: &Path) -> Running {
-    Running::new(
-        wrap_lines(agent, url, exp, program)
-            .env("PMON_GO", go)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    wrap_lines(agent, url, exp, program)
+        .env("PMON_GO", go)
+        .stderr(Stdio::piped())
+        .start(&format!("pmon-agent wrap -e {exp}"))
 }
 
 /// Prints `line N` in bursts of 2,000 every 40 ms until the file `$PMON_GO`
@@ -292,7 +286,7 @@ fn database_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
     // ...and back while it still prints; it ends right after.
     server.start_again();
     std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     no_password(&out);
     let printed: i64 = std::fs::read_to_string(go.with_extension("count"))
@@ -345,7 +339,7 @@ while not os.path.exists(go):
     wait_until("records are spooled", || spool_pending(&agent) >= 30_000);
     server.start_again();
     std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(spool_pending(&agent), 0, "{}", stderr_text(&out));
     assert_eq!(counts(&server, "postgres", "late"), (30_000, 30_000));
@@ -358,15 +352,12 @@ fn agent_killed_during_replay_and_run_again_stores_everything_once() {
     let agent = Agent::new();
     server.stop_immediate();
     let program = lines_program(100_000, 100_000, 0.0);
-    let out = wrap_lines(&agent, &url, "replay", &program)
-        .output()
-        .unwrap();
+    let out = wrap_lines(&agent, &url, "replay", &program).run_within("pmon-agent wrap -e replay");
     assert_eq!(out.status.code(), Some(0));
     server.start_again();
-    let mut replay: Child = with_db(&agent, &url, &["spool", "replay"])
+    let mut replay: Running = with_db(&agent, &url, &["spool", "replay"])
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent spool replay");
     // Kill it once some, but not all, batches are shipped.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -385,9 +376,7 @@ fn agent_killed_during_replay_and_run_again_stores_everything_once() {
         partial < 100_000,
         "the replay was killed before it finished ({partial} shipped)"
     );
-    let again = with_db(&agent, &url, &["spool", "replay"])
-        .output()
-        .unwrap();
+    let again = with_db(&agent, &url, &["spool", "replay"]).run_within("pmon-agent spool replay");
     assert!(again.status.success(), "{}", stderr_text(&again));
     assert_eq!(counts(&server, "postgres", "replay"), (100_000, 100_000));
 }
@@ -398,7 +387,7 @@ fn eight_agents_writing_to_one_database_collide_on_nothing() {
     let url = server.url(&db);
     let agents: Vec<Agent> = (0..8).map(|_| Agent::new()).collect();
     let program = lines_program(5_000, 1_000, 0.01);
-    let children: Vec<Child> = agents
+    let children: Vec<Running> = agents
         .iter()
         .enumerate()
         .map(|(i, a)| {
@@ -416,8 +405,7 @@ fn eight_agents_writing_to_one_database_collide_on_nothing() {
                     &program,
                 ],
             )
-            .spawn()
-            .unwrap()
+            .start("pmon-agent wrap -e")
         })
         .collect();
     for mut c in children {
@@ -438,7 +426,7 @@ fn eight_agents_writing_to_one_database_collide_on_nothing() {
 
 /// Runs the agent against the database; no output may show the password.
 fn pg_run(agent: &Agent, url: &str, args: &[&str]) -> Output {
-    let out = with_db(agent, url, args).output().unwrap();
+    let out = with_db(agent, url, args).run_within(&format!("pmon-agent {}", args.join(" ")));
     no_password(&out);
     out
 }
@@ -1026,7 +1014,7 @@ fn follow_prints_each_new_postgresql_record_once() {
     )
     .unwrap();
     let program = "import time\nprint('INFO:f:started', flush=True)\ntime.sleep(1.0)\nfor i in range(40):\n    print(f'INFO:f:line {i}', flush=True)\n    time.sleep(0.05)\n";
-    let wrap = wrap_lines(&agent, &url, "follow", program).spawn().unwrap();
+    let wrap = wrap_lines(&agent, &url, "follow", program).start("pmon-agent wrap -e follow");
     let deadline = Instant::now() + Duration::from_secs(120);
     while server
         .try_psql(
@@ -1048,8 +1036,7 @@ fn follow_prints_each_new_postgresql_record_once() {
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .start("pmon-agent query logs");
     assert!(wait_for(wrap).success());
     // Read what the follower prints until the program's last line has come,
     // however long that takes; then one more run's record: a record printed
@@ -1070,7 +1057,7 @@ fn follow_prints_each_new_postgresql_record_once() {
     };
     read_until("line 39", &mut records);
     let after = "print('INFO:f:after', flush=True)";
-    let out = wrap_lines(&agent, &url, "follow", after).output().unwrap();
+    let out = wrap_lines(&agent, &url, "follow", after).run_within("pmon-agent wrap -e follow");
     assert!(out.status.success(), "{}", stderr_text(&out));
     no_password(&out);
     read_until("after", &mut records);
@@ -1082,12 +1069,12 @@ fn follow_prints_each_new_postgresql_record_once() {
     assert_eq!(messages(&records), expected);
 }
 
-fn wait_for(mut child: Child) -> std::process::ExitStatus {
+fn wait_for(mut child: Running) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
 /// Ends a follower the way Ctrl-C would and collects what it printed.
-fn stop(follower: Child) -> Output {
+fn stop(follower: Running) -> Output {
     let pid = follower.id() as i32;
     unsafe { libc::kill(pid, libc::SIGINT) };
     follower.wait_with_output().unwrap()
@@ -1109,8 +1096,7 @@ fn a_full_spool_drops_and_counts_but_the_program_and_plain_log_are_unharmed() {
         &url,
         &["wrap", "-e", "full", "--", "python3", "-c", &program],
     )
-    .output()
-    .unwrap();
+    .run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),
@@ -1291,16 +1277,13 @@ fn an_idle_agent_releases_its_connection_and_reconnects_for_new_lines() {
     let agent = Agent::new();
     let file = agent.dir.path().join("app.log");
     std::fs::write(&file, "INFO:app:first\n").unwrap();
-    let tail = Running::new(
-        with_db(
-            &agent,
-            &url,
-            &["tail", "-e", "idle", file.to_str().unwrap()],
-        )
-        .env("PMON_TEST_IDLE_DISCONNECT", "1s")
-        .spawn()
-        .unwrap(),
-    );
+    let tail = with_db(
+        &agent,
+        &url,
+        &["tail", "-e", "idle", file.to_str().unwrap()],
+    )
+    .env("PMON_TEST_IDLE_DISCONNECT", "1s")
+    .start("pmon-agent tail -e");
     let connections = || {
         server
             .psql(
@@ -1330,7 +1313,7 @@ fn an_idle_agent_releases_its_connection_and_reconnects_for_new_lines() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = tail.wait_with_output();
+    let out = tail.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr_text(&out));
 }
 
@@ -1341,8 +1324,7 @@ fn db_distribute_on_plain_postgresql_says_to_run_it_on_a_citus_coordinator() {
     let out = agent
         .cmd(&["db", "distribute"])
         .env("PMON_DATABASE_URL", server.url(&db))
-        .output()
-        .unwrap();
+        .run_within("pmon-agent db distribute");
     let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -1383,8 +1365,7 @@ fn tail_settles_the_positions_a_stop_before_their_confirmation_left() {
             &url,
             &["tail", "-e", "st", "--once", logs.to_str().unwrap()],
         )
-        .output()
-        .unwrap();
+        .run_within("pmon-agent tail -e");
         assert!(out.status.success(), "{}", stderr_text(&out));
     };
     lines(0..1000);

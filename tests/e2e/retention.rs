@@ -3,7 +3,7 @@
 //! `--dry-run` only says it.
 
 use crate::pg_server::shared_database;
-use crate::util::{stderr_text, wait_until, Agent, Running};
+use crate::util::{stderr_text, wait_until, Agent, Bounded};
 use serde_json::Value;
 
 /// Lines of a Python logging file, one 400 days old and one from now.
@@ -27,7 +27,7 @@ fn try_messages(agent: &Agent, exp: &str, url: Option<&str>) -> Option<Vec<Strin
     if let Some(url) = url {
         cmd.env("PMON_DATABASE_URL", url);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.run_within("pmon-agent query logs");
     if !out.status.success() {
         return None;
     }
@@ -52,7 +52,7 @@ fn prune(agent: &Agent, url: Option<&str>, extra: &[&str]) -> Value {
     if let Some(url) = url {
         cmd.env("PMON_DATABASE_URL", url);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.run_within("pmon-agent db prune");
     assert!(out.status.success(), "{}", stderr_text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -80,26 +80,22 @@ fn old_records_go_live_runs_stay(url: Option<&str>, after_first_prune: &dyn Fn()
         cmd
     };
     let out = with_db(agent.cmd(&["tail", "--once", "-e", "ended", file.to_str().unwrap()]))
-        .output()
-        .unwrap();
+        .run_within("pmon-agent tail --once");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let go = agent.dir.path().join("go");
-    let live = Running::new(
-        with_db(agent.cmd(&[
-            "wrap",
-            "-e",
-            "live",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            LIVE,
-        ]))
-        .env("PMON_LINES", &lines)
-        .env("PMON_GO", &go)
-        .spawn()
-        .unwrap(),
-    );
+    let live = with_db(agent.cmd(&[
+        "wrap",
+        "-e",
+        "live",
+        "--no-echo",
+        "--",
+        "python3",
+        "-c",
+        LIVE,
+    ]))
+    .env("PMON_LINES", &lines)
+    .env("PMON_GO", &go)
+    .start("pmon-agent wrap -e");
     wait_until("the live run's lines are stored", || {
         try_messages(&agent, "live", url).is_some_and(|m| m.len() == 2)
     });
@@ -133,7 +129,7 @@ fn old_records_go_live_runs_stay(url: Option<&str>, after_first_prune: &dyn Fn()
     after_first_prune();
 
     std::fs::write(&go, "").unwrap();
-    assert!(live.wait_with_output().status.success());
+    assert!(live.wait_with_output().unwrap().status.success());
     // Ended now, the run's old line goes too.
     assert_eq!(prune(&agent, url, &["--older-than", "30d"])["logs"], 1);
     assert_eq!(messages(&agent, "live", url), ["from today"]);

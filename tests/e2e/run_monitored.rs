@@ -21,12 +21,11 @@ impl Server {
     }
 
     fn tmux(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
+        command("tmux")
             .args(args)
             .env("TMUX_TMPDIR", &self.dir)
             .env_remove("TMUX")
-            .output()
-            .expect("running tmux (scripts/test installs it)")
+            .run_within("tmux")
     }
 
     fn lines(&self, args: &[&str]) -> Vec<String> {
@@ -46,10 +45,9 @@ impl Drop for Server {
 }
 
 fn which(tool: &str) -> String {
-    let found = Command::new("sh")
+    let found = command("sh")
         .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .unwrap();
+        .run_within("sh");
     String::from_utf8(found.stdout).unwrap().trim().to_string()
 }
 
@@ -77,7 +75,7 @@ fn run_monitored(agent: &Agent, server: &Server, args: &[&str]) -> Command {
 
 fn run_script(script: &Path, agent: &Agent, server: &Server, args: &[&str]) -> Command {
     // By its path: a test may give the script a PATH without bash on it.
-    let mut cmd = Command::new(which("bash"));
+    let mut cmd = command(which("bash"));
     cmd.arg(script)
         .args(args)
         .current_dir(agent.dir.path())
@@ -115,8 +113,7 @@ fn five_windows_seven_titled_panes_and_the_records_in_the_store() {
             PIPELINE,
         ],
     )
-    .output()
-    .unwrap();
+    .run_within("run_monitored.sh --experiment-name layout");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -202,8 +199,7 @@ fn a_daemon_pipeline_outlives_the_tmux_session() {
             "import time\nprint('up', flush=True)\ntime.sleep(600)",
         ],
     )
-    .output()
-    .unwrap();
+    .run_within("run_monitored.sh --daemon");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let running = || {
         let out = agent.run(&["daemon", "status", "longrun", "--format", "json"]);
@@ -247,7 +243,10 @@ fn each_missing_piece_is_a_clear_error() {
     }
     let mut cmd = run_monitored(&agent, &server, &["--no-attach"]);
     cmd.args(program).env("PATH", &bare);
-    fails_with(cmd.output().unwrap(), "tmux is not installed; install it");
+    fails_with(
+        cmd.run_within("run_monitored.sh missing a piece"),
+        "tmux is not installed; install it",
+    );
 
     // A session of that name already exists.
     assert!(server
@@ -261,7 +260,7 @@ fn each_missing_piece_is_a_clear_error() {
     );
     cmd.args(program);
     fails_with(
-        cmd.output().unwrap(),
+        cmd.run_within("run_monitored.sh missing a piece"),
         "a tmux session named 'taken' already exists; attach to it with tmux attach -t 'taken'",
     );
 
@@ -279,7 +278,7 @@ fn each_missing_piece_is_a_clear_error() {
     let mut cmd = run_script(&copy, &agent, &server, &["--no-attach"]);
     cmd.args(program).env("PATH", without_agent.join(":"));
     fails_with(
-        cmd.output().unwrap(),
+        cmd.run_within("run_monitored.sh missing a piece"),
         "pmon-agent is not on PATH nor in ./target/release; build it with cargo build --release",
     );
 
@@ -289,8 +288,7 @@ fn each_missing_piece_is_a_clear_error() {
         &server,
         &["--no-attach", "--experiment-name", "nothing"],
     )
-    .output()
-    .unwrap();
+    .run_within("run_monitored.sh missing a piece");
     fails_with(out, "no pipeline command: put it after --");
 }
 
@@ -305,8 +303,7 @@ fn the_pipeline_command_comes_from_config_yml_when_none_follows() {
         &server,
         &["--no-attach", "--experiment-name", "fromcfg"],
     )
-    .output()
-    .unwrap();
+    .run_within("run_monitored.sh --experiment-name fromcfg");
     assert!(out.status.success(), "{}", stderr_text(&out));
     wait_until("the configured pipeline's record", || {
         agent.line_counts("fromcfg") == (1, 1)
@@ -315,10 +312,7 @@ fn the_pipeline_command_comes_from_config_yml_when_none_follows() {
 
 #[test]
 fn the_script_is_clean_under_shellcheck() {
-    let out = Command::new("shellcheck")
-        .arg(script())
-        .output()
-        .expect("running shellcheck (scripts/test installs it)");
+    let out = command("shellcheck").arg(script()).run_within("shellcheck");
     assert!(
         out.status.success(),
         "{}{}",

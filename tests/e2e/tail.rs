@@ -7,7 +7,7 @@ use crate::util::*;
 use pretty_assertions::assert_eq;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn append_lines(path: &Path, range: std::ops::Range<usize>) {
@@ -121,12 +121,11 @@ fn a_file_rotated_while_the_agent_was_away_is_finished_first() {
     assert_eq!(agent.line_counts("away"), (700, 700));
 }
 
-fn spawn_tail(agent: &Agent, exp: &str, path: &Path) -> Child {
+fn spawn_tail(agent: &Agent, exp: &str, path: &Path) -> Running {
     agent
         .cmd(&["tail", "-e", exp, path.to_str().unwrap()])
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .start("pmon-agent tail -e")
 }
 
 fn wait_for_count(agent: &Agent, exp: &str, want: i64) -> (i64, i64) {
@@ -227,15 +226,14 @@ for i in range(40):
             tbs.append("".join(traceback.format_exception(e)))
 json.dump(tbs, open(expect, "w"))
 "#;
-    let status = std::process::Command::new("python3")
+    let status = command("python3")
         .args([
             "-c",
             program,
             logs.to_str().unwrap(),
             expect.to_str().unwrap(),
         ])
-        .status()
-        .unwrap();
+        .status_within("python3");
     assert!(status.success());
     tail_once(&agent, "rfh", &logs);
     let want: Vec<String> =

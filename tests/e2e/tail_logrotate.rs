@@ -7,7 +7,7 @@ use crate::util::*;
 use pretty_assertions::assert_eq;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,15 +47,14 @@ fn logrotate(s: &Setup, conf: &Path) {
     } else {
         "logrotate"
     };
-    let out = Command::new(program)
+    let out = command(program)
         .args([
             "-f",
             "-s",
             s.state.to_str().unwrap(),
             conf.to_str().unwrap(),
         ])
-        .output()
-        .expect("logrotate is installed (.ci/run installs it)");
+        .run_within("logrotate -f");
     assert!(
         out.status.success(),
         "logrotate failed: {}",
@@ -63,12 +62,12 @@ fn logrotate(s: &Setup, conf: &Path) {
     );
 }
 
-fn spawn_tail(agent: &Agent, url: Option<&str>, logs: &Path) -> Child {
+fn spawn_tail(agent: &Agent, url: Option<&str>, logs: &Path) -> Running {
     let mut cmd = agent.cmd(&["tail", "-e", "rot", logs.to_str().unwrap()]);
     if let Some(url) = url {
         cmd.env("PMON_DATABASE_URL", url);
     }
-    cmd.stderr(Stdio::null()).spawn().unwrap()
+    cmd.stderr(Stdio::null()).start("pmon-agent tail -e")
 }
 
 /// Writes LINES unique lines at ~10k/s, reopening the file for every burst (as

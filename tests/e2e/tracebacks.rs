@@ -226,8 +226,7 @@ fn the_demo_runs_without_tqdm_and_its_bars_are_progress() {
             program.to_str().unwrap(),
         ])
         .env("PYTHONPATH", hide.parent().unwrap())
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     let stderr = stderr_text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

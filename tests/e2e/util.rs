@@ -4,9 +4,10 @@
 
 #![allow(dead_code)]
 
+pub use crate::bounded::{command, kill_owned, Bounded, Running};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -18,15 +19,30 @@ pub fn fixture_program(name: &str) -> PathBuf {
         .join(format!("{name}.py"))
 }
 
+/// One test's agent: a private data dir, and every process its commands
+/// start (programs, shippers, daemons, tmux servers) marked as its own, so
+/// that whatever is still running when the test ends, passed or failed, is
+/// killed with it.
 pub struct Agent {
     pub dir: tempfile::TempDir,
+    owner: String,
 }
 
 impl Agent {
     pub fn new() -> Agent {
         Agent {
             dir: tempfile::tempdir().expect("temp dir"),
+            owner: crate::bounded::new_owner(),
         }
+    }
+
+    /// A command (any program) that belongs to this agent: started with
+    /// default signal dispositions, in the agent's dir, killed with it.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = command(program);
+        cmd.env(crate::bounded::OWNER, &self.owner)
+            .current_dir(self.dir.path());
+        cmd
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -39,20 +55,20 @@ impl Agent {
 
     /// A command for the agent binary with this test's data dir and no stray config.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pmon-agent"));
+        let mut cmd = self.program(env!("CARGO_BIN_EXE_pmon-agent"));
         cmd.args(args)
-            .current_dir(self.dir.path())
             .env("PMON_DATA_DIR", self.data_dir())
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("PMON_LOG_LEVEL", "DEBUG")
             .env_remove("PMON_CONFIG")
-            .env_remove("PMON_DATABASE_URL")
-            .stdin(Stdio::null());
+            .env_remove("PMON_DATABASE_URL");
         cmd
     }
 
+    /// Runs `pmon-agent ARGS` to its end (within [`PATIENCE`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running pmon-agent")
+        self.cmd(args)
+            .run_within(&format!("pmon-agent {}", args.join(" ")))
     }
 
     /// Runs a query with `--format json` and parses its JSON Lines.
@@ -115,6 +131,12 @@ impl Agent {
     }
 }
 
+impl Drop for Agent {
+    fn drop(&mut self) {
+        kill_owned(&self.owner);
+    }
+}
+
 /// A fixture program's run: what it printed and what it says it printed.
 pub struct FixtureRun {
     pub output: Output,
@@ -124,14 +146,13 @@ pub struct FixtureRun {
 /// Runs a fixture program bare (no agent), with its side file.
 pub fn run_bare(name: &str, dir: &Path) -> FixtureRun {
     let expect_path = dir.join(format!("{name}.bare.json"));
-    let mut cmd = Command::new("python3");
+    let mut cmd = command("python3");
     cmd.arg(fixture_program(name))
         .current_dir(repo_root())
         .env("PYTHONUNBUFFERED", "1")
-        .env("PMON_FIXTURE_EXPECT", &expect_path)
-        .stdin(Stdio::null());
+        .env("PMON_FIXTURE_EXPECT", &expect_path);
     write_expect_helper(name, &expect_path);
-    let output = cmd.output().expect("running python3");
+    let output = cmd.run_within(&format!("the fixture program {name}, bare"));
     FixtureRun {
         output,
         expect: read_json(&expect_path),
@@ -150,8 +171,7 @@ pub fn run_wrapped(agent: &Agent, name: &str, extra: &[&str]) -> FixtureRun {
         .cmd(&args)
         .current_dir(repo_root())
         .env("PMON_FIXTURE_EXPECT", &expect_path)
-        .output()
-        .expect("running pmon-agent wrap");
+        .run_within(&format!("the fixture program {name} under pmon-agent wrap"));
     FixtureRun {
         output,
         expect: read_json(&expect_path),
@@ -163,13 +183,12 @@ fn write_expect_helper(name: &str, expect_path: &Path) {
     if name != "syntax_error_compile" {
         return;
     }
-    let status = Command::new("python3")
+    let status = command("python3")
         .arg(fixture_program("syntax_error_compile_expect"))
         .arg(fixture_program(name))
         .current_dir(repo_root())
         .env("PMON_FIXTURE_EXPECT", expect_path)
-        .status()
-        .expect("running the expect helper");
+        .status_within("the expect helper of syntax_error_compile");
     assert!(status.success());
 }
 
@@ -221,43 +240,6 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
             "gave up waiting until {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// A spawned process that is killed if the test ends (a failed assertion)
-/// before it waited for it, so a failing test never leaves an agent and its
-/// program running (they would hold the test runner's output open).
-pub struct Running(Option<std::process::Child>);
-
-impl Running {
-    pub fn new(child: std::process::Child) -> Running {
-        Running(Some(child))
-    }
-
-    pub fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, |c| c.id())
-    }
-
-    pub fn wait_with_output(mut self) -> Output {
-        self.0
-            .take()
-            .expect("waited once")
-            .wait_with_output()
-            .expect("waiting for the agent")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            // The program runs in its own process group, led by its pid;
-            // the agent's SIGTERM would forward to it, a SIGKILL does not.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-        }
     }
 }
 

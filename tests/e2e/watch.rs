@@ -20,16 +20,13 @@ impl Tmux {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("tmux");
+        let mut cmd = command("tmux");
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]).args(args);
         cmd
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let out = self
-            .cmd(args)
-            .output()
-            .expect("running tmux (scripts/test installs it)");
+        let out = self.cmd(args).run_within("tmux");
         assert!(out.status.success(), "tmux {args:?}: {}", stderr_text(&out));
         out
     }
@@ -61,15 +58,17 @@ impl Tmux {
     fn capture(&self, target: &str) -> String {
         let out = self
             .cmd(&["capture-pane", "-p", "-t", target])
-            .output()
-            .unwrap();
+            .run_within("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]).stderr(Stdio::null()).status();
+        let _ = self
+            .cmd(&["kill-server"])
+            .stderr(Stdio::null())
+            .status_within("tmux kill-server");
     }
 }
 
@@ -97,24 +96,21 @@ fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
         "monitoring:\n  metrics_interval: 0.2\n  progress_update_interval: 0.2\nlogging:\n  database:\n    flush_interval: 0.2\n",
     );
     let go = agent.dir.path().join("go");
-    let program = Running::new(
-        agent
-            .cmd(&[
-                "wrap",
-                "-e",
-                "tw",
-                "--no-echo",
-                "--",
-                "python3",
-                "-c",
-                PROGRAM,
-            ])
-            .env("PMON_GO", &go)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let program = agent
+        .cmd(&[
+            "wrap",
+            "-e",
+            "tw",
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            PROGRAM,
+        ])
+        .env("PMON_GO", &go)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .start("pmon-agent wrap -e");
     let tmux = Tmux::new();
     tmux.shell("w", (100, 30), &agent);
     let watch = format!(
@@ -128,7 +124,7 @@ fn the_dashboard_in_a_real_pane_shows_the_run_and_gives_the_terminal_back() {
         screen.contains("200/200") && screen.contains("┌ memory ") && screen.contains(" MiB")
     });
     std::fs::write(&go, "").unwrap();
-    let out = program.wait_with_output();
+    let out = program.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     wait_until("the final error on the dashboard", || {
         let screen = tmux.capture("w");
@@ -182,10 +178,9 @@ fn sigterm_gives_the_terminal_back_too() {
         .ok()
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| {
-            let out = Command::new("pgrep")
+            let out = command("pgrep")
                 .args(["-P", &shell_pid])
-                .output()
-                .unwrap();
+                .run_within("pgrep");
             String::from_utf8_lossy(&out.stdout).into_owned()
         });
     let watch_pid: i32 = children
@@ -259,8 +254,7 @@ fn the_dashboard_reads_postgresql() {
             program,
         ])
         .env("PMON_DATABASE_URL", &url)
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
     let tmux = Tmux::new();
     let command = format!(

@@ -2,7 +2,7 @@
 
 use crate::util::*;
 use pretty_assertions::assert_eq;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A program that writes awkward bytes to both streams.
@@ -16,10 +16,9 @@ os.write(1, b"progress 1\rprogress 2\rdone\n")
 #[test]
 fn output_is_echoed_byte_for_byte_and_kept_in_the_plain_log() {
     let agent = Agent::new();
-    let bare = Command::new("python3")
+    let bare = command("python3")
         .args(["-c", GARBAGE])
-        .output()
-        .unwrap();
+        .run_within("python3");
     let wrapped = agent.run(&["wrap", "-e", "garbage", "--", "python3", "-c", GARBAGE]);
     assert_eq!(wrapped.stdout, bare.stdout);
     assert_eq!(wrapped.stderr, bare.stderr);
@@ -76,8 +75,7 @@ fn python_is_unbuffered_unless_the_user_says_otherwise() {
     let out = agent
         .cmd(&["wrap", "-e", "env2", "--", "python3", "-c", code])
         .env("PYTHONUNBUFFERED", "")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "\n");
 }
 
@@ -90,8 +88,7 @@ fn the_program_gets_the_users_environment_and_not_the_agents_plan() {
     let out = agent
         .cmd(&["wrap", "-e", "env", "--", "python3", "-c", code])
         .env("MY_VAR", "kept")
-        .output()
-        .unwrap();
+        .run_within("pmon-agent wrap -e");
     assert!(out.status.success(), "{}", stderr_text(&out));
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!printed.contains("PMON_HOLDER_PLAN"), "{printed}");
@@ -122,8 +119,7 @@ time.sleep(600)
         .cmd(&["wrap", "-e", "term", "--", "python3", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent wrap -e");
     // Unbuffered, Python writes the pid and its newline separately.
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
@@ -172,8 +168,7 @@ fn a_second_live_run_is_refused_with_a_clear_error() {
     let agent = Agent::new();
     let mut first = agent
         .cmd(&["wrap", "-e", "busy", "--", "sleep", "30"])
-        .spawn()
-        .unwrap();
+        .start("pmon-agent wrap -e");
     // Wait until the first run is registered.
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
@@ -276,8 +271,7 @@ fn ingest_reads_standard_input() {
     let mut child = agent
         .cmd(&["ingest", "-e", "piped"])
         .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent ingest -e");
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
@@ -320,8 +314,7 @@ fn sigusr1_writes_a_status_report_to_stderr_and_as_an_event() {
         .cmd(&["wrap", "-e", "usr1", "--", "python3", "-c", &program])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start("pmon-agent wrap -e");
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("ready\n") {

@@ -2,6 +2,8 @@
 //! real PostgreSQL server (started once for this test binary by the same
 //! harness as the end-to-end tests).
 
+#[path = "../../../tests/e2e/bounded.rs"]
+mod bounded;
 #[path = "../../../tests/e2e/pg_server.rs"]
 mod pg_server;
 
