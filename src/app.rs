@@ -38,9 +38,13 @@ pub fn data_dir(global: &GlobalArgs) -> anyhow::Result<DataDir> {
 
 impl App {
     pub fn new(global: &GlobalArgs) -> anyhow::Result<App> {
-        let (mut config, config_path) = Config::load(explicit_config(global))?;
+        let loaded = Config::load(explicit_config(global))?;
+        let (mut config, config_path) = (loaded.config, loaded.path);
         // Said by the process the user started; a shipper it starts is quiet.
         if !global.quiet_config {
+            for foreign in &loaded.skipped {
+                eprintln!("pmon-agent: notice: {foreign}");
+            }
             if let Some(warning) = config_path
                 .as_deref()
                 .and_then(|p| config.exposed_password_warning(p))
@@ -48,8 +52,11 @@ impl App {
                 eprintln!("pmon-agent: warning: {warning}");
             }
         }
-        if let Some(url) = &global.database_url {
+        if let Some(url) = global.database_url.as_ref().filter(|u| !u.is_empty()) {
             config.logging.database.url = Some(url.clone());
+        }
+        if let Some(url) = &config.logging.database.url {
+            crate::config::check_database_url(url).map_err(anyhow::Error::msg)?;
         }
         let data_dir = data_dir(global)?;
         tracing::info!(

@@ -268,26 +268,84 @@ pub enum ConfigError {
     },
 }
 
+/// The configuration in effect and where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file it was read from; `None`: the built-in defaults.
+    pub path: Option<PathBuf>,
+    /// Files discovery found and passed over because they are not
+    /// pmon-agent's (a project's own `config.yml`).
+    pub skipped: Vec<ForeignConfig>,
+}
+
+/// A file in a default location that is not a pmon-agent configuration:
+/// most ML projects keep their own `config.yml` (Hydra and friends read
+/// exactly that name), which must never stop a program from running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignConfig {
+    pub path: PathBuf,
+    /// Why it is not pmon-agent's, on one line.
+    pub why: String,
+}
+
+impl std::fmt::Display for ForeignConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not a pmon-agent configuration ({}), so it was skipped; to use it anyway, name it with --config or PMON_CONFIG",
+            self.path.display(),
+            self.why
+        )
+    }
+}
+
 impl Config {
-    /// Loads the config file that applies (an explicit one must exist) and
-    /// applies the environment on top.
-    /// The config file in effect, without reading it: `explicit`, else the
-    /// first default location that exists.
-    pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
-        match explicit {
-            Some(p) => Some(p.to_path_buf()),
-            None => default_locations().into_iter().find(|p| p.is_file()),
-        }
+    /// Loads the configuration in effect and applies the environment on top.
+    /// A file named by `--config`/`PMON_CONFIG` (`explicit`) must exist and
+    /// be valid. A file found in a default location is used only if it is
+    /// wholly pmon-agent's (every top-level key one of ours, every section
+    /// valid); any other is skipped and the next location is tried.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let mut loaded = match explicit {
+            Some(path) => Loaded {
+                config: Config::from_file(path)?,
+                path: Some(path.to_path_buf()),
+                skipped: Vec::new(),
+            },
+            None => Config::discover(&default_locations()),
+        };
+        loaded.config.apply_env()?;
+        Ok(loaded)
     }
 
-    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
-        let path = Config::find(explicit);
-        let mut config = match &path {
-            Some(p) => Config::from_file(p)?,
-            None => Config::default(),
-        };
-        config.apply_env()?;
-        Ok((config, path))
+    /// The first of `locations` that holds a pmon-agent configuration, and
+    /// the files passed over before it.
+    fn discover(locations: &[PathBuf]) -> Loaded {
+        let mut skipped = Vec::new();
+        for path in locations.iter().filter(|p| p.is_file()) {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| format!("it cannot be read: {e}"))
+                .and_then(|text| Config::from_yaml(&text).map_err(|e| e.summary()));
+            match parsed {
+                Ok(config) => {
+                    return Loaded {
+                        config,
+                        path: Some(path.clone()),
+                        skipped,
+                    }
+                }
+                Err(why) => skipped.push(ForeignConfig {
+                    path: path.clone(),
+                    why,
+                }),
+            }
+        }
+        Loaded {
+            config: Config::default(),
+            path: None,
+            skipped,
+        }
     }
 
     /// A config file that holds a database password and that other users
@@ -307,24 +365,28 @@ impl Config {
         })
     }
 
+    /// Reads a configuration file strictly: an error names the file, the
+    /// line and the key.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_yaml(&text).map_err(|message| ConfigError::Invalid {
+        Config::from_yaml(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            message: e.render(&path.display().to_string()),
         })
     }
 
-    pub fn from_yaml(text: &str) -> Result<Config, String> {
+    pub fn from_yaml(text: &str) -> Result<Config, YamlError> {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let config: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let config: Config = serde_saphyr::from_str(text).map_err(YamlError::Parse)?;
         if config.logging.database.batch_size == 0 {
-            return Err("logging.database.batch_size must be at least 1".into());
+            return Err(YamlError::Check(
+                "logging.database.batch_size must be at least 1".into(),
+            ));
         }
         Ok(config)
     }
@@ -338,6 +400,83 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Why a configuration text is not valid.
+#[derive(Debug)]
+pub enum YamlError {
+    /// Not YAML, or not the shape of [`Config`] (with a line and column).
+    Parse(serde_saphyr::Error),
+    /// Well-formed, but a value is out of bounds.
+    Check(String),
+}
+
+impl YamlError {
+    /// The error with the file's name and a snippet of the lines around it.
+    pub fn render(&self, source_name: &str) -> String {
+        match self {
+            YamlError::Parse(e) => {
+                let options = serde_saphyr::render_options! { source_name: Some(source_name) };
+                e.render_with_options(options)
+                    .trim_start_matches("error: ")
+                    .to_string()
+            }
+            YamlError::Check(message) => message.clone(),
+        }
+    }
+
+    /// The error on one line, without a snippet: `line 3: unknown field …`.
+    pub fn summary(&self) -> String {
+        match self {
+            YamlError::Parse(e) => {
+                let text = e.without_snippet().to_string();
+                let text = text
+                    .lines()
+                    .next()
+                    .unwrap_or("not valid YAML")
+                    .trim_start_matches("error: ");
+                // serde-saphyr ends its message with the place, or starts with it.
+                let text = match text.rfind(" at line ") {
+                    Some(at) => &text[..at],
+                    None => text,
+                };
+                let text = text
+                    .split_once(": ")
+                    .filter(|(place, _)| place.starts_with("line "))
+                    .map_or(text, |(_, rest)| rest);
+                match e.location() {
+                    Some(at) => format!("line {}: {text}", at.line()),
+                    None => text.to_string(),
+                }
+            }
+            YamlError::Check(message) => message.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for YamlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// A database URL must be PostgreSQL's: another scheme (`mysql://`, a bare
+/// host) is a mistake to say before anything runs, not an outage to retry.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") => {
+            Ok(())
+        }
+        Some(other) => Err(format!(
+            "the database URL {} is not a PostgreSQL URL (its scheme is {other}://); pmon-agent stores records in PostgreSQL: use postgres://user@host:5432/dbname, or remove the URL to use the embedded SQLite store",
+            redact_url(url)
+        )),
+        None => Err(format!(
+            "the database URL {} is not a URL; use postgres://user@host:5432/dbname, or remove it to use the embedded SQLite store",
+            redact_url(url)
+        )),
     }
 }
 
@@ -482,12 +621,121 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_wrong_types_name_the_key_and_line() {
-        let e = Config::from_yaml("logging:\n  level: INFO\n  databse: {}\n").unwrap_err();
+        let e = Config::from_yaml("logging:\n  level: INFO\n  databse: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("databse") && e.contains('3'), "{e}");
-        let e = Config::from_yaml("logging:\n  database:\n    batch_size: lots\n").unwrap_err();
+        let e = Config::from_yaml("logging:\n  database:\n    batch_size: lots\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size") || e.contains('3'), "{e}");
-        let e = Config::from_yaml("logging:\n  level: LOUD\n").unwrap_err();
+        let e = Config::from_yaml("logging:\n  level: LOUD\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LOUD"), "{e}");
+    }
+
+    #[test]
+    fn a_named_file_is_strict_and_its_errors_name_the_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pmon.yml");
+        std::fs::write(&path, "logging:\n  levl: INFO\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        let name = path.display().to_string();
+        assert!(
+            e.contains(&format!("{name}:2:3")) && e.contains("unknown field `levl`"),
+            "{e}"
+        );
+        assert!(!e.contains("<input>"), "{e}");
+    }
+
+    /// Writes `files` (name, text) into a temp dir; returns it and their paths.
+    fn locations(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = files
+            .iter()
+            .map(|(name, text)| {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, text).unwrap();
+                path
+            })
+            .collect();
+        (dir, paths)
+    }
+
+    #[test]
+    fn a_discovered_file_that_is_not_ours_is_skipped_for_the_next_one() {
+        let hydra = "defaults:\n  - model: resnet\nmodel:\n  layers: 50\ntrainer:\n  epochs: 3\n";
+        let ours = "logging:\n  level: WARNING\n";
+        let (_dir, paths) = locations(&[("config.yml", hydra), ("xdg/pmon/config.yml", ours)]);
+        let loaded = Config::discover(&paths);
+        assert_eq!(loaded.path.as_deref(), Some(paths[1].as_path()));
+        assert_eq!(loaded.config.logging.level, Level::Warning);
+        assert_eq!(loaded.skipped.len(), 1);
+        let notice = loaded.skipped[0].to_string();
+        assert!(
+            notice.starts_with(&format!(
+                "{} is not a pmon-agent configuration (",
+                paths[0].display()
+            )) && notice.contains("defaults")
+                && notice.ends_with("name it with --config or PMON_CONFIG")
+                && !notice.contains('\n'),
+            "{notice}"
+        );
+    }
+
+    #[test]
+    fn our_top_level_keys_with_foreign_sections_are_not_ours_either() {
+        // A `logging.config.dictConfig` file: `logging:` is one of our keys,
+        // but its contents are the standard library's.
+        let dict_config = "logging:\n  version: 1\n  handlers:\n    console:\n      class: logging.StreamHandler\n";
+        let not_yaml = "model: [unclosed\n";
+        let a_list = "- one\n- two\n";
+        for text in [dict_config, not_yaml, a_list] {
+            let (_dir, paths) = locations(&[("config.yml", text)]);
+            let loaded = Config::discover(&paths);
+            assert_eq!(loaded.path, None, "{text}");
+            assert_eq!(loaded.config, Config::default());
+            assert_eq!(loaded.skipped.len(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_discovered_file_of_ours_is_used() {
+        let (_dir, paths) = locations(&[
+            ("config.yml", "monitoring:\n  metrics_interval: 2\n"),
+            ("xdg/pmon/config.yml", "logging:\n  level: ERROR\n"),
+        ]);
+        let loaded = Config::discover(&paths);
+        assert_eq!(loaded.path.as_deref(), Some(paths[0].as_path()));
+        assert_eq!(
+            loaded.config.monitoring.metrics_interval,
+            Duration::from_secs(2)
+        );
+        assert!(loaded.skipped.is_empty());
+        let (_dir, empty) = locations(&[("config.yml", "")]);
+        assert_eq!(
+            Config::discover(&empty).path.as_deref(),
+            Some(empty[0].as_path())
+        );
+    }
+
+    #[test]
+    fn database_urls_must_be_postgresql_urls() {
+        assert_eq!(check_database_url("postgres://u@h/db"), Ok(()));
+        assert_eq!(
+            check_database_url("postgresql://u@h:5433/db?sslmode=require"),
+            Ok(())
+        );
+        let e = check_database_url("mysql://root:s3cret@h/db").unwrap_err();
+        assert!(
+            e.contains("not a PostgreSQL URL (its scheme is mysql://)") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(check_database_url("localhost:5432")
+            .unwrap_err()
+            .contains("is not a URL"));
     }
 
     #[test]

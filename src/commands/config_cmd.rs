@@ -5,9 +5,13 @@ use crate::config::{Config, DEFAULT_CONFIG};
 
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
-        ConfigCommand::Default => print!("{DEFAULT_CONFIG}"),
+        ConfigCommand::Default => crate::out!("{DEFAULT_CONFIG}")?,
         ConfigCommand::Show => {
-            let (config, path) = Config::load(global.config.as_deref())?;
+            let loaded = Config::load(crate::app::explicit_config(global))?;
+            for foreign in &loaded.skipped {
+                eprintln!("pmon-agent: notice: {foreign}");
+            }
+            let (config, path) = (loaded.config, loaded.path);
             if let Some(warning) = path
                 .as_deref()
                 .and_then(|p| config.exposed_password_warning(p))
@@ -15,18 +19,18 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
                 eprintln!("pmon-agent: warning: {warning}");
             }
             match path {
-                Some(p) => println!("# from {}", p.display()),
-                None => println!("# built-in defaults (no config file found)"),
+                Some(p) => crate::outln!("# from {}", p.display())?,
+                None => crate::outln!("# built-in defaults (no config file found)")?,
             }
-            println!("{config:#?}");
+            crate::outln!("{config:#?}")?;
         }
         ConfigCommand::Get { key } => {
-            let (config, _) = Config::load(global.config.as_deref())?;
+            let config = Config::load(crate::app::explicit_config(global))?.config;
             match key.as_str() {
                 // One argument a line; nothing when it is not set.
                 "pipeline.command" => {
                     for arg in config.pipeline.command.iter().flat_map(|c| c.argv()) {
-                        println!("{arg}");
+                        crate::outln!("{arg}")?;
                     }
                 }
                 _ => anyhow::bail!(

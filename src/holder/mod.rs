@@ -85,7 +85,10 @@ impl HolderEnv {
         Ok(HolderEnv {
             agent_exe: own_process::agent_exe(),
             data_dir: crate::app::data_dir(global)?.root().to_path_buf(),
-            config: crate::config::Config::find(crate::app::explicit_config(global)),
+            // Only a file named by --config/PMON_CONFIG: without one the
+            // shipper discovers the configuration where the holder would
+            // (same directory and environment), passing over foreign files.
+            config: crate::app::explicit_config(global).map(std::path::Path::to_path_buf),
             database_url: global.database_url.clone(),
             config_read: false,
         })
@@ -165,6 +168,11 @@ pub fn run(
         faulthandler: !spec.no_faulthandler,
     };
     let start_feed = feed.clone();
+    // Which executable holds the run: `pmon-agent-holder`, or `pmon-agent`
+    // itself when the holder is not installed beside it.
+    let holder_exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let outcome = wrap::run(
         opts,
         feed.clone(),
@@ -172,7 +180,7 @@ pub fn run(
             tracing::info!(target: "wrap", pid, command = ?spec.command, "program started");
             start_feed.event(Event::now(
                 "start",
-                json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(&spec.tags), "agent_pid": std::process::id()}),
+                json!({"pid": pid, "command": spec.command, "pty": spec.pty, "tags": tags_json(&spec.tags), "agent_pid": std::process::id(), "holder": holder_exe}),
             ));
             on_spawn(pid, run_id.as_deref());
         },

@@ -79,14 +79,25 @@ fn a_bad_config_names_the_file_line_and_key() {
         "logging:\n  level: INFO\n  databse:\n    url: null\n",
     )
     .unwrap();
-    let out = agent.run(&["wrap", "-e", "x", "--", "true"]);
+    // Named, it is the user's word: an error before the program starts.
+    let out = agent.run(&["--config", "config.yml", "wrap", "-e", "x", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_text(&out);
     assert!(
-        err.contains("config.yml") && err.contains("line 3") && err.contains("databse"),
+        err.contains("config.yml:3:3") && err.contains("line 3") && err.contains("databse"),
         "{err}"
     );
     assert!(!err.contains("panicked"));
+    // Found where the agent looks, it may be a project's own: skipped with
+    // a notice that still says what does not fit.
+    let out = agent.run(&["wrap", "-e", "x", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("config.yml is not a pmon-agent configuration (line 3")
+            && err.contains("databse"),
+        "{err}"
+    );
 }
 
 /// Random bytes (seeded): binary garbage, NUL, half UTF-8 sequences, escape
