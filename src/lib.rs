@@ -8,6 +8,26 @@
 //! separate executable so that it carries only its own code (see
 //! `holder/own_process.rs`).
 
+/// `print!` on standard output that returns the error instead of
+/// panicking: a reader that went away (`| head`) ends the command quietly
+/// (see [`finish`]), where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` that returns the error instead of panicking (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+pub(crate) use {out, outln};
+
 mod app;
 mod cli;
 mod commands;
@@ -74,11 +94,15 @@ pub fn holder_main() -> ExitCode {
     }
 }
 
+/// A command whose reader went away (`pmon-agent query logs X | head -1`)
+/// stops at once and quietly with exit status 0, as ripgrep does: what was
+/// read was what was wanted. (`git log` dies of SIGPIPE instead, 141 in a
+/// shell, which `set -o pipefail` scripts then take for a failure.)
 fn finish(result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
-            if is_broken_pipe(&err) {
+            if query::output::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("pmon-agent: error: {}", chain(&err));
@@ -97,11 +121,4 @@ fn chain(err: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
-}
-
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -192,13 +192,13 @@ fn start(
         if let Some(state) = dir.read(&args.name) {
             if state.supervisor_pid == child.id() && (state.pid.is_some() || !state.state.is_live())
             {
-                println!(
+                crate::outln!(
                     "started daemon {}: pid {}, supervisor pid {}; see pmon-agent daemon status {}",
                     args.name,
                     state.pid.map_or("-".into(), |p| p.to_string()),
                     state.supervisor_pid,
                     args.name
-                );
+                )?;
                 return Ok(0);
             }
         }
@@ -212,11 +212,11 @@ fn start(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!(
+    crate::outln!(
         "started daemon {} (supervisor pid {}); it is still starting",
         args.name,
         child.id()
-    );
+    )?;
     Ok(0)
 }
 
@@ -421,14 +421,14 @@ fn signal_group(app: &App, dir: &DaemonDir, name: &str, signal: Signal) -> anyho
             let _ = sink.write(&ctx, &batch);
         }
     }
-    println!(
+    crate::outln!(
         "{} daemon {name} (process group {pid})",
         if event == "pause" {
             "paused"
         } else {
             "resumed"
         }
-    );
+    )?;
     Ok(0)
 }
 
@@ -451,10 +451,10 @@ fn stop_background_replay(dir: &DaemonDir, name: &str, state: &DaemonState) -> a
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!(
+    crate::outln!(
         "daemon {name} is not running ({}); its supervisor stopped shipping the spool in the background (`pmon-agent spool replay` ships what is left)",
         state.state.as_str()
-    );
+    )?;
     Ok(0)
 }
 
@@ -471,7 +471,7 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
         if supervisor_alive {
             return stop_background_replay(dir, name, &state);
         }
-        println!("daemon {name} is not running ({})", state.state.as_str());
+        crate::outln!("daemon {name} is not running ({})", state.state.as_str())?;
         return Ok(0);
     }
     std::fs::write(dir.stop_path(name), who())?;
@@ -508,6 +508,6 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
         state.ended_at = Some(format_ts(&Utc::now()));
         dir.write(&state)?;
     }
-    println!("stopped daemon {name}");
+    crate::outln!("stopped daemon {name}")?;
     Ok(0)
 }

@@ -123,17 +123,14 @@ fn json_to_io_error(err: serde_json::Error) -> io::Error {
 }
 
 /// Runs `write_all` against a buffered standard output and flushes it.
-/// A reader that closed the pipe ends the output quietly with success.
+/// A reader that closed the pipe is an error the caller passes up (`?`):
+/// the command stops there, says nothing more, and exits 0 (`finish`).
 pub fn to_stdout(
     write_all: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let result = write_all(&mut out).and_then(|()| out.flush().map_err(anyhow::Error::from));
-    match result {
-        Err(err) if is_broken_pipe(&err) => Ok(()),
-        other => other,
-    }
+    write_all(&mut out).and_then(|()| out.flush().map_err(anyhow::Error::from))
 }
 
 /// True once nobody reads standard output any more: the reader of a pipe has

@@ -5,6 +5,7 @@ mod bad_input;
 mod bounded;
 mod chaos;
 mod cli_docs;
+mod closed_pipe;
 mod config_discovery;
 mod daemon;
 mod diagnostics;
