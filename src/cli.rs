@@ -514,6 +514,12 @@ pub enum SpoolCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
+    /// What the agent gets from its database URL: reachable, TLS, server, schema, privileges, Citus, spool; exit 0 only when records would land
+    #[command(after_help = examples::DB_CHECK)]
+    Check {
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Apply migrations/postgres (also done automatically on first connect)
     #[command(after_help = examples::DB_MIGRATE)]
     Migrate,

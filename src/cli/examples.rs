@@ -104,6 +104,7 @@ pub const SPOOL_REPLAY: &str = "Examples:
   PMON_DATABASE_URL=postgres://pmon@db:5432/pmon pmon-agent spool replay";
 
 pub const DB: &str = "Examples:
+  pmon-agent db check
   pmon-agent db migrate
   pmon-agent db prune --older-than 30d --dry-run";
 
@@ -114,6 +115,11 @@ pub const DB_MIGRATE: &str = "Examples:
 pub const DB_PRUNE: &str = "Examples:
   pmon-agent db prune --older-than 30d --dry-run
   pmon-agent db prune --older-than 90d --format json";
+
+pub const DB_CHECK: &str = "Examples:
+  pmon-agent db check
+  pmon-agent --database-url postgres://pmon@db/pmon db check
+  pmon-agent db check --format json | jq .would_land";
 
 pub const DB_DISTRIBUTE: &str = "Examples:
   pmon-agent --database-url postgres://pmon@coordinator/pmon db distribute

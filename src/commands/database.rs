@@ -16,11 +16,11 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
                 None => SpoolStats::default(),
             };
             match format.format {
-                Format::Json => println!(
+                Format::Json => crate::outln!(
                     "{}",
                     serde_json::json!({"pending": stats.pending, "oldest": stats.oldest, "bytes": stats.bytes})
-                ),
-                Format::Text => println!(
+                )?,
+                Format::Text => crate::outln!(
                     "{} records waiting in {} batches ({} bytes){}",
                     stats.pending,
                     stats.batches,
@@ -29,7 +29,7 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
                         .oldest
                         .map(|o| format!(", oldest spooled {o}"))
                         .unwrap_or_default()
-                ),
+                )?,
             }
             Ok(0)
         }
@@ -40,10 +40,10 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
 fn replay(app: &App) -> anyhow::Result<i32> {
     let url = database_url(app)?;
     let Some(store) = app.existing_store()? else {
-        println!(
+        crate::outln!(
             "nothing to replay: there is no spool in {}",
             app.data_dir.root().display()
-        );
+        )?;
         return Ok(0);
     };
     let pg = PostgresStore::new(url)?;
@@ -73,20 +73,21 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         _ => bar.finish_and_clear(),
     }
     let shipped = shipped.context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
-    println!("replayed {shipped} records");
+    crate::outln!("replayed {shipped} records")?;
     Ok(0)
 }
 
 pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
     match cmd {
+        DbCommand::Check { format } => check(app, format.format),
         DbCommand::Migrate => {
             let url = database_url(app)?;
             let mut pg = PostgresStore::new(url)?;
             let applied = pg.connect()?;
-            println!(
+            crate::outln!(
                 "{}: {applied} migrations applied; the schema is up to date",
                 pg.display_url()
-            );
+            )?;
             Ok(0)
         }
         DbCommand::Prune {
@@ -103,8 +104,8 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             };
             let report = prune(app, age, dry_run)?;
             match format.format {
-                Format::Json => println!("{}", serde_json::to_string(&report)?),
-                Format::Text => println!("{}", prune_text(&report, age)),
+                Format::Json => crate::outln!("{}", serde_json::to_string(&report)?)?,
+                Format::Text => crate::outln!("{}", prune_text(&report, age))?,
             }
             Ok(0)
         }
@@ -112,12 +113,142 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             let mut pg = PostgresStore::new(database_url(app)?)?;
             let report = pg.distribute()?;
             match format.format {
-                Format::Json => println!("{}", serde_json::to_string(&report)?),
-                Format::Text => println!("{}", distribute_text(&report, pg.display_url())),
+                Format::Json => crate::outln!("{}", serde_json::to_string(&report)?)?,
+                Format::Text => crate::outln!("{}", distribute_text(&report, pg.display_url()))?,
             }
             Ok(0)
         }
     }
+}
+
+/// `db check`: exit 0 only when records sent now would be stored.
+fn check(app: &App, format: Format) -> anyhow::Result<i32> {
+    let spool = match app.existing_store()? {
+        Some(store) => Spool::new(store).stats()?,
+        None => SpoolStats::default(),
+    };
+    let Some(url) = app.config.logging.database.url.as_deref() else {
+        let store = app.data_dir.db_path();
+        match format {
+            Format::Json => crate::outln!(
+                "{}",
+                serde_json::json!({"url": null, "store": store, "would_land": true})
+            )?,
+            Format::Text => crate::outln!(
+                "no database URL is configured: records go to the embedded SQLite store {}\n(set one with --database-url, PMON_DATABASE_URL or logging.database.url)",
+                store.display()
+            )?,
+        }
+        return Ok(0);
+    };
+    let found = PostgresStore::new(url)?.inspect();
+    let lands = found.would_land();
+    match format {
+        Format::Json => {
+            let mut value = serde_json::to_value(&found)?;
+            value["spool_pending"] = spool.pending.into();
+            value["would_land"] = lands.into();
+            crate::outln!("{value}")?;
+        }
+        Format::Text => crate::out!("{}", check_text(&found, &spool))?,
+    }
+    Ok(if lands { 0 } else { 1 })
+}
+
+fn check_text(found: &crate::sink::postgres::Inspection, spool: &SpoolStats) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "database:   {}", found.url);
+    match (&found.server_version, &found.problem, found.reachable) {
+        (Some(version), _, _) => {
+            let _ = writeln!(
+                text,
+                "reachable:  yes, PostgreSQL {version}, as role {} in database {}",
+                found.user.as_deref().unwrap_or("?"),
+                found.database.as_deref().unwrap_or("?")
+            );
+        }
+        (None, Some(problem), _) => {
+            let kind = if found.outage {
+                "no (an outage: the agent retries)"
+            } else {
+                "no"
+            };
+            let _ = writeln!(text, "reachable:  {kind}: {problem}");
+        }
+        _ => {}
+    }
+    if let Some(tls) = &found.tls {
+        let how = match (&tls.version, &tls.cipher) {
+            (Some(v), Some(c)) => format!(" ({v}, {c})"),
+            _ => String::new(),
+        };
+        let verified = match &tls.verified {
+            Some(how) => format!("certificate verified ({how})"),
+            None if tls.encrypted => "certificate not verified".to_string(),
+            None => String::new(),
+        };
+        let state = if tls.encrypted { "on" } else { "off" };
+        let _ = writeln!(
+            text,
+            "tls:        {state}{how}{}{verified}; sslmode={}",
+            if verified.is_empty() { "" } else { ", " },
+            tls.sslmode
+        );
+    }
+    if let Some(schema) = &found.schema {
+        let state = match schema.pending {
+            0 => "up to date".to_string(),
+            n => format!(
+                "{n} migration{} pending (applied at the agent's first connect, or by pmon-agent db migrate)",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        let _ = writeln!(
+            text,
+            "schema:     version {} of {}, {state}",
+            schema.version, schema.latest
+        );
+    }
+    if found.reachable && found.server_version.is_some() {
+        if found.missing_privileges.is_empty() {
+            let _ = writeln!(text, "privileges: all the agent needs");
+        } else {
+            let _ = writeln!(
+                text,
+                "privileges: lacks {}",
+                found.missing_privileges.join("; ")
+            );
+        }
+        let citus = match &found.citus {
+            None => "not installed".to_string(),
+            Some(c) if c.not_distributed.is_empty() => {
+                format!("{}: every table distributed", c.version)
+            }
+            Some(c) => format!(
+                "{}: not distributed yet: {} (pmon-agent db distribute)",
+                c.version,
+                c.not_distributed.join(", ")
+            ),
+        };
+        let _ = writeln!(text, "citus:      {citus}");
+    }
+    if let (Some(problem), true) = (&found.problem, found.server_version.is_some()) {
+        let _ = writeln!(text, "problem:    {problem}");
+    }
+    let _ = writeln!(
+        text,
+        "spool:      {} record{} waiting",
+        spool.pending,
+        if spool.pending == 1 { "" } else { "s" }
+    );
+    let verdict = if found.would_land() {
+        "records would land"
+    } else {
+        "records would NOT land: they wait in the spool"
+    };
+    let _ = writeln!(text, "verdict:    {verdict}");
+    text
 }
 
 fn distribute_text(r: &crate::sink::postgres::DistributeReport, url: &str) -> String {

@@ -20,6 +20,7 @@ mod notify;
 mod oom;
 mod parsers;
 mod pg_auth;
+mod pg_refusals;
 mod pg_server;
 mod pg_tls;
 mod pg_upgrade;

@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 /// In this order: the first is the co-location anchor.
-const TABLES: [&str; 6] = [
+pub(super) const TABLES: [&str; 6] = [
     "pipeline_runs",
     "pipeline_logs",
     "pipeline_metrics",

@@ -11,8 +11,11 @@
 //! bad row never fails a batch. Every key and conflict target names
 //! experiment_id, so the same SQL runs on a Citus cluster distributed by it.
 
+mod check;
 mod citus;
+pub mod connect;
 mod copy;
+pub mod failure;
 mod ledger;
 pub mod partitions;
 mod write;
@@ -20,6 +23,7 @@ mod write;
 #[cfg(test)]
 mod stream_tests;
 
+pub use check::Inspection;
 pub use citus::DistributeReport;
 pub use write::BatchFeed;
 
@@ -29,10 +33,11 @@ pub const IDS_PER_BATCH: i64 = ledger::ROWS_PER_NUMBER as i64;
 
 use super::{Batch, RunContext};
 use crate::config::redact_url;
+use connect::Target;
+use failure::{Failure, Lasting};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -85,6 +90,10 @@ pub enum PgError {
     BadUrl { url: String, reason: String },
     #[error("could not connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The server answered and turned the agent away for good (see
+    /// [`failure`]): told once, with the fix.
+    #[error("PostgreSQL at {url} refused the agent: {reason}")]
+    Refused { url: String, reason: String },
     #[error("PostgreSQL at {url} is version {version}; pmon-agent needs 13 or newer")]
     TooOld { url: String, version: String },
     #[error("could not apply migrations/postgres to {url}: {reason}")]
@@ -99,9 +108,38 @@ pub enum PgError {
     NotCitus { url: String },
 }
 
+impl PgError {
+    /// Whether it lasts until someone changes something (a refusal, a
+    /// server too old), rather than passing by itself (an outage).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PgError::Refused { .. }
+                | PgError::TooOld { .. }
+                | PgError::BadUrl { .. }
+                | PgError::NotCitus { .. }
+        )
+    }
+
+    /// A failure, as the error of an operation (`what`) on `url`.
+    fn of(url: &str, failure: Failure, what: fn(String, String) -> PgError) -> PgError {
+        match failure.lasting {
+            Lasting::Refusal => PgError::Refused {
+                url: url.to_string(),
+                reason: failure.text,
+            },
+            Lasting::Outage => what(url.to_string(), failure.text),
+        }
+    }
+}
+
+fn connect_error(url: String, reason: String) -> PgError {
+    PgError::Connect { url, reason }
+}
+
 pub struct PostgresStore {
     rt: tokio::runtime::Runtime,
-    options: PgConnectOptions,
+    target: Target,
     /// The URL with its password masked: the only form that is ever shown.
     display_url: String,
     conn: Option<PgConnection>,
@@ -115,14 +153,16 @@ impl PostgresStore {
     /// Parses the URL; does not connect (that happens on first use).
     pub fn new(url: &str) -> Result<PostgresStore, PgError> {
         let display_url = redact_url(url);
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| PgError::BadUrl {
-                url: display_url.clone(),
-                reason: scrub(&e.to_string(), url),
-            })?
-            .application_name("pmon-agent")
-            // PgBouncer refuses startup parameters it does not know.
-            .extra_float_digits(None);
+        let bad_url = |reason: String| PgError::BadUrl {
+            url: display_url.clone(),
+            reason: scrub(&reason, url),
+        };
+        crate::config::check_database_url(url).map_err(&bad_url)?;
+        let target = Target::parse(url).map_err(&bad_url)?.map_options(|o| {
+            o.application_name("pmon-agent")
+                // PgBouncer refuses startup parameters it does not know.
+                .extra_float_digits(None)
+        });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .enable_io()
@@ -133,7 +173,7 @@ impl PostgresStore {
             })?;
         Ok(PostgresStore {
             rt,
-            options,
+            target,
             display_url,
             conn: None,
             partitions: partitions::Partitions::default(),
@@ -165,22 +205,18 @@ impl PostgresStore {
             return Ok(0);
         }
         let url = self.display_url.clone();
-        let options = self.options.clone();
+        let target = self.target.clone();
         let wait = self.limit(CONNECT_TIMEOUT);
         let result = self.rt.block_on(async move {
-            let connect = PgConnection::connect_with(&options);
-            let mut conn = tokio::time::timeout(wait, connect)
+            let mut conn = tokio::time::timeout(wait, connect::connect(&target))
                 .await
                 .map_err(|_| PgError::Connect {
                     url: url.clone(),
                     reason: format!("no answer within {}", humantime::format_duration(wait)),
                 })?
-                .map_err(|e| PgError::Connect {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
-            check_version(&mut conn, &url).await?;
-            let applied = migrate(&mut conn, &url).await?;
+                .map_err(|f| PgError::of(&url, f, connect_error))?;
+            check_version(&mut conn, &url, &target).await?;
+            let applied = migrate(&mut conn, &url, &target).await?;
             Ok::<_, PgError>((conn, applied))
         });
         let (conn, applied) = match result {
@@ -288,10 +324,20 @@ impl PostgresStore {
     ) -> Result<T, PgError> {
         let url = self.display_url.clone();
         let after = self.limit(WRITE_TIMEOUT);
+        let peer = self.target.peer();
         self.rt.block_on(async {
             match tokio::time::timeout(after, op).await {
                 Err(_) => Err(PgError::Timeout { url, after }),
-                Ok(Err(e)) => Err(error(url, e.to_string())),
+                Ok(Err(e)) => {
+                    let failure = failure::describe(&e, &peer);
+                    Err(match failure.lasting {
+                        Lasting::Refusal => PgError::Refused {
+                            url,
+                            reason: failure.text,
+                        },
+                        Lasting::Outage => error(url, failure.text),
+                    })
+                }
                 Ok(Ok(value)) => Ok(value),
             }
         })
@@ -382,16 +428,13 @@ fn scrub(text: &str, url: &str) -> String {
     text.replace(url, &redact_url(url))
 }
 
-async fn check_version(conn: &mut PgConnection, url: &str) -> Result<(), PgError> {
+async fn check_version(conn: &mut PgConnection, url: &str, target: &Target) -> Result<(), PgError> {
     let row = unnamed(
         "SELECT current_setting('server_version_num')::bigint, current_setting('server_version')",
     )
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| PgError::Connect {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| PgError::of(url, failure::describe(&e, &target.peer()), connect_error))?;
     let num: i64 = row.get(0);
     if num < MIN_SERVER_VERSION {
         return Err(PgError::TooOld {
@@ -402,7 +445,7 @@ async fn check_version(conn: &mut PgConnection, url: &str) -> Result<(), PgError
     Ok(())
 }
 
-async fn migrate(conn: &mut PgConnection, url: &str) -> Result<usize, PgError> {
+async fn migrate(conn: &mut PgConnection, url: &str, target: &Target) -> Result<usize, PgError> {
     let migrations = MIGRATIONS
         .iter()
         .map(|(v, d, sql)| {
@@ -423,13 +466,19 @@ async fn migrate(conn: &mut PgConnection, url: &str) -> Result<usize, PgError> {
     if before >= MIGRATIONS.len() {
         return Ok(0);
     }
-    migrator
-        .run(&mut *conn)
-        .await
-        .map_err(|e| PgError::Migrate {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+    migrator.run(&mut *conn).await.map_err(|e| {
+        let failure = match &e {
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => {
+                failure::describe(e, &target.peer())
+            }
+            other => Failure {
+                lasting: Lasting::Refusal,
+                text: failure::without_location(&other.to_string()),
+            },
+        };
+        PgError::of(url, failure, |url, reason| PgError::Migrate { url, reason })
+    })?;
     Ok(applied_count(conn).await.saturating_sub(before))
 }
 
@@ -445,7 +494,17 @@ pub fn unnamed(
     sqlx::query(sql).persistent(false)
 }
 
+/// Migrations applied so far; 0 on a database that has none (asked
+/// without naming `_sqlx_migrations` when it does not exist, which would
+/// leave an error in the server's log at every first connect).
 async fn applied_count(conn: &mut PgConnection) -> usize {
+    let exists = unnamed("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .is_ok_and(|r| r.get::<bool, _>(0));
+    if !exists {
+        return 0;
+    }
     unnamed("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut *conn)
         .await

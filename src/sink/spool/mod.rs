@@ -65,6 +65,8 @@ pub struct SpoolingSink {
     /// The last write: after `idle_disconnect()` without one, the
     /// connection is closed.
     last_write: Instant,
+    /// The last refusal told to the user (each is said once).
+    refusal_said: Option<String>,
 }
 
 /// How long a sink with nothing to write keeps its PostgreSQL connection.
@@ -98,6 +100,7 @@ impl SpoolingSink {
             known_pending: 1,
             replayed: ReplayTally::default(),
             last_write: Instant::now(),
+            refusal_said: None,
         }
     }
 
@@ -109,6 +112,9 @@ impl SpoolingSink {
     }
 
     fn mark_down(&mut self, err: &PgError) {
+        if err.is_refusal() {
+            return self.mark_refused(err);
+        }
         let backoff = match self.link {
             Link::Up => {
                 eprintln!(
@@ -123,6 +129,25 @@ impl SpoolingSink {
         self.link = Link::Down {
             retry_at: Instant::now() + backoff,
             backoff,
+        };
+    }
+
+    /// The server turned the agent away for good: said once (again only if
+    /// the reason changes), then tried again at the longest backoff, in
+    /// case someone mends it (creates the database, fixes pg_hba.conf).
+    fn mark_refused(&mut self, err: &PgError) {
+        let reason = err.to_string();
+        if self.refusal_said.as_deref() != Some(reason.as_str()) {
+            eprintln!(
+                "pmon-agent: warning: {reason}. Records are spooled to {} and shipped once PostgreSQL takes them (pmon-agent db check says what the agent gets)",
+                self.spool_path
+            );
+            self.refusal_said = Some(reason);
+        }
+        tracing::info!(target: "sink", error = %err, retry_in = ?self.retry.max, "PostgreSQL refused: spooling");
+        self.link = Link::Down {
+            retry_at: Instant::now() + self.retry.max,
+            backoff: self.retry.max,
         };
     }
 
@@ -193,6 +218,7 @@ impl SpoolingSink {
             }
             tracing::info!(target: "sink", replayed, "PostgreSQL up: spool shipped");
             self.link = Link::Up;
+            self.refusal_said = None;
         }
         Ok(replayed)
     }
@@ -513,6 +539,9 @@ impl Sink for SpoolingSink {
         let left = self.pending();
         if left > 0 {
             let why = match self.link {
+                Link::Down { .. } if self.refusal_said.is_some() => {
+                    "refused them (said above)".to_string()
+                }
                 Link::Down { .. } => "cannot be reached".to_string(),
                 Link::Up => format!(
                     "did not take them all within logging.database.shutdown_timeout ({})",
