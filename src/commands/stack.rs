@@ -59,12 +59,30 @@ fn write_threads(out: &mut dyn Write, dump: &str) -> anyhow::Result<()> {
             .unwrap_or_default();
         let line = json!({
             "pid": t["pid"], "thread_id": t["thread_id"], "os_thread_id": t["os_thread_id"],
-            "thread_name": t["thread_name"], "active": t["active"], "owns_gil": t["owns_gil"],
+            "thread_name": thread_name(&t), "active": t["active"], "owns_gil": t["owns_gil"],
             "frames": frames,
         });
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+/// The thread's Python name; when py-spy could not read it (it reads
+/// `threading`'s table, which a busy program may be changing), the thread
+/// by its native id, as `ps -L` and `top -H` show it, so no thread goes
+/// nameless.
+fn thread_name(thread: &Value) -> Value {
+    match (
+        &thread["thread_name"],
+        &thread["os_thread_id"],
+        &thread["thread_id"],
+    ) {
+        (Value::String(name), _, _) => Value::String(name.clone()),
+        (_, Value::Number(id), _) | (_, Value::Null, Value::Number(id)) => {
+            Value::String(format!("thread {id}"))
+        }
+        _ => Value::Null,
+    }
 }
 
 fn daemon_pid(app: &App, name: &str) -> anyhow::Result<u32> {
@@ -108,4 +126,19 @@ fn experiment_pid(app: &App, name: &str) -> anyhow::Result<u32> {
             "the run of experiment '{name}' has not started its program yet; try again in a moment"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_py_spy_could_not_name_is_named_by_its_id() {
+        let named = json!({"thread_name": "MainThread", "os_thread_id": 41, "thread_id": 7});
+        assert_eq!(thread_name(&named), json!("MainThread"));
+        let unnamed = json!({"thread_name": null, "os_thread_id": 41, "thread_id": 7});
+        assert_eq!(thread_name(&unnamed), json!("thread 41"));
+        let no_native = json!({"thread_id": 140012});
+        assert_eq!(thread_name(&no_native), json!("thread 140012"));
+    }
 }
