@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL as libpq does it, against real servers: a node's own
-//! self-signed X.509 version 1 certificate (what every Citus node makes for
-//! itself) with the default `prefer`, `allow` and `require`; a CA-signed
+//! self-signed X.509 version 1 certificate, made as every Citus node makes
+//! its own, with the default `prefer`, `allow` and `require`; a CA-signed
 //! certificate verified with `verify-ca`/`verify-full`, from the URL, the
 //! `PGSSL*` variables or `~/.postgresql`; `require` that verifies when a
 //! root file exists; a wrong host name, a missing root file and a CA that
@@ -83,21 +83,23 @@ fn home_with(agent: &Agent, name: &str, files: &[(&str, &Path)]) -> String {
 #[test]
 fn a_self_signed_version_1_certificate_is_taken_where_nothing_is_verified() {
     let server = PgServer::start();
-    // As a Citus node makes its own: self-signed, no extensions, version 1.
+    // As a Citus node makes its own (citus' enable_ssl.c, CreateCertificate):
+    // self-signed, no version set (so version 1), no extensions, valid for
+    // zero seconds (notBefore = notAfter: expired as soon as it is made).
     server.openssl(&[
         "req",
         "-newkey",
         "rsa:2048",
         "-nodes",
         "-subj",
-        "/CN=citus-node",
+        "/CN=citus-auto-ssl",
         "-keyout",
         "node.key",
         "-out",
         "node.csr",
     ]);
     server.openssl(&[
-        "x509", "-req", "-in", "node.csr", "-signkey", "node.key", "-days", "2", "-out", "node.crt",
+        "x509", "-req", "-in", "node.csr", "-signkey", "node.key", "-days", "0", "-out", "node.crt",
     ]);
     let text = command("openssl")
         .args(["x509", "-noout", "-text", "-in"])
@@ -120,7 +122,7 @@ fn a_self_signed_version_1_certificate_is_taken_where_nothing_is_verified() {
         let out = wrap(&agent, &format!("{base}{query}"), exp, &[]);
         lands(&server, &out, exp);
     }
-    // The node's certificate as its own root: verify-ca takes it too.
+    // Verified with itself as the root, it is refused: it has expired.
     let root = server.file("node.crt");
     let out = wrap(
         &agent,
@@ -128,7 +130,12 @@ fn a_self_signed_version_1_certificate_is_taken_where_nothing_is_verified() {
         "verify_ca",
         &[],
     );
-    lands(&server, &out, "verify_ca");
+    refused(
+        &server,
+        &out,
+        "verify_ca",
+        "the server's certificate could not be verified",
+    );
 
     // The server sees the agent's connection encrypted while a run goes on.
     let go = agent.dir.path().join("go");
