@@ -32,16 +32,7 @@ sys.exit(1)
 #[test]
 fn every_command_stops_quietly_and_succeeds_when_its_reader_is_gone() {
     let agent = Agent::new();
-    let out = agent.run(&[
-        "wrap",
-        "-e",
-        "x",
-        "--no-echo",
-        "--",
-        "python3",
-        "-c",
-        PROGRAM,
-    ]);
+    let out = agent.wrap_python("x", PROGRAM).run_within("a failing run");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
     let commands: &[&[&str]] = &[
         &["query", "list"],
@@ -85,16 +76,9 @@ fn every_command_stops_quietly_and_succeeds_when_its_reader_is_gone() {
 #[test]
 fn a_follower_notices_its_reader_is_gone_while_no_record_arrives() {
     let agent = Agent::new();
-    let out = agent.run(&[
-        "wrap",
-        "-e",
-        "quiet",
-        "--no-echo",
-        "--",
-        "python3",
-        "-c",
-        PROGRAM,
-    ]);
+    let out = agent
+        .wrap_python("quiet", PROGRAM)
+        .run_within("a failing run");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
     let mut follower = agent
         .cmd(&["query", "logs", "quiet", "-f"])

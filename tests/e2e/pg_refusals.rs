@@ -20,16 +20,7 @@ const LINES: &str = "import time\nfor i in range(60):\n    print(f'INFO:load:lin
 
 fn wrap(agent: &Agent, url: &str, exp: &str, program: &str) -> std::process::Output {
     agent
-        .cmd(&[
-            "wrap",
-            "-e",
-            exp,
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            program,
-        ])
+        .wrap_python(exp, program)
         .env("PMON_DATABASE_URL", url)
         .run_within(&format!("wrap -e {exp} with a database URL"))
 }
@@ -229,16 +220,7 @@ fn outage_then_mended(agent: &Agent, url: &str, exp: &str, mend: impl FnOnce()) 
     let go = agent.dir.path().join(format!("go-{exp}"));
     let program = until_go("line");
     let wrap = agent
-        .cmd(&[
-            "wrap",
-            "-e",
-            exp,
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            &program,
-        ])
+        .wrap_python(exp, &program)
         .env("PMON_DATABASE_URL", url)
         .env("PMON_GO", &go)
         .stdout(std::process::Stdio::piped())

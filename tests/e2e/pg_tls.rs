@@ -13,16 +13,7 @@ use std::path::Path;
 
 /// `wrap` of one line with `url`; `env` adds variables (HOME, PGSSLMODE…).
 fn wrap(agent: &Agent, url: &str, exp: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = agent.cmd(&[
-        "wrap",
-        "-e",
-        exp,
-        "--no-echo",
-        "--",
-        "python3",
-        "-c",
-        "print('INFO:tls:line 1')",
-    ]);
+    let mut cmd = agent.wrap_python(exp, "print('INFO:tls:line 1')");
     cmd.env("PMON_DATABASE_URL", url)
         // No ~/.postgresql of the machine's: each case gives its own.
         .env("HOME", agent.dir.path().join("home-none"));
@@ -140,16 +131,7 @@ fn a_self_signed_version_1_certificate_is_taken_where_nothing_is_verified() {
     // The server sees the agent's connection encrypted while a run goes on.
     let go = agent.dir.path().join("go");
     let running = agent
-        .cmd(&[
-            "wrap",
-            "-e",
-            "live",
-            "--no-echo",
-            "--",
-            "python3",
-            "-c",
-            &until_go("live"),
-        ])
+        .wrap_python("live", &until_go("live"))
         .env("PMON_DATABASE_URL", format!("{base}?sslmode=require"))
         .env("PMON_GO", &go)
         .start("a run over TLS");

@@ -65,6 +65,20 @@ impl Agent {
         cmd
     }
 
+    /// `pmon-agent wrap -e EXP --no-echo -- python3 -c PROGRAM`, to start.
+    pub fn wrap_python(&self, exp: &str, program: &str) -> Command {
+        self.cmd(&[
+            "wrap",
+            "-e",
+            exp,
+            "--no-echo",
+            "--",
+            "python3",
+            "-c",
+            program,
+        ])
+    }
+
     /// Runs `pmon-agent ARGS` to its end (within [`PATIENCE`]).
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args)
