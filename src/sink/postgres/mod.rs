@@ -122,7 +122,7 @@ impl PgError {
     }
 
     /// A failure, as the error of an operation (`what`) on `url`.
-    fn of(url: &str, failure: Failure, what: fn(String, String) -> PgError) -> PgError {
+    fn of(url: &str, failure: Failure, what: impl FnOnce(String, String) -> PgError) -> PgError {
         match failure.lasting {
             Lasting::Refusal => PgError::Refused {
                 url: url.to_string(),
@@ -328,16 +328,7 @@ impl PostgresStore {
         self.rt.block_on(async {
             match tokio::time::timeout(after, op).await {
                 Err(_) => Err(PgError::Timeout { url, after }),
-                Ok(Err(e)) => {
-                    let failure = failure::describe(&e, &peer);
-                    Err(match failure.lasting {
-                        Lasting::Refusal => PgError::Refused {
-                            url,
-                            reason: failure.text,
-                        },
-                        Lasting::Outage => error(url, failure.text),
-                    })
-                }
+                Ok(Err(e)) => Err(PgError::of(&url, failure::describe(&e, &peer), error)),
                 Ok(Ok(value)) => Ok(value),
             }
         })
