@@ -15,15 +15,15 @@ RUN cargo build --release --locked --bins \
  && install -D -m 0755 -t /out target/release/pmon-agent target/release/pmon-agent-holder
 
 FROM debian:bookworm-slim
-# The agent itself needs OpenSSL's library (libssl3: TLS to PostgreSQL, as
-# libpq's); its webhook TLS roots are compiled in. tini reaps orphaned processes and passes signals on (a process
-# with pid 1 gets neither done by itself). python3 and ca-certificates are for
-# the programs it wraps (Python pipelines, their HTTPS); leave them out with
+# The agent needs ca-certificates alone (OpenSSL is built in; the system's
+# CAs are what it trusts for webhooks and sslrootcert=system). tini reaps
+# orphaned processes and passes signals on (a process with pid 1 gets neither
+# done by itself). python3 is for the programs it wraps; leave it out with
 #   docker build --build-arg EXTRA_PACKAGES= -t pmon-agent .
 # or list your own.
-ARG EXTRA_PACKAGES="python3 ca-certificates"
+ARG EXTRA_PACKAGES="python3"
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tini libssl3 ${EXTRA_PACKAGES} \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tini ca-certificates ${EXTRA_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*
 
 # Both binaries side by side: `wrap` runs pmon-agent-holder from pmon-agent's directory.

@@ -67,7 +67,12 @@ fn record(app: &App, n: &Notification, event: Event) {
 /// POSTs the notification as JSON; a connection that fails, a timeout, a
 /// 5xx or a 429 is tried again `retries` times, after 1s, 2s, 4s…
 fn post(url: &str, n: &Notification, timeout: Duration, retries: u32) -> Result<(), String> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::NativeTls)
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .user_agent(concat!("pmon-agent/", env!("CARGO_PKG_VERSION")))

@@ -439,3 +439,153 @@ fn a_daemon_whose_restarts_give_up_says_so_once() {
         "daemon flaky gave up after 1 restarts within 10m; its last run: exit code 2"
     );
 }
+
+/// An HTTPS webhook receiver (Python's http.server behind its ssl module)
+/// with a certificate for 127.0.0.1 signed by a CA made here; appends each
+/// POST's body to `posts.jsonl`. Returns it, its port and the CA.
+fn https_hook(agent: &Agent) -> (Running, u16, std::path::PathBuf) {
+    let dir = agent.dir.path().join("https");
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = command("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .run_within("openssl");
+        assert!(out.status.success(), "{}", stderr_text(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hook CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "hook.key",
+        "-out",
+        "hook.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "hook.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "hook.crt",
+    ]);
+    let server = r#"
+import http.server, ssl, sys
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open("posts.jsonl", "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Hook)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain("hook.crt", "hook.key")
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+    let port = crate::pg_server::free_port();
+    let running = agent
+        .program("python3")
+        .args(["-c", server, &port.to_string()])
+        .current_dir(&dir)
+        .start("an HTTPS webhook receiver");
+    wait_until("the HTTPS receiver listens", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (running, port, dir.join("ca.crt"))
+}
+
+#[test]
+fn an_https_webhook_is_verified_against_the_trusted_cas() {
+    let agent = Agent::new();
+    let (_hook, port, ca) = https_hook(&agent);
+    let config = agent.dir.path().join("hooked.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "notify:\n  webhook: https://127.0.0.1:{port}/hook\n  retries: 0\n  timeout: 20s\n"
+        ),
+    )
+    .unwrap();
+    let posts = agent.dir.path().join("https/posts.jsonl");
+    let fail = |exp: &str, trust: Option<&std::path::Path>| {
+        let mut cmd = agent.cmd(&[
+            "--config",
+            config.to_str().unwrap(),
+            "wrap",
+            "-e",
+            exp,
+            "--",
+            "python3",
+            "-c",
+            "raise SystemExit(4)",
+        ]);
+        // OpenSSL's own variable: the CAs it trusts instead of the system's.
+        match trust {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        let out = cmd.run_within("wrap with an HTTPS webhook");
+        assert_eq!(out.status.code(), Some(4), "{}", stderr_text(&out));
+    };
+    fail("trusted", Some(&ca));
+    wait_until("the POST arrives over TLS", || {
+        std::fs::read_to_string(&posts).is_ok_and(|p| p.contains("\"trusted\""))
+    });
+    let post: Value = serde_json::from_str(
+        std::fs::read_to_string(&posts)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (post["event"].as_str(), post["experiment_id"].as_str()),
+        (Some("failed"), Some("trusted"))
+    );
+    // The system's CAs do not include the test's: refused, never posted.
+    fail("untrusted", None);
+    wait_until("the failed delivery is recorded", || {
+        agent.count(
+            "SELECT count(*) FROM pipeline_events WHERE event_type = 'notify_failed' AND experiment_id = 'untrusted'",
+        ) == 1
+    });
+    assert!(!std::fs::read_to_string(&posts)
+        .unwrap()
+        .contains("\"untrusted\""));
+}
