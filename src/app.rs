@@ -1,10 +1,10 @@
 //! What every command needs: the configuration in effect and the data dir.
 
 use crate::cli::GlobalArgs;
-use crate::config::Config;
-use crate::paths::DataDir;
-use crate::sink::SqliteStore;
 use anyhow::Context;
+use pmon_core::config::Config;
+use pmon_core::paths::DataDir;
+use pmon_store::SqliteStore;
 
 pub struct App {
     pub config: Config,
@@ -56,14 +56,14 @@ impl App {
             config.logging.database.url = Some(url.clone());
         }
         if let Some(url) = &config.logging.database.url {
-            crate::config::check_database_url(url).map_err(anyhow::Error::msg)?;
+            pmon_core::config::check_database_url(url).map_err(anyhow::Error::msg)?;
         }
         let data_dir = data_dir(global)?;
         tracing::info!(
             target: "app",
             config = ?config_path,
             data_dir = %data_dir.root().display(),
-            store = %config.logging.database.url.as_deref().map_or("embedded SQLite".to_string(), crate::config::redact_url),
+            store = %config.logging.database.url.as_deref().map_or("embedded SQLite".to_string(), pmon_core::config::redact_url),
             "configuration read"
         );
         Ok(App {
@@ -103,8 +103,8 @@ impl App {
 
     /// The parser chain of this invocation: the user's parser files, the
     /// shipped ones and the built-in parsers, restricted by `--parser`.
-    pub fn parser_chain(&self) -> anyhow::Result<std::sync::Arc<crate::parse::ParserChain>> {
-        use crate::parse::{declarative, ParserChain};
+    pub fn parser_chain(&self) -> anyhow::Result<std::sync::Arc<pmon_core::parse::ParserChain>> {
+        use pmon_core::parse::{declarative, ParserChain};
         let loaded = declarative::load(&self.parser_dirs(), self.strict_parsers).map_err(|e| {
             anyhow::anyhow!("invalid parser file {e}\nfix the file, or move it out of the parsers directory (parsers.paths in config.yml)")
         })?;
@@ -128,9 +128,9 @@ impl App {
 
     /// Writes one event of a run to the store in effect. Best effort: the
     /// callers (a supervisor's restart, a notifier) have done what mattered.
-    pub fn record_event(&self, ctx: &crate::sink::RunContext, event: crate::record::Event) {
+    pub fn record_event(&self, ctx: &pmon_store::RunContext, event: pmon_core::record::Event) {
         if let Ok(mut sink) = self.open_sink() {
-            let batch = crate::sink::Batch {
+            let batch = pmon_store::Batch {
                 events: vec![event],
                 ..Default::default()
             };
@@ -140,7 +140,7 @@ impl App {
 
     /// The sink records go to: PostgreSQL with the spool when a database is
     /// configured, else the embedded store.
-    pub fn open_sink(&self) -> anyhow::Result<Box<dyn crate::sink::Sink>> {
+    pub fn open_sink(&self) -> anyhow::Result<Box<dyn pmon_store::Sink>> {
         match self.open_spooling_sink()? {
             Some(sink) => Ok(Box::new(sink)),
             None => Ok(Box::new(self.open_store()?)),
@@ -148,9 +148,9 @@ impl App {
     }
 
     /// PostgreSQL with the local spool, when a database is configured.
-    pub fn open_spooling_sink(&self) -> anyhow::Result<Option<crate::sink::spool::SpoolingSink>> {
-        use crate::sink::postgres::PostgresStore;
-        use crate::sink::spool::{RetryBackoff, Spool, SpoolingSink};
+    pub fn open_spooling_sink(&self) -> anyhow::Result<Option<pmon_store::spool::SpoolingSink>> {
+        use pmon_store::postgres::PostgresStore;
+        use pmon_store::spool::{RetryBackoff, Spool, SpoolingSink};
         let Some(url) = &self.config.logging.database.url else {
             return Ok(None);
         };

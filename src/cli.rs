@@ -276,12 +276,7 @@ pub struct IngestArgs {
     pub new_run: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
-}
+pub use pmon_core::options::Format;
 
 #[derive(Debug, Args, Clone)]
 pub struct FormatArg {
@@ -327,7 +322,7 @@ pub struct MetricsArgs {
     pub experiment: String,
     /// Only this type: memory, cpu, io, host, throughput or user
     #[arg(long = "type", value_name = "T")]
-    pub metric_type: Option<crate::record::MetricType>,
+    pub metric_type: Option<pmon_core::record::MetricType>,
     /// Only the series of this name (rss_bytes, loss…)
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
@@ -367,7 +362,7 @@ pub struct LogsArgs {
     pub follow: bool,
     /// Keep this level and above (like journalctl -p)
     #[arg(long, value_name = "LEVEL")]
-    pub level: Option<crate::record::Level>,
+    pub level: Option<pmon_core::record::Level>,
     /// Keep records whose message or traceback contains this text
     #[arg(long, value_name = "TEXT")]
     pub search: Option<String>,
@@ -442,7 +437,7 @@ pub enum DaemonCommand {
         follow: bool,
         /// Keep this level and above
         #[arg(long, value_name = "LEVEL")]
-        level: Option<crate::record::Level>,
+        level: Option<pmon_core::record::Level>,
         /// Print whole tracebacks under their records
         #[arg(long)]
         traceback: bool,

@@ -1,7 +1,7 @@
 //! `pmon-agent config default|show|get KEY`.
 
 use crate::cli::{ConfigCommand, GlobalArgs};
-use crate::config::{Config, DEFAULT_CONFIG};
+use pmon_core::config::{Config, DEFAULT_CONFIG};
 
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {

@@ -6,13 +6,13 @@ use crate::daemon::supervise::{signal_name, supervise, Supervise};
 use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
 use crate::pipeline::Resources;
 use crate::query::{escape_text, LogsOptions};
-use crate::record::{format_ts, parse_ts, Event};
-use crate::run::RunState;
-use crate::sink::{Batch, RunContext};
 use anyhow::{bail, Context};
 use chrono::Utc;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use pmon_core::record::{format_ts, parse_ts, Event};
+use pmon_core::run::RunState;
+use pmon_store::{Batch, RunContext};
 use serde_json::json;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -71,11 +71,13 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
         DaemonCommand::Pause { name } => signal_group(&app, &dir, &name, Signal::SIGSTOP),
         DaemonCommand::Resume { name } => signal_group(&app, &dir, &name, Signal::SIGCONT),
         DaemonCommand::Stop { name, timeout } => {
-            let timeout = crate::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
+            let timeout =
+                pmon_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
             stop(&dir, &name, timeout)
         }
         DaemonCommand::Restart { name, timeout } => {
-            let timeout = crate::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
+            let timeout =
+                pmon_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
             let state = existing(&dir, &name)?;
             if state.state.is_live() {
                 stop(&dir, &name, timeout)?;
@@ -351,7 +353,7 @@ fn logs(
     app: &App,
     state: &DaemonState,
     follow: bool,
-    level: Option<crate::record::Level>,
+    level: Option<pmon_core::record::Level>,
     traceback: bool,
     format: FormatArg,
 ) -> anyhow::Result<i32> {
@@ -436,7 +438,7 @@ fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     format!(
         "{user}@{} (pid {})",
-        crate::procinfo::hostname(),
+        pmon_core::procinfo::hostname(),
         std::process::id()
     )
 }
@@ -446,7 +448,7 @@ fn who() -> String {
 fn stop_background_replay(dir: &DaemonDir, name: &str, state: &DaemonState) -> anyhow::Result<i32> {
     std::fs::write(dir.stop_path(name), who())?;
     let until = Instant::now() + Duration::from_secs(10);
-    while crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
+    while pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
         && Instant::now() < until
     {
         std::thread::sleep(Duration::from_millis(50));
@@ -466,7 +468,8 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
     let pgid = state.pid;
     let group_alive = pgid.is_some_and(|p| !group_members(p).is_empty());
     let supervisor = Pid::from_raw(state.supervisor_pid as i32);
-    let supervisor_alive = crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start);
+    let supervisor_alive =
+        pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start);
     if !state.state.is_live() && !group_alive {
         if supervisor_alive {
             return stop_background_replay(dir, name, &state);
@@ -498,7 +501,7 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
     }
     let until = Instant::now() + Duration::from_secs(10);
     while supervisor_alive
-        && crate::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
+        && pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
         && Instant::now() < until
     {
         std::thread::sleep(Duration::from_millis(50));

@@ -2,11 +2,11 @@
 
 use crate::app::App;
 use crate::cli::{DbCommand, Format, SpoolCommand};
-use crate::sink::postgres::PostgresStore;
-use crate::sink::retention::{self, PruneReport};
-use crate::sink::spool::{RetryBackoff, Spool, SpoolStats, SpoolingSink};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pmon_store::postgres::PostgresStore;
+use pmon_store::retention::{self, PruneReport};
+use pmon_store::spool::{RetryBackoff, Spool, SpoolStats, SpoolingSink};
 
 pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
     match cmd {
@@ -96,7 +96,7 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             format,
         } => {
             let age = match (&older_than, app.config.logging.database.retention) {
-                (Some(text), _) => crate::config::parse_duration(text).map_err(anyhow::Error::msg)?,
+                (Some(text), _) => pmon_core::config::parse_duration(text).map_err(anyhow::Error::msg)?,
                 (None, Some(age)) => age,
                 (None, None) => anyhow::bail!(
                     "say how old: pmon-agent db prune --older-than 30d (or set logging.database.retention in config.yml)"
@@ -155,7 +155,7 @@ fn check(app: &App, format: Format) -> anyhow::Result<i32> {
     Ok(if lands { 0 } else { 1 })
 }
 
-fn check_text(found: &crate::sink::postgres::Inspection, spool: &SpoolStats) -> String {
+fn check_text(found: &pmon_store::postgres::Inspection, spool: &SpoolStats) -> String {
     use std::fmt::Write as _;
     let mut text = String::new();
     let _ = writeln!(text, "database:   {}", found.url);
@@ -251,7 +251,7 @@ fn check_text(found: &crate::sink::postgres::Inspection, spool: &SpoolStats) -> 
     text
 }
 
-fn distribute_text(r: &crate::sink::postgres::DistributeReport, url: &str) -> String {
+fn distribute_text(r: &pmon_store::postgres::DistributeReport, url: &str) -> String {
     let list = |t: &[String]| {
         if t.is_empty() {
             "none".to_string()

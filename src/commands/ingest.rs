@@ -3,8 +3,8 @@
 use super::recording::Recording;
 use crate::app::App;
 use crate::cli::IngestArgs;
-use crate::record::Event;
-use crate::run::{RunState, StartMode};
+use pmon_core::record::Event;
+use pmon_core::run::{RunState, StartMode};
 use serde_json::json;
 
 pub fn run(app: &App, args: IngestArgs) -> anyhow::Result<i32> {

@@ -4,11 +4,11 @@
 
 use crate::app::App;
 use crate::cli::{Format, GlobalArgs, ParsersCommand};
-use crate::parse::declarative::{self, DeclarativeParser, ParserSource};
-use crate::parse::{assemble_bytes, Output, ParserChain};
 use crate::query::output::escape_text;
-use crate::record::LogRecord;
 use anyhow::Context;
+use pmon_core::parse::declarative::{self, DeclarativeParser, ParserSource};
+use pmon_core::parse::{assemble_bytes, Output, ParserChain};
+use pmon_core::record::LogRecord;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;

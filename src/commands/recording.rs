@@ -7,10 +7,11 @@
 
 use crate::app::App;
 use crate::pipeline::{Msg, Pipeline, PipelineSettings};
-use crate::record::Event;
-use crate::run::{self, NewRun, Run, RunState, StartMode};
-use crate::sink::{Batch, BatcherSettings, RunContext, Sink, SinkError, SinkStats, SqliteStore};
 use anyhow::Context;
+use pmon_core::record::Event;
+use pmon_core::run::{NewRun, Run, RunState, StartMode};
+use pmon_store::registry;
+use pmon_store::{Batch, BatcherSettings, RunContext, Sink, SinkError, SinkStats, SqliteStore};
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -61,7 +62,7 @@ impl Recording {
                     experiment_id: run.experiment_id.clone(),
                     run_id: run.run_id.clone(),
                 };
-                let first_seq = run::first_seqs(registry.conn(), &run, continued)?;
+                let first_seq = registry::first_seqs(registry.conn(), &run, continued)?;
                 let pipeline = Pipeline::start(settings, sink, ctx, first_seq);
                 let _ = pipeline.sender().send(Msg::Run(run.clone()));
                 let plain_log_path = Some(app.data_dir.run_log_path(experiment, &run.run_id));
@@ -74,11 +75,11 @@ impl Recording {
             }
             Err(err) => {
                 let refused = err
-                    .downcast_ref::<run::RunError>()
-                    .is_some_and(|e| matches!(e, run::RunError::AlreadyLive { .. }));
+                    .downcast_ref::<registry::RunError>()
+                    .is_some_and(|e| matches!(e, registry::RunError::AlreadyLive { .. }));
                 if refused
                     || err
-                        .downcast_ref::<crate::sink::postgres::PgError>()
+                        .downcast_ref::<pmon_store::postgres::PgError>()
                         .is_some()
                 {
                     return Err(err);
@@ -94,7 +95,7 @@ impl Recording {
                         settings,
                         Box::new(DiscardSink),
                         ctx,
-                        run::SeqStart {
+                        pmon_core::run::SeqStart {
                             logs: 0,
                             metrics: 0,
                         },
@@ -123,8 +124,8 @@ impl Recording {
             agent_pid,
         };
         // As stored: to the microsecond.
-        let session_start = crate::record::format_ts(&chrono::Utc::now());
-        let run = run::begin(registry.conn_mut(), &new, mode)?;
+        let session_start = pmon_core::record::format_ts(&chrono::Utc::now());
+        let run = registry::begin(registry.conn_mut(), &new, mode)?;
         // A new run starts now; a continued one started in an earlier session.
         let continued = run.started_at < session_start;
         Ok((registry, run, sink, continued))
@@ -135,13 +136,13 @@ impl Recording {
     pub fn attach(app: &App, run_id: &str) -> anyhow::Result<Recording> {
         let sink = app.open_sink()?;
         let registry = app.open_store()?;
-        let run = run::by_id(registry.conn(), run_id)?
+        let run = registry::by_id(registry.conn(), run_id)?
             .with_context(|| format!("no run {run_id} in the store"))?;
         let ctx = RunContext {
             experiment_id: run.experiment_id.clone(),
             run_id: run.run_id.clone(),
         };
-        let first_seq = run::first_seqs(registry.conn(), &run, true)?;
+        let first_seq = registry::first_seqs(registry.conn(), &run, true)?;
         let pipeline = Pipeline::start(pipeline_settings(app)?, sink, ctx, first_seq);
         let plain_log_path = Some(app.data_dir.run_log_path(&run.experiment_id, &run.run_id));
         Ok(Recording {
@@ -168,7 +169,7 @@ impl Recording {
 
     pub fn set_child_pid(&self, pid: u32) {
         if let (Some(reg), Some(run)) = (&self.registry, &self.run) {
-            let _ = run::set_child_pid(reg.conn(), &run.run_id, pid);
+            let _ = registry::set_child_pid(reg.conn(), &run.run_id, pid);
         }
     }
 
@@ -180,9 +181,9 @@ impl Recording {
         signal: Option<i32>,
     ) -> anyhow::Result<SinkStats> {
         if let (Some(reg), Some(run)) = (&self.registry, &self.run) {
-            run::end(reg.conn(), &run.run_id, state, exit_code, signal)
+            registry::end(reg.conn(), &run.run_id, state, exit_code, signal)
                 .context("could not record the end of the run in the store")?;
-            if let Some(ended) = run::runs_of(reg.conn(), &run.experiment_id)?
+            if let Some(ended) = registry::runs_of(reg.conn(), &run.experiment_id)?
                 .into_iter()
                 .find(|r| r.run_id == run.run_id)
             {

@@ -21,15 +21,15 @@ use crate::metrics::MetricsSampler;
 use crate::notify;
 use crate::pipeline::PipelineCounters;
 use crate::pipeline::{FileMeta, Msg};
-use crate::procinfo::oom::{MemoryWatch, OomVerdict};
-use crate::procinfo::pyspy::{self, PySpyError};
-use crate::record::format_ts;
-use crate::record::{Event, StreamKind};
-use crate::run::{RunState, StartMode};
 use crate::source::tail::{load_checkpoints, StoredCheckpoint};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Sender;
+use pmon_core::procinfo::oom::{MemoryWatch, OomVerdict};
+use pmon_core::procinfo::pyspy::{self, PySpyError};
+use pmon_core::record::format_ts;
+use pmon_core::record::{Event, StreamKind};
+use pmon_core::run::{RunState, StartMode};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -218,7 +218,7 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         .then(|| {
             last_error
                 .as_ref()
-                .and_then(crate::parse::fingerprint::error_group)
+                .and_then(pmon_core::parse::fingerprint::error_group)
         })
         .flatten();
     let new_error = new_groups.finish(app, &counters, ended_by.as_deref());

@@ -6,9 +6,9 @@
 use crate::app::App;
 use crate::cli::{Format, StackArgs};
 use crate::daemon::{DaemonDir, DaemonState};
-use crate::procinfo::pyspy;
 use crate::query::escape_text;
 use anyhow::{bail, Context};
+use pmon_core::procinfo::pyspy;
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -107,7 +107,7 @@ fn experiment_pid(app: &App, name: &str) -> anyhow::Result<u32> {
     let Some(run) = runs.last() else {
         bail!("no experiment named '{name}'; pmon-agent query list shows them");
     };
-    let host = crate::procinfo::hostname();
+    let host = pmon_core::procinfo::hostname();
     if !run.state.is_live() {
         bail!(
             "experiment '{name}' has no running program: its latest run, run {}, is {}; pmon-agent stack reads a program while it runs",

@@ -3,11 +3,11 @@
 use super::recording::Recording;
 use crate::app::App;
 use crate::cli::TailArgs;
-use crate::record::Event;
-use crate::run::{RunState, StartMode};
 use crate::source::tail::{self, Glob, TailOptions, Tailer};
 use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal};
+use pmon_core::record::Event;
+use pmon_core::run::{RunState, StartMode};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 
 use crate::cli::{GlobalArgs, WrapArgs};
 use crate::holder::{self, ChildSpec, HolderEnv};
-use crate::run::{self, StartMode};
+use pmon_core::run::{self, StartMode};
 
 /// `wrap` parsed by `pmon-agent`: becomes a fresh holder image (or, if it
 /// cannot, holds the run as it is).

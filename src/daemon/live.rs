@@ -8,7 +8,7 @@
 
 use super::DaemonDir;
 use crate::pipeline::{PipelineCounters, Resources};
-use crate::record::ProgressUpdate;
+use pmon_core::record::ProgressUpdate;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -17,21 +17,14 @@ pub mod live;
 pub mod replay;
 pub mod supervise;
 
-use crate::paths::DataDir;
-use crate::procinfo;
-use crate::run::RunState;
+use pmon_core::paths::DataDir;
+use pmon_core::procinfo;
+use pmon_core::run::RunState;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// When a daemon is started again after its command ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    Never,
-    OnFailure,
-    Always,
-}
+pub use pmon_core::options::RestartPolicy;
 
 /// The delay before restart number `attempt` (0-based): doubling from
 /// `first`, never more than `max`.

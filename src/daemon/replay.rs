@@ -9,7 +9,7 @@
 //! spool is empty or `daemon stop` says enough.
 
 use crate::app::App;
-use crate::sink::spool::SpoolingSink;
+use pmon_store::spool::SpoolingSink;
 use std::time::{Duration, Instant};
 
 /// How long one step may ship before the supervisor looks at its stop file.

@@ -7,13 +7,13 @@ use super::replay::BackgroundReplay;
 use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
 use crate::app::App;
 use crate::holder::{self, ChildSpec, HolderEnv, Ran};
-use crate::procinfo;
-use crate::record::{format_ts, Event};
-use crate::run::{RunState, StartMode};
-use crate::sink::RunContext;
 use anyhow::Context;
 use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
+use pmon_core::procinfo;
+use pmon_core::record::{format_ts, Event};
+use pmon_core::run::{RunState, StartMode};
+use pmon_store::RunContext;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn start_pruning(app: &App, age: Duration) {
     let spawned = std::thread::Builder::new()
         .name("prune".into())
         .spawn(move || loop {
-            match crate::sink::retention::prune_store(url.as_deref(), &db_path, age, false) {
+            match pmon_store::retention::prune_store(url.as_deref(), &db_path, age, false) {
                 Ok(r) if !r.is_empty() => eprintln!(
                     "pmon-agent: pruned {} runs, {} log records, {} events, {} metric samples older than {}",
                     r.runs, r.logs, r.events, r.metrics, r.cutoff

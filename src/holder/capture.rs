@@ -15,8 +15,8 @@
 //! file never blocks the program the way a full pipe to a stuck reader
 //! would.
 
-use crate::record::{Event, StreamKind};
 use chrono::{DateTime, Utc};
+use pmon_core::record::{Event, StreamKind};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

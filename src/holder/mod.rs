@@ -21,11 +21,11 @@ mod own_process;
 mod shipper;
 
 use crate::app::App;
-use crate::record::{Event, StreamKind};
-use crate::run::{RunState, StartMode};
 use crate::source::wrap::{self, ChildOutcome, Feed, WrapOptions};
 use anyhow::Context;
 use capture::{CaptureDir, EventWriter, ProgramEnd, StreamWriter};
+use pmon_core::record::{Event, StreamKind};
+use pmon_core::run::{RunState, StartMode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shipper::{Handshake, ShipperKeeper};
@@ -232,7 +232,7 @@ pub fn run(
 }
 
 fn run_log_path(env: &HolderEnv, experiment: &str, run_id: &str) -> std::path::PathBuf {
-    crate::paths::DataDir::at(env.data_dir.clone()).run_log_path(experiment, run_id)
+    pmon_core::paths::DataDir::at(env.data_dir.clone()).run_log_path(experiment, run_id)
 }
 
 /// A run's plain log file, opened for appending (mode 0600); a warning and

@@ -2,9 +2,9 @@
 
 use super::capture::CaptureDir;
 use super::{CaptureFeed, ChildSpec, HolderEnv, ShipResult};
-use crate::record::Event;
-use crate::run::StartMode;
 use crate::source::wrap::Feed;
+use pmon_core::record::Event;
+use pmon_core::run::StartMode;
 use serde_json::json;
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;

@@ -7,9 +7,9 @@
 
 use super::{host_sample, TreeSample, TreeSampler};
 use crate::pipeline::Msg;
-use crate::record::{Metric, MetricType};
 use chrono::Utc;
 use crossbeam_channel::Sender;
+use pmon_core::record::{Metric, MetricType};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl State {
         // memory chart), sent when first seen and when it changes: a program
         // may move itself into a cgroup after it starts.
         let limit = alive
-            .then(|| crate::procinfo::oom::memory_limit(self.root))
+            .then(|| pmon_core::procinfo::oom::memory_limit(self.root))
             .flatten();
         let changed = limit.is_some() && limit != self.limit;
         if changed {

@@ -7,8 +7,8 @@
 //! [`Throughput`] turns the counters into the `throughput/*` series at each
 //! metrics sample.
 
-use crate::record::{Metric, MetricType, ProgressUpdate};
 use chrono::{DateTime, Utc};
+use pmon_core::record::{Metric, MetricType, ProgressUpdate};
 use std::collections::HashMap;
 use std::time::Instant;
 

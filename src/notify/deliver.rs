@@ -2,10 +2,11 @@
 //! notification — a POST to the webhook with retries and backoff, a run of
 //! the command — and records whether it went out.
 
-use super::{redact_webhook, Notification, Parcel};
+use super::{Notification, Parcel};
 use crate::app::App;
-use crate::record::Event;
-use crate::sink::RunContext;
+use pmon_core::config::redact_webhook;
+use pmon_core::record::Event;
+use pmon_store::RunContext;
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};

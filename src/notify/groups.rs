@@ -4,10 +4,10 @@
 
 use super::{NotifyOn, RunFacts};
 use crate::app::App;
-use crate::config::NotifyConfig;
 use crate::pipeline::PipelineCounters;
 use crate::query::db::Store;
-use crate::record::LogRecord;
+use pmon_core::config::NotifyConfig;
+use pmon_core::record::LogRecord;
 use std::time::{Duration, Instant};
 
 /// Groups are looked up at most this often (a store that is down is not

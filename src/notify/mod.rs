@@ -22,103 +22,13 @@ pub use deliver::deliver;
 pub use groups::NewGroupWatch;
 pub use verdict::{lost, new_error_group, restart_gave_up, run_end, RunEnd, RunFacts};
 
-use crate::config::NotifyConfig;
+use pmon_core::config::NotifyConfig;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// What happened, as `notify.on` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum NotifyOn {
-    Failed,
-    Crashed,
-    Lost,
-    RestartGaveUp,
-    Oom,
-    NewErrorGroup,
-}
-
-impl NotifyOn {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyOn::Failed => "failed",
-            NotifyOn::Crashed => "crashed",
-            NotifyOn::Lost => "lost",
-            NotifyOn::RestartGaveUp => "restart_gave_up",
-            NotifyOn::Oom => "oom",
-            NotifyOn::NewErrorGroup => "new_error_group",
-        }
-    }
-}
-
-/// `--notify TARGET…` and `--notify-on LIST` of one run or daemon: they
-/// replace the configuration's targets and triggers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NotifyOverride {
-    /// `http(s)://…`: the webhook; `none`: no notifications; anything else:
-    /// the command.
-    pub targets: Vec<String>,
-    pub on: Option<Vec<NotifyOn>>,
-}
-
-impl NotifyOverride {
-    /// `None` when no flag was given.
-    pub fn from_flags(targets: &[String], on: &[NotifyOn]) -> Option<NotifyOverride> {
-        (!targets.is_empty() || !on.is_empty()).then(|| NotifyOverride {
-            targets: targets.to_vec(),
-            on: (!on.is_empty()).then(|| on.to_vec()),
-        })
-    }
-}
-
-impl NotifyConfig {
-    /// The configuration with a run's `--notify` flags applied.
-    pub fn with_override(&self, flags: Option<&NotifyOverride>) -> NotifyConfig {
-        let mut config = self.clone();
-        let Some(flags) = flags else {
-            return config;
-        };
-        if !flags.targets.is_empty() {
-            config.webhook = None;
-            config.command = None;
-            for target in &flags.targets {
-                if target == "none" {
-                    config.webhook = None;
-                    config.command = None;
-                } else if is_url(target) {
-                    config.webhook = Some(target.clone());
-                } else {
-                    config.command = Some(target.clone());
-                }
-            }
-        }
-        if let Some(on) = &flags.on {
-            config.on = on.clone();
-        }
-        config
-    }
-
-    /// Whether `what` is to be sent anywhere.
-    pub fn wants(&self, what: NotifyOn) -> bool {
-        self.on.contains(&what) && (self.webhook.is_some() || self.command.is_some())
-    }
-}
-
-fn is_url(target: &str) -> bool {
-    target.starts_with("http://") || target.starts_with("https://")
-}
-
-/// The webhook's scheme and host, for messages: its path may be its key.
-pub fn redact_webhook(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(a webhook URL)".into();
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
-    format!("{scheme}://{host}/…")
-}
+pub use pmon_core::options::{NotifyOn, NotifyOverride};
 
 /// One notification: what the webhook receives and the command reads on stdin.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -227,45 +137,5 @@ pub fn send_detached(app: &crate::app::App, config: &NotifyConfig, n: Notificati
             );
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_replace_the_configured_targets_and_triggers() {
-        let config = NotifyConfig {
-            webhook: Some("https://hooks.example/a".into()),
-            ..NotifyConfig::default()
-        };
-        let flags = NotifyOverride::from_flags(&["./page-me.sh".into()], &[NotifyOn::Crashed]);
-        let applied = config.with_override(flags.as_ref());
-        assert_eq!(applied.webhook, None);
-        assert_eq!(applied.command.as_deref(), Some("./page-me.sh"));
-        assert!(applied.wants(NotifyOn::Crashed));
-        assert!(!applied.wants(NotifyOn::Failed));
-        let off = NotifyOverride::from_flags(&["none".into()], &[]);
-        assert!(!config.with_override(off.as_ref()).wants(NotifyOn::Crashed));
-        assert_eq!(NotifyOverride::from_flags(&[], &[]), None);
-        assert_eq!(config.with_override(None), config);
-    }
-
-    #[test]
-    fn nothing_is_wanted_without_a_target() {
-        assert!(!NotifyConfig::default().wants(NotifyOn::Failed));
-    }
-
-    #[test]
-    fn a_webhook_is_shown_by_its_host_only() {
-        assert_eq!(
-            redact_webhook("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/…"
-        );
-        assert_eq!(
-            redact_webhook("http://u:pw@127.0.0.1:9/x"),
-            "http://127.0.0.1:9/…"
-        );
     }
 }

@@ -2,10 +2,10 @@
 //! wants first, built from what the shipper or supervisor knows.
 
 use super::{Notification, NotifyOn};
-use crate::parse::fingerprint;
-use crate::record::{format_ts, parse_ts, LogRecord};
-use crate::run::RunState;
 use chrono::{DateTime, Utc};
+use pmon_core::parse::fingerprint;
+use pmon_core::record::{format_ts, parse_ts, LogRecord};
+use pmon_core::run::RunState;
 
 /// The run a notification is about.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl RunFacts {
             started_at: Some(self.started_at.clone()),
             duration_s: parse_ts(&self.started_at)
                 .map(|start| (now - start).num_milliseconds().max(0) as f64 / 1000.0),
-            host: crate::procinfo::hostname(),
+            host: pmon_core::procinfo::hostname(),
             timestamp: format_ts(&now),
             ..Notification::default()
         }
@@ -113,7 +113,7 @@ pub fn run_end(
 /// and where it was raised, the exit code.
 pub fn run_end_text(end: &RunEnd<'_>) -> String {
     let crash = end.last_error.and_then(|r| {
-        crate::parse::fault::crash_words(
+        pmon_core::parse::fault::crash_words(
             r.exception_type.as_deref(),
             r.exception_message.as_deref(),
             &r.message,
@@ -238,7 +238,7 @@ fn signal_name(sig: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Level, StreamKind};
+    use pmon_core::record::{Level, StreamKind};
 
     fn facts() -> RunFacts {
         RunFacts {

@@ -11,15 +11,15 @@ use std::sync::atomic::Ordering;
 /// The dump's record was parsed before the event arrived: the streams are
 /// closed, and so finished, before the shipper sends it.
 pub(super) fn with_crash_site(
-    mut event: crate::record::Event,
+    mut event: pmon_core::record::Event,
     counters: &PipelineCounters,
-) -> crate::record::Event {
+) -> pmon_core::record::Event {
     if event.event_type != "exit" || event.details["signal"].is_null() {
         return event;
     }
     let crash = counters.last_error_record.lock().ok().and_then(|last| {
         let r = last.as_ref()?;
-        crate::parse::fault::crash_words(
+        pmon_core::parse::fault::crash_words(
             r.exception_type.as_deref(),
             r.exception_message.as_deref(),
             &r.message,
@@ -42,7 +42,7 @@ pub struct ErrorGroupsSeen {
     pub watched: bool,
     seen: std::collections::HashSet<String>,
     /// First records of groups new to this run, oldest first.
-    pub fresh: Vec<(String, crate::record::LogRecord)>,
+    pub fresh: Vec<(String, pmon_core::record::LogRecord)>,
 }
 
 /// Past this many groups in one run (a message whose variable part the
@@ -52,11 +52,11 @@ const MAX_GROUPS_NOTICED: usize = 10_000;
 const MAX_FRESH: usize = 100;
 
 impl ErrorGroupsSeen {
-    fn note(&mut self, record: &crate::record::LogRecord) {
+    fn note(&mut self, record: &pmon_core::record::LogRecord) {
         if !self.watched {
             return;
         }
-        let Some(group) = crate::parse::fingerprint::error_group(record) else {
+        let Some(group) = pmon_core::parse::fingerprint::error_group(record) else {
             return;
         };
         if self.seen.len() < MAX_GROUPS_NOTICED
@@ -68,7 +68,7 @@ impl ErrorGroupsSeen {
     }
 }
 
-pub(super) fn note_error(record: &crate::record::LogRecord, counters: &PipelineCounters) {
+pub(super) fn note_error(record: &pmon_core::record::LogRecord, counters: &PipelineCounters) {
     if record.level.is_error() {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = counters.last_error_record.lock() {
@@ -78,7 +78,7 @@ pub(super) fn note_error(record: &crate::record::LogRecord, counters: &PipelineC
             groups.note(record);
         }
     }
-    let crash = crate::parse::fault::crash_words(
+    let crash = pmon_core::parse::fault::crash_words(
         record.exception_type.as_deref(),
         record.exception_message.as_deref(),
         &record.message,

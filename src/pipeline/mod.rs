@@ -10,14 +10,14 @@
 mod errors;
 mod outlet;
 
-use crate::framing::LineFramer;
-use crate::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
-use crate::record::{Event, Metric, ProgressUpdate, StreamKind};
-use crate::sink::{Batcher, BatcherSettings, Checkpoint, RunContext, Sink, SinkStats, SinkWorker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 pub use errors::ErrorGroupsSeen;
 use errors::{note_error, with_crash_site};
 use outlet::Outlet;
+use pmon_core::framing::LineFramer;
+use pmon_core::parse::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
+use pmon_core::record::{Event, Metric, ProgressUpdate, StreamKind};
+use pmon_store::{Batcher, BatcherSettings, Checkpoint, RunContext, Sink, SinkStats, SinkWorker};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub enum Msg {
     /// series are added on the pipeline thread, which counts lines).
     Sample(Vec<Metric>),
     /// The run's registry row changed (start, end): stores that keep their own copy need it.
-    Run(crate::run::Run),
+    Run(pmon_core::run::Run),
     /// No more input: finish everything and stop. (Senders may outlive the run,
     /// e.g. the signal thread, so the channel closing is not the signal.)
     Close,
@@ -98,7 +98,7 @@ pub struct PipelineCounters {
     /// daemon's status shows after a crash.
     pub last_error: std::sync::Mutex<Option<String>>,
     /// The newest ERROR or CRITICAL record itself, for the run's end notification.
-    pub last_error_record: std::sync::Mutex<Option<crate::record::LogRecord>>,
+    pub last_error_record: std::sync::Mutex<Option<pmon_core::record::LogRecord>>,
     /// Error groups this run has shown, and the first record of each one
     /// not yet looked up in the store (`new_error_group` notifications).
     pub error_groups: std::sync::Mutex<ErrorGroupsSeen>,
@@ -201,7 +201,7 @@ impl Pipeline {
         settings: PipelineSettings,
         sink: Box<dyn Sink>,
         ctx: RunContext,
-        first_seq: crate::run::SeqStart,
+        first_seq: pmon_core::run::SeqStart,
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
         // agent's memory growing without limit. No message carries more
@@ -506,7 +506,7 @@ fn deliver_file(
 
 fn finish_file(
     file: &mut FileState,
-    frames: &mut Vec<crate::framing::Framed>,
+    frames: &mut Vec<pmon_core::framing::Framed>,
     outputs: &mut Vec<Output>,
     outlet: &mut Outlet,
     counters: &PipelineCounters,
@@ -523,8 +523,8 @@ fn finish_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Level;
-    use crate::sink::Batch;
+    use pmon_core::record::Level;
+    use pmon_store::Batch;
     use std::time::Duration;
 
     fn meta(origin: &str, ino: u64, offset: u64, copy_of: Option<&str>) -> FileMeta {
@@ -569,7 +569,7 @@ mod tests {
         };
         // The batches as the batcher cuts them (the sink thread may merge
         // some into one write, never split them).
-        let (batch_tx, batch_rx) = crate::sink::batch_queue(usize::MAX);
+        let (batch_tx, batch_rx) = pmon_store::batch_queue(usize::MAX);
         let (tx, rx) = crossbeam_channel::unbounded();
         let text = "INFO:app:line 0\nINFO:app:line 1\nERROR:app:line 2\n";
         let end = text.len() as u64;
@@ -584,7 +584,7 @@ mod tests {
         ))
         .unwrap();
         tx.send(Msg::Close).unwrap();
-        let first = crate::run::SeqStart {
+        let first = pmon_core::run::SeqStart {
             logs: 0,
             metrics: 0,
         };

@@ -5,8 +5,8 @@
 
 use super::{PipelineCounters, Resources};
 use crate::metrics::{ProgressPace, Throughput};
-use crate::record::{Event, Metric, MetricType, ProgressUpdate};
-use crate::sink::Batcher;
+use pmon_core::record::{Event, Metric, MetricType, ProgressUpdate};
+use pmon_store::Batcher;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 

@@ -3,8 +3,8 @@
 
 use super::rows::LOG_COLUMNS;
 use super::sql::{Dialect, SqlValue};
-use crate::sink::postgres::IDS_PER_BATCH;
 use chrono::{DateTime, Utc};
+use pmon_store::postgres::IDS_PER_BATCH;
 
 /// The SQL-side filters of a log query.
 #[derive(Debug, Clone, Default)]
@@ -175,8 +175,8 @@ impl LogFilter {
                         "(id BETWEEN {} AND {} AND timestamp BETWEEN '{}' AND '{}')",
                         r.lo,
                         r.hi,
-                        crate::record::format_ts(&r.first),
-                        crate::record::format_ts(&r.last)
+                        pmon_core::record::format_ts(&r.first),
+                        pmon_core::record::format_ts(&r.last)
                     )
                 })
                 .collect();

@@ -6,8 +6,8 @@ use super::output::run_duration;
 use super::output::{escape_text, humanize_duration, local_time, write_json_line};
 use crate::app::App;
 use crate::cli::{Format, ListArgs};
-use crate::run::{Run, RunState};
 use chrono::{DateTime, Utc};
+use pmon_core::run::{Run, RunState};
 use serde::Serialize;
 use std::io::Write;
 
@@ -157,9 +157,9 @@ fn format_row(row: &[String; 6], widths: &[usize; 6]) -> String {
 mod tests {
     use super::*;
     use crate::query::tests::{insert_log, insert_run, temp_store, TestLog};
-    use crate::record::parse_ts;
+    use pmon_core::record::parse_ts;
 
-    fn sample() -> (tempfile::TempDir, crate::sink::SqliteStore) {
+    fn sample() -> (tempfile::TempDir, pmon_store::SqliteStore) {
         let (dir, store) = temp_store();
         let conn = store.conn();
         insert_run(conn, "etl", 1, "E1", "failed");

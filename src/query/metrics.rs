@@ -9,8 +9,8 @@ use super::output::{escape_text, humanize_duration, local_time, write_json_line}
 use super::select::{self, RunChoice};
 use crate::app::App;
 use crate::cli::{Format, MetricsArgs};
-use crate::record::{parse_ts, short_number, MetricType};
 use chrono::{DateTime, Utc};
+use pmon_core::record::{parse_ts, short_number, MetricType};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -150,8 +150,8 @@ impl Summary {
         let span = humanize_duration((self.to - self.from).to_std().unwrap_or_default());
         let mut text = format!(
             "window: {} to {} ({span}), {} samples\n",
-            local_time(&crate::record::format_ts(&self.from), false),
-            local_time(&crate::record::format_ts(&self.to), false),
+            local_time(&pmon_core::record::format_ts(&self.from), false),
+            local_time(&pmon_core::record::format_ts(&self.to), false),
             self.samples
         );
         if self.series.is_empty() {

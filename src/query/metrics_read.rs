@@ -4,8 +4,8 @@
 
 use super::db::{decode_all, pg_query, QueryDb};
 use super::sql::SqlValue;
-use crate::record::format_ts;
 use chrono::{DateTime, Utc};
+use pmon_core::record::format_ts;
 use rusqlite::params_from_iter;
 use serde::Serialize;
 use sqlx::Row;
@@ -66,7 +66,7 @@ impl MetricFilter {
             add(" AND name = {}", SqlValue::Text(n.clone()), &mut values);
         }
         if let Some(since) = &self.since {
-            let time = crate::record::parse_ts(since).unwrap_or_default();
+            let time = pmon_core::record::parse_ts(since).unwrap_or_default();
             let clause = format!(" AND timestamp >= {}", dialect.timestamp_param("{}"));
             add(&clause, SqlValue::Time(time), &mut values);
         }

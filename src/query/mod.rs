@@ -60,7 +60,7 @@ pub fn run(app: &App, cmd: QueryCommand) -> anyhow::Result<i32> {
 /// every query command.
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::sink::SqliteStore;
+    use pmon_store::SqliteStore;
     use rusqlite::{params, Connection};
 
     pub fn temp_store() -> (tempfile::TempDir, SqliteStore) {

@@ -9,67 +9,19 @@
 //! A reader that goes away early (`| head`) is not an error: writing stops
 //! quietly, as `cat` and `journalctl` do.
 
-use crate::run::RunState;
 use chrono::{DateTime, Local, Utc};
+use pmon_core::run::RunState;
+pub use pmon_core::text::{escape_text, first_line, humanize_duration};
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
-
-/// Makes stored text safe to print on one terminal line: control characters
-/// (C0, DEL, C1), line and paragraph separators and bidirectional overrides
-/// become visible escapes (`\x1b`, `\r`, `\n`, `\u{202e}`). A tab stays a tab.
-pub fn escape_text(text: &str) -> String {
-    if !text.chars().any(needs_escape) {
-        return text.to_string();
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if needs_escape(c) {
-            push_escape(&mut escaped, c);
-        } else {
-            escaped.push(c);
-        }
-    }
-    escaped
-}
-
-/// Characters a terminal would act on instead of showing, or that would break
-/// one record's line into several or reorder what the reader sees.
-fn needs_escape(c: char) -> bool {
-    if c == '\t' {
-        return false;
-    }
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}')
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-fn push_escape(out: &mut String, c: char) {
-    match c {
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        c if (c as u32) < 0x80 => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
-        c => {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        }
-    }
-}
-
-/// The first line of a possibly multi-line text (exception messages span
-/// lines; summaries show only the first).
-pub fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
-}
 
 /// A stored RFC 3339 timestamp in the reader's local time,
 /// `2026-11-27 10:00:00.123` (with millis) or `2026-11-27 10:00:00`.
 /// A timestamp that does not parse is shown as stored (escaped) rather than
 /// hidden, so nothing silently disappears from the output.
 pub fn local_time(stored: &str, with_millis: bool) -> String {
-    match crate::record::parse_ts(stored) {
+    match pmon_core::record::parse_ts(stored) {
         Some(ts) => {
             let local: DateTime<Local> = ts.with_timezone(&Local);
             let pattern = if with_millis {
@@ -80,27 +32,6 @@ pub fn local_time(stored: &str, with_millis: bool) -> String {
             local.format(pattern).to_string()
         }
         None => escape_text(stored),
-    }
-}
-
-/// A duration as people read it: `45s`, `2m 13s`, `3h 05m`, `2d 4h`.
-/// Two units are enough to tell a stuck run from a progressing one.
-pub fn humanize_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    let (days, hours, minutes, seconds) = (
-        secs / 86_400,
-        secs % 86_400 / 3_600,
-        secs % 3_600 / 60,
-        secs % 60,
-    );
-    if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {minutes:02}m")
-    } else if minutes > 0 {
-        format!("{minutes}m {seconds:02}s")
-    } else {
-        format!("{seconds}s")
     }
 }
 
@@ -168,9 +99,9 @@ pub fn run_duration(
     ended_at: Option<&str>,
     now: DateTime<Utc>,
 ) -> Option<Duration> {
-    let started = crate::record::parse_ts(started_at)?;
+    let started = pmon_core::record::parse_ts(started_at)?;
     let end = match ended_at {
-        Some(ended) => crate::record::parse_ts(ended)?,
+        Some(ended) => pmon_core::record::parse_ts(ended)?,
         None if state.is_live() => now,
         None => return None,
     };
@@ -180,38 +111,6 @@ pub fn run_duration(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_become_visible_escapes() {
-        assert_eq!(escape_text("\x1b[31mred\x1b[0m"), "\\x1b[31mred\\x1b[0m");
-        assert_eq!(
-            escape_text("a\rb\nc\x07d\x00e\x7f"),
-            "a\\rb\\nc\\x07d\\x00e\\x7f"
-        );
-        assert_eq!(escape_text("csi\u{9b}2J"), "csi\\u{9b}2J");
-        assert_eq!(escape_text("rtl\u{202e}txt"), "rtl\\u{202e}txt");
-    }
-
-    #[test]
-    fn ordinary_text_and_tabs_pass_unchanged() {
-        assert_eq!(escape_text("col1\tcol2 ünïcode ✓"), "col1\tcol2 ünïcode ✓");
-        assert_eq!(escape_text("C:\\path"), "C:\\path");
-    }
-
-    #[test]
-    fn durations_read_like_a_person_wrote_them() {
-        assert_eq!(humanize_duration(Duration::from_secs(0)), "0s");
-        assert_eq!(humanize_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(humanize_duration(Duration::from_secs(133)), "2m 13s");
-        assert_eq!(
-            humanize_duration(Duration::from_secs(3 * 3600 + 5 * 60 + 9)),
-            "3h 05m"
-        );
-        assert_eq!(
-            humanize_duration(Duration::from_secs(2 * 86_400 + 4 * 3600)),
-            "2d 4h"
-        );
-    }
 
     #[test]
     fn unparsable_timestamps_are_shown_escaped() {
@@ -244,7 +143,7 @@ mod tests {
 
     #[test]
     fn durations_of_ended_live_and_lost_runs() {
-        let now = crate::record::parse_ts("2026-11-27T10:05:00Z").expect("time");
+        let now = pmon_core::record::parse_ts("2026-11-27T10:05:00Z").expect("time");
         let start = "2026-11-27T10:00:00.000000Z";
         let ended = Some("2026-11-27T10:02:13.000000Z");
         assert_eq!(
@@ -256,7 +155,7 @@ mod tests {
             Some(Duration::from_secs(300))
         );
         assert_eq!(run_duration(RunState::Lost, start, None, now), None);
-        let before_start = crate::record::parse_ts("2026-11-27T09:00:00Z").expect("time");
+        let before_start = pmon_core::record::parse_ts("2026-11-27T09:00:00Z").expect("time");
         assert_eq!(
             run_duration(RunState::Running, start, None, before_start),
             Some(Duration::ZERO)

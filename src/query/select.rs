@@ -8,8 +8,8 @@
 use super::db::{QueryDb, Store};
 use super::filter::LogFilter;
 use crate::app::App;
-use crate::run::Run;
 use anyhow::bail;
+use pmon_core::run::Run;
 
 /// What `--run` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,8 +205,8 @@ pub fn no_such_experiment(name: &str, known: &[String], location: &str) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procinfo;
     use crate::query::tests::{insert_run, temp_store};
+    use pmon_core::procinfo;
 
     fn load(conn: &rusqlite::Connection, name: &str) -> anyhow::Result<Experiment> {
         Experiment::load(&mut QueryDb::Sqlite(conn), name)
@@ -286,6 +286,6 @@ mod tests {
             )
             .unwrap();
         let exp = load(store.conn(), "x").unwrap();
-        assert_eq!(exp.latest().state, crate::run::RunState::Lost);
+        assert_eq!(exp.latest().state, pmon_core::run::RunState::Lost);
     }
 }

@@ -2,8 +2,8 @@
 //! timestamp parameters) and the values both drivers bind: the bottom of
 //! `query/`, used by the filters and by `db.rs`, using nothing of them.
 
-use crate::record::format_ts;
 use chrono::{DateTime, Utc};
+use pmon_core::record::format_ts;
 use rusqlite::types::ToSqlOutput;
 
 /// The SQL dialect of a store, for the few places where the text differs.

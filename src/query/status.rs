@@ -10,8 +10,8 @@ use super::rows::ProgressRow;
 use super::select::{self, RunChoice};
 use crate::app::App;
 use crate::cli::{Format, StatusArgs};
-use crate::run::{Run, RunState};
 use chrono::{DateTime, Utc};
+use pmon_core::run::{Run, RunState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -55,7 +55,7 @@ pub struct LastMetric {
 /// this host's agents could not ship yet, which `query` cannot see there.
 pub fn spool_pending(app: &App) -> u64 {
     match app.existing_store() {
-        Ok(Some(store)) => crate::sink::spool::Spool::new(store)
+        Ok(Some(store)) => pmon_store::spool::Spool::new(store)
             .stats()
             .map_or(0, |s| s.pending),
         _ => 0,
@@ -194,7 +194,7 @@ fn state_text(report: &StatusReport) -> String {
 
 /// `stalled 34m`: how long a stalled run has printed nothing.
 pub fn stalled_words(since: Option<&str>, now: DateTime<Utc>) -> Option<String> {
-    let since = crate::record::parse_ts(since?)?;
+    let since = pmon_core::record::parse_ts(since?)?;
     let quiet = (now - since).to_std().unwrap_or_default();
     Some(format!(
         "stalled {}",
@@ -207,7 +207,7 @@ pub fn stalled_words(since: Option<&str>, now: DateTime<Utc>) -> Option<String> 
 fn crash_text(report: &StatusReport) -> Option<String> {
     let signal = signal_name(report.signal?);
     let last = report.last_error.as_ref()?;
-    let crash = crate::parse::fault::crash_words(
+    let crash = pmon_core::parse::fault::crash_words(
         last.exception_type.as_deref(),
         last.exception_message.as_deref(),
         &last.message,
@@ -359,7 +359,7 @@ fn bar(fraction: f64) -> String {
 
 /// Whole numbers without a fraction (`3`), others with up to two decimals.
 fn number(value: f64) -> String {
-    crate::record::short_number(value)
+    pmon_core::record::short_number(value)
 }
 
 /// `resources: rss 812.4 MiB, cpu 97.0%, 3 processes (sampled 10:00:03)`.
@@ -412,7 +412,7 @@ mod tests {
     use super::*;
     use crate::query::select::Experiment;
     use crate::query::tests::{insert_log, insert_progress, insert_run, temp_store, TestLog};
-    use crate::record::parse_ts;
+    use pmon_core::record::parse_ts;
 
     fn report_for_latest(conn: &rusqlite::Connection) -> (StatusReport, i64) {
         let db = &mut QueryDb::Sqlite(conn);
@@ -421,7 +421,7 @@ mod tests {
         (report, experiment.latest().ordinal)
     }
 
-    fn failed_run_with_progress() -> (tempfile::TempDir, crate::sink::SqliteStore) {
+    fn failed_run_with_progress() -> (tempfile::TempDir, pmon_store::SqliteStore) {
         let (dir, store) = temp_store();
         let conn = store.conn();
         insert_run(conn, "x", 1, "R1", "succeeded");
@@ -555,7 +555,7 @@ mod tests {
             .conn()
             .execute(
                 "UPDATE pipeline_runs SET host = ?1, agent_pid = ?2, agent_start = NULL",
-                rusqlite::params![crate::procinfo::hostname(), std::process::id()],
+                rusqlite::params![pmon_core::procinfo::hostname(), std::process::id()],
             )
             .unwrap();
         let (report, count) = report_for_latest(store.conn());

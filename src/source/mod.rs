@@ -23,10 +23,7 @@ pub struct Tee {
     pub plain_log: Option<Arc<Mutex<File>>>,
 }
 
-/// The most bytes any source hands the pipeline in one message. The
-/// pipeline's inbox holds 8 messages, so at most 512 KiB of input waits
-/// there, whatever the program prints (its queues are bounded by bytes).
-pub const CHUNK_BYTES: usize = 64 * 1024;
+pub use pmon_core::framing::CHUNK_BYTES;
 
 /// Reads `input` until end of file, copying every chunk to the echo target,
 /// the plain log and `deliver` (the pipeline, or the holder's capture

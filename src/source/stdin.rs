@@ -3,8 +3,8 @@
 
 use super::{pump, Tee};
 use crate::pipeline::Msg;
-use crate::record::StreamKind;
 use crossbeam_channel::Sender;
+use pmon_core::record::StreamKind;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 

@@ -11,12 +11,12 @@
 use super::child::{self, Spawned};
 use super::{pump, raw_fd_file, ProgramExit, Tee};
 use crate::pipeline::{Msg, PipelineCounters};
-use crate::procinfo;
-use crate::record::{Event, StreamKind};
 use crossbeam_channel::Sender;
 use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+use pmon_core::procinfo;
+use pmon_core::record::{Event, StreamKind};
 use serde_json::json;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -263,7 +263,7 @@ pub fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx
         .unwrap_or_default();
     let progress_text: Vec<String> = progress
         .iter()
-        .map(crate::record::ProgressUpdate::summary)
+        .map(pmon_core::record::ProgressUpdate::summary)
         .collect();
     eprintln!(
         "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth {spool}, child pid {pid} {}{}",

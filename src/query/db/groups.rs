@@ -6,9 +6,9 @@
 
 use super::super::sql::SqlValue;
 use super::{pg_query, QueryDb};
-use crate::record::format_ts;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use pmon_core::record::format_ts;
 use serde::Serialize;
 use sqlx::Row;
 

@@ -28,13 +28,14 @@ use super::rows::{LogRow, ProgressRow};
 use super::sql::{Dialect, SqlValue};
 use crate::app::App;
 use crate::cli::Format;
-use crate::procinfo;
-use crate::run::{self, Run};
-use crate::sink::postgres::IDS_PER_BATCH;
-use crate::sink::postgres::{PgError, PostgresStore};
-use crate::sink::spool::Spool;
-use crate::sink::SqliteStore;
 use anyhow::Context;
+use pmon_core::procinfo;
+use pmon_core::run::Run;
+use pmon_store::postgres::IDS_PER_BATCH;
+use pmon_store::postgres::{PgError, PostgresStore};
+use pmon_store::registry;
+use pmon_store::spool::Spool;
+use pmon_store::SqliteStore;
 pub(super) use postgres::{decode_all, pg_query};
 use postgres::{pg_each_log, pg_error_counts, pg_progress, pg_runs, pg_scalar, PG_RUN_COLUMNS};
 use rusqlite::Connection;
@@ -181,9 +182,9 @@ impl QueryDb<'_> {
         let host = procinfo::hostname();
         match self {
             QueryDb::Sqlite(conn) => {
-                run::mark_lost(conn, Some(experiment), &host)
+                registry::mark_lost(conn, Some(experiment), &host)
                     .context("could not update the state of runs whose agent is gone")?;
-                run::runs_of(conn, experiment).with_context(|| {
+                registry::runs_of(conn, experiment).with_context(|| {
                     format!("could not read the runs of experiment '{experiment}'")
                 })
             }
@@ -205,9 +206,9 @@ impl QueryDb<'_> {
         let host = procinfo::hostname();
         match self {
             QueryDb::Sqlite(conn) => {
-                run::mark_lost(conn, None, &host)
+                registry::mark_lost(conn, None, &host)
                     .context("could not update the state of runs whose agent is gone")?;
-                run::latest_runs(conn).context("could not read the runs")
+                registry::latest_runs(conn).context("could not read the runs")
             }
             QueryDb::Postgres(pg) => {
                 // Ordinals are counted per host, so two hosts may both have a
@@ -225,7 +226,7 @@ impl QueryDb<'_> {
     /// The names of all experiments.
     pub fn experiments(&mut self) -> anyhow::Result<Vec<String>> {
         let read = match self {
-            QueryDb::Sqlite(conn) => run::experiments(conn).map_err(anyhow::Error::from),
+            QueryDb::Sqlite(conn) => registry::experiments(conn).map_err(anyhow::Error::from),
             QueryDb::Postgres(pg) => {
                 let sql = "SELECT experiment_id FROM pipeline_runs GROUP BY experiment_id ORDER BY experiment_id COLLATE \"C\"";
                 pg.fetch_all(pg_query(sql, Vec::new()))
@@ -369,7 +370,7 @@ mod tests {
             let rows = stmt.query_map(params_from_iter(values), LogRow::from_row)?;
             rows.map(|row| {
                 let row = row?;
-                let time = crate::record::parse_ts(&row.timestamp).context("a time")?;
+                let time = pmon_core::record::parse_ts(&row.timestamp).context("a time")?;
                 Ok((row, time))
             })
             .collect()

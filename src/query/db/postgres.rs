@@ -4,11 +4,11 @@
 use super::super::filter::{IdBound, LogFilter, Order, PageAfter};
 use super::super::rows::{LogRow, ProgressRow};
 use super::super::sql::{Dialect, SqlValue};
-use crate::record::format_ts;
-use crate::run::{Run, RunState};
-use crate::sink::postgres::PostgresStore;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use pmon_core::record::format_ts;
+use pmon_core::run::{Run, RunState};
+use pmon_store::postgres::PostgresStore;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row};
 use std::collections::HashMap;
@@ -248,7 +248,7 @@ pub(super) fn pg_log(row: &PgRow) -> Result<(LogRow, DateTime<Utc>), sqlx::Error
 pub(super) fn pg_error_counts(
     pg: &mut PostgresStore,
     runs: &[Run],
-) -> Result<HashMap<String, u64>, crate::sink::postgres::PgError> {
+) -> Result<HashMap<String, u64>, pmon_store::postgres::PgError> {
     let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     let query = sqlx::query(
         "SELECT run_id, count(*) FROM pipeline_logs WHERE run_id = ANY($1) AND level IN ('ERROR', 'CRITICAL') GROUP BY run_id",

@@ -2,8 +2,8 @@
 
 use super::super::filter::{IdBound, LogFilter, Order};
 use super::super::rows::{LogRow, ProgressRow};
-use crate::run::Run;
 use anyhow::Context;
+use pmon_core::run::Run;
 use rusqlite::{params_from_iter, Connection};
 use std::collections::HashMap;
 

@@ -13,11 +13,11 @@ use super::output::escape_text;
 use super::select::{self, Experiment, RunChoice, RunScope};
 use crate::app::App;
 use crate::cli::{ErrorsArgs, Format, LogsArgs};
-use crate::config::parse_duration;
-use crate::record::{format_ts, parse_ts, Level};
-use crate::sink::sqlite::levels_from;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
+use pmon_core::config::parse_duration;
+use pmon_core::record::{format_ts, parse_ts, Level};
+use pmon_store::sqlite::levels_from;
 use regex::Regex;
 use std::io::Write;
 
@@ -277,7 +277,10 @@ pub fn write_errors(
 }
 
 /// The newest ERROR or CRITICAL record of a run, for `query status`.
-pub fn last_error(db: &mut QueryDb<'_>, run: &crate::run::Run) -> anyhow::Result<Option<LogRow>> {
+pub fn last_error(
+    db: &mut QueryDb<'_>,
+    run: &pmon_core::run::Run,
+) -> anyhow::Result<Option<LogRow>> {
     let filter = LogFilter {
         experiment: run.experiment_id.clone(),
         run_id: Some(run.run_id.clone()),

@@ -6,7 +6,7 @@ use super::super::output::{escape_text, local_time, write_json_line};
 use super::super::rows::LogRow;
 use super::super::select::{Experiment, RunScope};
 use crate::cli::Format;
-use crate::run::Run;
+use pmon_core::run::Run;
 use std::collections::HashMap;
 use std::io::Write;
 

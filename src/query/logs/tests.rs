@@ -56,7 +56,7 @@ fn run_logs(
 }
 
 /// Run 1 has one line; run 2 has four, inserted out of time order.
-fn two_runs() -> (tempfile::TempDir, crate::sink::SqliteStore) {
+fn two_runs() -> (tempfile::TempDir, pmon_store::SqliteStore) {
     let (dir, store) = temp_store();
     let conn = store.conn();
     insert_run(conn, "x", 1, "R1", "failed");

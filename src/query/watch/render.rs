@@ -11,7 +11,7 @@ use crate::query::output::{escape_text, first_line, humanize_duration, local_tim
 use crate::query::rows::LogRow;
 use crate::query::rows::ProgressRow;
 use crate::query::status::signal_name;
-use crate::run::RunState;
+use pmon_core::run::RunState;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols;
@@ -23,23 +23,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 use std::time::Duration;
 
-/// The four panels, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Panel {
-    Progress,
-    Memory,
-    Errors,
-    Logs,
-}
-
-impl Panel {
-    const ORDER: [Panel; 4] = [Panel::Progress, Panel::Memory, Panel::Errors, Panel::Logs];
-
-    pub fn next(self, step: isize) -> Panel {
-        let at = Panel::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
-        Panel::ORDER[(at + step).rem_euclid(Panel::ORDER.len() as isize) as usize]
-    }
-}
+pub use pmon_core::options::Panel;
 
 /// What the user has chosen to look at.
 #[derive(Debug, Clone)]
@@ -253,17 +237,17 @@ fn draw_task(frame: &mut Frame, row: Rect, task: &ProgressRow, view: &View) {
 
 fn task_figures(task: &ProgressRow) -> String {
     let unit = task.unit.as_deref().map(escape_text);
-    let mut text = crate::record::short_number(task.current);
+    let mut text = pmon_core::record::short_number(task.current);
     if let Some(total) = task.total {
         text.push('/');
-        text.push_str(&crate::record::short_number(total));
+        text.push_str(&pmon_core::record::short_number(total));
     }
     if let Some(unit) = &unit {
         text.push(' ');
         text.push_str(unit);
     }
     if let Some(rate) = task.rate {
-        text.push_str(&format!("  {}/s", crate::record::short_number(rate)));
+        text.push_str(&format!("  {}/s", pmon_core::record::short_number(rate)));
     }
     if let Some(eta) = task.eta_s.filter(|e| *e > 0.0 && e.is_finite()) {
         let eta = Duration::from_secs_f64(eta.min(1e9).ceil());

@@ -10,10 +10,10 @@ use crate::query::metrics_read::MetricFilter;
 use crate::query::rows::LogRow;
 use crate::query::rows::ProgressRow;
 use crate::query::select::Experiment;
-use crate::record::{parse_ts, Level};
-use crate::run::Run;
-use crate::sink::sqlite::levels_from;
 use chrono::{DateTime, Utc};
+use pmon_core::record::{parse_ts, Level};
+use pmon_core::run::Run;
+use pmon_store::sqlite::levels_from;
 
 /// Errors and log lines kept for the panels: more than a screen shows.
 const ERRORS_SHOWN: usize = 50;

@@ -61,7 +61,7 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
             offset,
             earlier: None,
             copy_of: None,
-            stream: crate::record::StreamKind::File,
+            stream: pmon_core::record::StreamKind::File,
             source: None,
             append_only: false,
         }));

@@ -116,7 +116,7 @@ struct Tracked {
 
 impl Tracked {
     fn origin(&self) -> String {
-        crate::sink::file_origin(self.dev, self.ino, self.generation)
+        pmon_store::file_origin(self.dev, self.ino, self.generation)
     }
 
     fn meta(&self) -> FileMeta {
@@ -130,7 +130,7 @@ impl Tracked {
             offset: self.offset,
             earlier: self.earlier.last().cloned(),
             copy_of: None,
-            stream: crate::record::StreamKind::File,
+            stream: pmon_core::record::StreamKind::File,
             source: None,
             append_only: false,
         }
