@@ -4,6 +4,7 @@
 mod examples;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pmon_core::options::Format;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -168,12 +169,12 @@ pub struct NotifyArgs {
         value_delimiter = ',',
         value_enum
     )]
-    pub notify_on: Vec<crate::notify::NotifyOn>,
+    pub notify_on: Vec<pmon_core::options::NotifyOn>,
 }
 
 impl NotifyArgs {
-    pub fn as_override(&self) -> Option<crate::notify::NotifyOverride> {
-        crate::notify::NotifyOverride::from_flags(&self.notify, &self.notify_on)
+    pub fn as_override(&self) -> Option<pmon_core::options::NotifyOverride> {
+        pmon_core::options::NotifyOverride::from_flags(&self.notify, &self.notify_on)
     }
 }
 
@@ -276,8 +277,6 @@ pub struct IngestArgs {
     pub new_run: bool,
 }
 
-pub use pmon_core::options::Format;
-
 #[derive(Debug, Args, Clone)]
 pub struct FormatArg {
     /// Output format; json prints JSON Lines
@@ -313,7 +312,7 @@ pub struct WatchArgs {
     pub experiment: String,
     /// Draw one panel alone, full size (the tmux layout's panes use this)
     #[arg(long, value_enum, value_name = "PANEL")]
-    pub panel: Option<crate::query::watch::Panel>,
+    pub panel: Option<pmon_core::options::Panel>,
 }
 
 #[derive(Debug, Args)]
@@ -479,8 +478,8 @@ pub struct DaemonStartArgs {
     #[arg(short, long, value_name = "EXP")]
     pub experiment: Option<String>,
     /// When to start the command again after it ends
-    #[arg(long, value_enum, default_value_t = crate::daemon::RestartPolicy::Never)]
-    pub restart: crate::daemon::RestartPolicy,
+    #[arg(long, value_enum, default_value_t = pmon_core::options::RestartPolicy::Never)]
+    pub restart: pmon_core::options::RestartPolicy,
     /// Use only these parsers (repeatable; `pmon-agent parsers list` names them) [default: all, first match wins]
     #[arg(long = "parser", value_name = "NAME")]
     pub parsers: Vec<String>,

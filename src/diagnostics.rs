@@ -62,7 +62,7 @@ pub fn init(verbose: u8) {
         Err(e) => {
             eprintln!(
                 "pmon-agent: warning: PMON_LOG={} is not a filter the agent understands ({e}); write it like PMON_LOG=sink=debug,tail=trace (stages: {}) or use -v, -vv",
-                crate::query::escape_text(&directives),
+                pmon_core::text::escape_text(&directives),
                 TARGETS.join(", ")
             );
             return;
@@ -114,7 +114,7 @@ impl Drop for EscapedLine {
 fn escaped_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let body = text.strip_suffix('\n').unwrap_or(&text);
-    let mut line = crate::query::escape_text(body);
+    let mut line = pmon_core::text::escape_text(body);
     line.push('\n');
     line
 }

@@ -1,17 +1,20 @@
 //! `pmon-agent daemon start|status|list|logs|pause|resume|stop|restart`.
 
 use crate::app::App;
-use crate::cli::{DaemonCommand, DaemonStartArgs, Format, FormatArg, GlobalArgs, LogsArgs};
-use crate::daemon::supervise::{signal_name, supervise, Supervise};
+use crate::cli::{DaemonCommand, DaemonStartArgs, FormatArg, GlobalArgs, LogsArgs};
+use crate::daemon::supervise::{supervise, Supervise};
 use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
 use crate::pipeline::Resources;
-use crate::query::{escape_text, LogsOptions};
+use crate::query::LogsOptions;
 use anyhow::{bail, Context};
 use chrono::Utc;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use pmon_core::options::Format;
 use pmon_core::record::{format_ts, parse_ts, Event};
 use pmon_core::run::RunState;
+use pmon_core::text::escape_text;
+use pmon_core::text::signal_name;
 use pmon_store::{Batch, RunContext};
 use serde_json::json;
 use std::os::unix::process::CommandExt;
@@ -159,7 +162,7 @@ fn start(
         cmd.arg("--config").arg(config);
     }
     cmd.args(["daemon", "supervise", "--name", &args.name, "--restart"])
-        .arg(restart_word(args))
+        .arg(args.restart.as_str())
         .args(args.parsers.iter().flat_map(|p| ["--parser", p]))
         .args(args.notify.notify.iter().flat_map(|n| ["--notify", n]))
         .args(args.no_faulthandler.then_some("--no-faulthandler"))
@@ -220,14 +223,6 @@ fn start(
         child.id()
     )?;
     Ok(0)
-}
-
-fn restart_word(args: &DaemonStartArgs) -> &'static str {
-    match args.restart {
-        crate::daemon::RestartPolicy::Never => "never",
-        crate::daemon::RestartPolicy::OnFailure => "on-failure",
-        crate::daemon::RestartPolicy::Always => "always",
-    }
 }
 
 fn print_states(
@@ -308,13 +303,15 @@ fn state_phrase(s: &DaemonState) -> String {
     let ago = |at: &Option<String>| {
         at.as_deref()
             .and_then(parse_ts)
-            .map(|t| humanize((Utc::now() - t).to_std().unwrap_or_default()))
+            .map(|t| {
+                pmon_core::text::humanize_duration((Utc::now() - t).to_std().unwrap_or_default())
+            })
             .unwrap_or_else(|| "?".into())
     };
     match s.state {
         RunState::Running => format!(
             "running for {} (pid {})",
-            humanize(
+            pmon_core::text::humanize_duration(
                 parse_ts(&s.started_at)
                     .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
                     .unwrap_or_default()
@@ -336,16 +333,6 @@ fn state_phrase(s: &DaemonState) -> String {
         ),
         RunState::Stopped => format!("stopped {} ago", ago(&s.ended_at)),
         RunState::Succeeded => format!("succeeded {} ago (exit 0)", ago(&s.ended_at)),
-    }
-}
-
-fn humanize(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        3600..=86399 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
     }
 }
 

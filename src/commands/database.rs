@@ -1,9 +1,11 @@
 //! `pmon-agent spool status|replay`, `pmon-agent db migrate` and `db prune`.
 
 use crate::app::App;
-use crate::cli::{DbCommand, Format, SpoolCommand};
+use crate::cli::{DbCommand, SpoolCommand};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pmon_core::options::Format;
+use pmon_core::text::plural;
 use pmon_store::postgres::PostgresStore;
 use pmon_store::retention::{self, PruneReport};
 use pmon_store::spool::{RetryBackoff, Spool, SpoolStats, SpoolingSink};
@@ -21,9 +23,9 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
                     serde_json::json!({"pending": stats.pending, "oldest": stats.oldest, "bytes": stats.bytes})
                 )?,
                 Format::Text => crate::outln!(
-                    "{} records waiting in {} batches ({} bytes){}",
-                    stats.pending,
-                    stats.batches,
+                    "{} waiting in {} ({} bytes){}",
+                    plural(stats.pending, "record", "records"),
+                    plural(stats.batches, "batch", "batches"),
                     stats.bytes,
                     stats
                         .oldest
@@ -73,7 +75,7 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         _ => bar.finish_and_clear(),
     }
     let shipped = shipped.context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
-    crate::outln!("replayed {shipped} records")?;
+    crate::outln!("replayed {}", plural(shipped, "record", "records"))?;
     Ok(0)
 }
 
@@ -85,8 +87,9 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             let mut pg = PostgresStore::new(url)?;
             let applied = pg.connect()?;
             crate::outln!(
-                "{}: {applied} migrations applied; the schema is up to date",
-                pg.display_url()
+                "{}: {} applied; the schema is up to date",
+                pg.display_url(),
+                plural(applied as u64, "migration", "migrations")
             )?;
             Ok(0)
         }
@@ -278,19 +281,20 @@ pub fn prune(app: &App, age: std::time::Duration, dry_run: bool) -> anyhow::Resu
 fn prune_text(r: &PruneReport, age: std::time::Duration) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     let mut text = format!(
-        "{verb} {} runs that ended, {} log records, {} events, {} metric samples and {} progress rows older than {} ({} ago)",
-        r.runs,
-        r.logs,
-        r.events,
-        r.metrics,
-        r.progress,
+        "{verb} {} that ended, {}, {}, {} and {} older than {} ({} ago)",
+        plural(r.runs, "run", "runs"),
+        plural(r.logs, "log record", "log records"),
+        plural(r.events, "event", "events"),
+        plural(r.metrics, "metric sample", "metric samples"),
+        plural(r.progress, "progress row", "progress rows"),
         r.cutoff,
         humantime::format_duration(age)
     );
     if r.live_runs_kept > 0 {
         text.push_str(&format!(
-            "; {} live runs with older records are kept whole",
-            r.live_runs_kept
+            "; {} with older records {} kept whole",
+            plural(r.live_runs_kept, "live run", "live runs"),
+            if r.live_runs_kept == 1 { "is" } else { "are" }
         ));
     }
     text

@@ -3,12 +3,13 @@
 //! examples still hold.
 
 use crate::app::App;
-use crate::cli::{Format, GlobalArgs, ParsersCommand};
-use crate::query::output::escape_text;
+use crate::cli::{GlobalArgs, ParsersCommand};
 use anyhow::Context;
+use pmon_core::options::Format;
 use pmon_core::parse::declarative::{self, DeclarativeParser, ParserSource};
 use pmon_core::parse::{assemble_bytes, Output, ParserChain};
 use pmon_core::record::LogRecord;
+use pmon_core::text::escape_text;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 /// How long the shipper sleeps when the capture has nothing new.
 const IDLE: Duration = Duration::from_millis(10);
 /// Most bytes read from a capture file at once (and handed on in one message).
-const READ_CHUNK: usize = crate::source::CHUNK_BYTES;
+const READ_CHUNK: usize = pmon_core::framing::CHUNK_BYTES;
 
 pub fn run(global: &crate::cli::GlobalArgs, args: ShipArgs) -> anyhow::Result<i32> {
     let mut app = match App::new(global) {
@@ -185,7 +185,7 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
         // shipped; the run shows as lost (its agent is gone).
         recording.pipeline.finish();
         new_groups.finish(app, &counters, None);
-        if notify.wants(notify::NotifyOn::Lost) {
+        if notify.wants(pmon_core::options::NotifyOn::Lost) {
             notify::send_detached(app, &notify, notify::lost(&facts, Utc::now()));
         }
         return Ok(0);
@@ -348,10 +348,7 @@ fn record_the_end(recording: &Recording, end: &ProgramEnd, memory: &MemoryWatch)
         Some(error) => json!({"error": error}),
         None => {
             let state = end_state(end.exit_code, end.signal, end.forwarded);
-            let signal_name = end
-                .signal
-                .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
-                .map(|s| s.as_str());
+            let signal_name = end.signal.map(pmon_core::text::signal_name);
             json!({"pid": end.pid, "exit_code": end.exit_code, "signal": end.signal, "signal_name": signal_name, "state": state.as_str(),
                 "last_rss_bytes": last_rss_bytes, "likely_out_of_memory": oom.as_ref().map(OomVerdict::describe)})
         }

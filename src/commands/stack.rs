@@ -4,11 +4,12 @@
 //! stuck (see the stall detector), this is the first thing to ask.
 
 use crate::app::App;
-use crate::cli::{Format, StackArgs};
+use crate::cli::StackArgs;
 use crate::daemon::{DaemonDir, DaemonState};
-use crate::query::escape_text;
 use anyhow::{bail, Context};
+use pmon_core::options::Format;
 use pmon_core::procinfo::pyspy;
+use pmon_core::text::escape_text;
 use serde_json::{json, Value};
 use std::io::Write;
 

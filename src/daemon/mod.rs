@@ -17,14 +17,13 @@ pub mod live;
 pub mod replay;
 pub mod supervise;
 
+use pmon_core::options::RestartPolicy;
 use pmon_core::paths::DataDir;
 use pmon_core::procinfo;
 use pmon_core::run::RunState;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
-
-pub use pmon_core::options::RestartPolicy;
 
 /// The delay before restart number `attempt` (0-based): doubling from
 /// `first`, never more than `max`.
@@ -44,7 +43,7 @@ pub struct DaemonState {
     pub parsers: Vec<String>,
     /// `--notify` / `--notify-on` given at start (kept for `daemon restart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<crate::notify::NotifyOverride>,
+    pub notify: Option<pmon_core::options::NotifyOverride>,
     /// `--no-faulthandler` given at start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_faulthandler: bool,

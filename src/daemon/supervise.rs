@@ -4,15 +4,17 @@
 //! in a new session), so it outlives the terminal that started it.
 
 use super::replay::BackgroundReplay;
-use super::{backoff, DaemonDir, DaemonState, RestartPolicy};
+use super::{backoff, DaemonDir, DaemonState};
 use crate::app::App;
 use crate::holder::{self, ChildSpec, HolderEnv, Ran};
 use anyhow::Context;
 use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
+use pmon_core::options::RestartPolicy;
 use pmon_core::procinfo;
 use pmon_core::record::{format_ts, Event};
 use pmon_core::run::{RunState, StartMode};
+use pmon_core::text::{plural, signal_name};
 use pmon_store::RunContext;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -26,7 +28,7 @@ pub struct Supervise<'a> {
     pub parsers: &'a [String],
     pub command: &'a [String],
     /// `--notify` / `--notify-on`.
-    pub notify: Option<crate::notify::NotifyOverride>,
+    pub notify: Option<pmon_core::options::NotifyOverride>,
     /// `--no-faulthandler`.
     pub no_faulthandler: bool,
 }
@@ -45,11 +47,17 @@ fn start_pruning(app: &App, age: Duration) {
         .spawn(move || loop {
             match pmon_store::retention::prune_store(url.as_deref(), &db_path, age, false) {
                 Ok(r) if !r.is_empty() => eprintln!(
-                    "pmon-agent: pruned {} runs, {} log records, {} events, {} metric samples older than {}",
-                    r.runs, r.logs, r.events, r.metrics, r.cutoff
+                    "pmon-agent: pruned {}, {}, {}, {} older than {}",
+                    plural(r.runs, "run", "runs"),
+                    plural(r.logs, "log record", "log records"),
+                    plural(r.events, "event", "events"),
+                    plural(r.metrics, "metric sample", "metric samples"),
+                    r.cutoff
                 ),
                 Ok(_) => {}
-                Err(e) => eprintln!("pmon-agent: warning: pruning the store failed: {e:#}; tried again in an hour"),
+                Err(e) => eprintln!(
+                    "pmon-agent: warning: pruning the store failed: {e:#}; tried again in an hour"
+                ),
             }
             std::thread::sleep(PRUNE_EVERY);
         });
@@ -184,16 +192,17 @@ fn replay_after_the_end(dir: &DaemonDir, name: &str, replay: &mut BackgroundRepl
         return;
     }
     eprintln!(
-        "pmon-agent: daemon {name} has ended; {waiting} records wait in the spool for PostgreSQL. \
+        "pmon-agent: daemon {name} has ended; {} in the spool for PostgreSQL. \
          This supervisor (pid {}) keeps shipping them in the background until they are in; \
          `pmon-agent daemon stop {name}` ends that, `pmon-agent spool replay` ships them by hand.",
+        plural(waiting, "record waits", "records wait"),
         std::process::id()
     );
     loop {
         if dir.stop_path(name).exists() {
             eprintln!(
-                "pmon-agent: stopped shipping the spool of daemon {name}; {} records stay in it for `pmon-agent spool replay`",
-                replay.pending()
+                "pmon-agent: stopped shipping the spool of daemon {name}; {} in it for `pmon-agent spool replay`",
+                plural(replay.pending(), "record stays", "records stay")
             );
             return;
         }
@@ -219,12 +228,6 @@ fn restart_reason(state: &DaemonState) -> String {
         (_, Some(sig)) => format!("killed by {}", signal_name(sig)),
         _ => "ended".into(),
     }
-}
-
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 /// One run of the command; `None` if it could not be started at all.
@@ -313,7 +316,7 @@ fn wait_or_stop(
 /// `restart_gave_up`: the daemon stays down until someone starts it.
 fn notify_gave_up(app: &App, args: &Supervise<'_>, state: &DaemonState, reason: &str) {
     let config = app.config.notify.with_override(args.notify.as_ref());
-    if !config.wants(crate::notify::NotifyOn::RestartGaveUp) {
+    if !config.wants(pmon_core::options::NotifyOn::RestartGaveUp) {
         return;
     }
     let facts = crate::notify::RunFacts {

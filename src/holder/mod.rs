@@ -56,7 +56,7 @@ pub struct ChildSpec {
     pub parsers: Vec<String>,
     /// `--notify` / `--notify-on`: the notification settings of this run.
     #[serde(default)]
-    pub notify: Option<crate::notify::NotifyOverride>,
+    pub notify: Option<pmon_core::options::NotifyOverride>,
     /// `--no-faulthandler`: leave `PYTHONFAULTHANDLER` unset.
     #[serde(default)]
     pub no_faulthandler: bool,

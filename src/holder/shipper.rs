@@ -38,7 +38,7 @@ struct Recipe {
     pty: bool,
     daemon: Option<String>,
     parsers: Vec<String>,
-    notify: Option<crate::notify::NotifyOverride>,
+    notify: Option<pmon_core::options::NotifyOverride>,
 }
 
 impl Recipe {
@@ -338,10 +338,7 @@ fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
-        (_, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
-            Ok(known) => format!("killed by {}", known.as_str()),
-            Err(_) => format!("killed by signal {signal}"),
-        },
+        (_, Some(signal)) => format!("killed by {}", pmon_core::text::signal_name(signal)),
         _ => "unknown".into(),
     }
 }

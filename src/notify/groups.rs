@@ -2,11 +2,12 @@
 //! looked up in the store; a group none of the experiment's earlier runs
 //! had is notified, once, while the run goes on.
 
-use super::{NotifyOn, RunFacts};
+use super::RunFacts;
 use crate::app::App;
 use crate::pipeline::PipelineCounters;
 use crate::query::db::Store;
 use pmon_core::config::NotifyConfig;
+use pmon_core::options::NotifyOn;
 use pmon_core::record::LogRecord;
 use std::time::{Duration, Instant};
 

@@ -28,7 +28,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// What happened, as `notify.on` names it.
-pub use pmon_core::options::{NotifyOn, NotifyOverride};
 
 /// One notification: what the webhook receives and the command reads on stdin.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,11 +1,13 @@
 //! The notifications themselves: what happened, and the one line a person
 //! wants first, built from what the shipper or supervisor knows.
 
-use super::{Notification, NotifyOn};
+use super::Notification;
 use chrono::{DateTime, Utc};
+use pmon_core::options::NotifyOn;
 use pmon_core::parse::fingerprint;
 use pmon_core::record::{format_ts, parse_ts, LogRecord};
 use pmon_core::run::RunState;
+use pmon_core::text::signal_name;
 
 /// The run a notification is about.
 #[derive(Debug, Clone)]
@@ -53,7 +55,7 @@ impl RunFacts {
             .map(|d| {
                 format!(
                     " after {}",
-                    crate::query::humanize_duration(std::time::Duration::from_secs(d.as_secs()))
+                    pmon_core::text::humanize_duration(std::time::Duration::from_secs(d.as_secs()))
                 )
             })
             .unwrap_or_default()
@@ -229,10 +231,6 @@ fn site(record: &LogRecord) -> Option<fingerprint::Frame> {
 /// `train.py` of `/home/u/proj/train.py`: the line is for a glance.
 fn short_file(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-fn signal_name(sig: i32) -> String {
-    crate::daemon::supervise::signal_name(sig)
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ impl Pipeline {
     ) -> Pipeline {
         // Bounded: a source that outruns parsing waits here instead of the
         // agent's memory growing without limit. No message carries more
-        // than `source::CHUNK_BYTES`: at most 512 KiB waits here.
+        // than `framing::CHUNK_BYTES`: at most 512 KiB waits here.
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(8);
         let counters = Arc::new(PipelineCounters::default());
         let thread_counters = counters.clone();

@@ -4,10 +4,12 @@
 //! another, and `--new` shows only those first seen in the latest run.
 
 use super::db::{self, GroupRow, Store};
-use super::output::{escape_text, first_line, local_time, write_json_line};
+use super::output::{local_time, write_json_line};
 use super::select::{open_store_of, Experiment};
 use crate::app::App;
-use crate::cli::{ErrorsArgs, Format};
+use crate::cli::ErrorsArgs;
+use pmon_core::options::Format;
+use pmon_core::text::{escape_text, first_line};
 use std::collections::HashMap;
 use std::io::Write;
 

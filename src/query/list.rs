@@ -3,11 +3,13 @@
 
 use super::db::{self, QueryDb, Store};
 use super::output::run_duration;
-use super::output::{escape_text, humanize_duration, local_time, write_json_line};
+use super::output::{local_time, write_json_line};
 use crate::app::App;
-use crate::cli::{Format, ListArgs};
+use crate::cli::ListArgs;
 use chrono::{DateTime, Utc};
+use pmon_core::options::Format;
 use pmon_core::run::{Run, RunState};
+use pmon_core::text::{escape_text, humanize_duration};
 use serde::Serialize;
 use std::io::Write;
 

@@ -5,12 +5,14 @@
 //! line, values in base units.
 
 use super::metrics_read::{MetricFilter, MetricRow};
-use super::output::{escape_text, humanize_duration, local_time, write_json_line};
+use super::output::{local_time, write_json_line};
 use super::select::{self, RunChoice};
 use crate::app::App;
-use crate::cli::{Format, MetricsArgs};
+use crate::cli::MetricsArgs;
 use chrono::{DateTime, Utc};
+use pmon_core::options::Format;
 use pmon_core::record::{parse_ts, short_number, MetricType};
+use pmon_core::text::{escape_text, humanize_duration};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -149,10 +151,10 @@ impl Summary {
     pub fn text(&self, spark: bool) -> String {
         let span = humanize_duration((self.to - self.from).to_std().unwrap_or_default());
         let mut text = format!(
-            "window: {} to {} ({span}), {} samples\n",
+            "window: {} to {} ({span}), {}\n",
             local_time(&pmon_core::record::format_ts(&self.from), false),
             local_time(&pmon_core::record::format_ts(&self.to), false),
-            self.samples
+            pmon_core::text::plural(self.samples as u64, "sample", "samples")
         );
         if self.series.is_empty() {
             text.push_str("no metric samples in this window (they are taken every monitoring.metrics_interval while a wrapped program or daemon runs)\n");

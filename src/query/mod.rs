@@ -35,7 +35,6 @@ mod status;
 pub mod watch;
 
 pub use logs::{logs_with, LogsOptions};
-pub use output::{escape_text, humanize_duration};
 pub use status::stalled_words;
 
 use crate::app::App;

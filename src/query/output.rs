@@ -11,7 +11,6 @@
 
 use chrono::{DateTime, Local, Utc};
 use pmon_core::run::RunState;
-pub use pmon_core::text::{escape_text, first_line, humanize_duration};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::time::Duration;
@@ -31,7 +30,7 @@ pub fn local_time(stored: &str, with_millis: bool) -> String {
             };
             local.format(pattern).to_string()
         }
-        None => escape_text(stored),
+        None => pmon_core::text::escape_text(stored),
     }
 }
 

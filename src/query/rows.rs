@@ -1,7 +1,7 @@
 //! The rows queries read, as printed and as `--format json` serialises them
 //! (the spec's field names): what both stores' SQL is decoded into.
 
-use super::output::first_line;
+use pmon_core::text::first_line;
 use rusqlite::Row;
 use serde::Serialize;
 

@@ -4,14 +4,17 @@
 
 use super::db::QueryDb;
 use super::output::run_duration;
-use super::output::{escape_text, first_line, humanize_duration, local_time, write_json_line};
+use super::output::{local_time, write_json_line};
 use super::rows::LogRow;
 use super::rows::ProgressRow;
 use super::select::{self, RunChoice};
 use crate::app::App;
-use crate::cli::{Format, StatusArgs};
+use crate::cli::StatusArgs;
 use chrono::{DateTime, Utc};
+use pmon_core::options::Format;
 use pmon_core::run::{Run, RunState};
+use pmon_core::text::signal_name;
+use pmon_core::text::{escape_text, first_line, humanize_duration};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -198,7 +201,7 @@ pub fn stalled_words(since: Option<&str>, now: DateTime<Utc>) -> Option<String> 
     let quiet = (now - since).to_std().unwrap_or_default();
     Some(format!(
         "stalled {}",
-        super::output::humanize_duration(quiet)
+        pmon_core::text::humanize_duration(quiet)
     ))
 }
 
@@ -213,14 +216,6 @@ fn crash_text(report: &StatusReport) -> Option<String> {
         &last.message,
     )?;
     crash.starts_with(&format!("{signal} ")).then_some(crash)
-}
-
-/// `SIGKILL` for 9; `signal 77` for numbers this platform does not name.
-pub fn signal_name(signal: i32) -> String {
-    match nix::sys::signal::Signal::try_from(signal) {
-        Ok(known) => known.as_str().to_string(),
-        Err(_) => format!("signal {signal}"),
-    }
 }
 
 fn duration_text(report: &StatusReport, now: DateTime<Utc>) -> String {
@@ -401,10 +396,7 @@ fn last_error_text(last_error: Option<&LogRow>) -> String {
 }
 
 fn spool_text(pending: u64) -> String {
-    match pending {
-        1 => "1 record waiting".to_string(),
-        n => format!("{n} records waiting"),
-    }
+    pmon_core::text::plural(pending, "record waiting", "records waiting")
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod wrap;
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pmon_core::framing::CHUNK_BYTES;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,8 +23,6 @@ pub struct Tee {
     /// The run's plain log file, shared by the streams of a run.
     pub plain_log: Option<Arc<Mutex<File>>>,
 }
-
-pub use pmon_core::framing::CHUNK_BYTES;
 
 /// Reads `input` until end of file, copying every chunk to the echo target,
 /// the plain log and `deliver` (the pipeline, or the holder's capture

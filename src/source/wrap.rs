@@ -266,7 +266,9 @@ pub fn status_report(pid: u32, started: Instant, counters: &PipelineCounters, tx
         .map(pmon_core::record::ProgressUpdate::summary)
         .collect();
     eprintln!(
-        "pmon-agent: status: uptime {uptime:.1}s, {lines} lines read, {records} records shipped, spool depth {spool}, child pid {pid} {}{}",
+        "pmon-agent: status: uptime {uptime:.1}s, {} read, {} shipped, spool depth {spool}, child pid {pid} {}{}",
+        pmon_core::text::plural(lines, "line", "lines"),
+        pmon_core::text::plural(records, "record", "records"),
         resources.describe().unwrap_or_else(|| "rss unknown".into()),
         if progress_text.is_empty() { String::new() } else { format!(", progress: {}", progress_text.join("; ")) }
     );

@@ -52,7 +52,7 @@ fn refused(server: &PgServer, out: &std::process::Output, exp: &str, reason: &st
         "{exp}: {err}"
     );
     assert!(
-        lines[1].contains("records wait in the spool")
+        lines[1].contains(" in the spool (")
             && lines[1].contains("refused them (said above)"),
         "{exp}: {err}"
     );

@@ -177,7 +177,8 @@ fn prune_takes_its_age_from_retention_and_asks_for_one_without() {
     let out = agent.run(&["db", "prune"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.success() && text.starts_with("removed 0 runs that ended, 1 log records"),
+        out.status.success()
+            && text.starts_with("removed 0 runs that ended, 1 log record, 0 events"),
         "{text}"
     );
 }

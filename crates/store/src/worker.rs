@@ -122,7 +122,7 @@ fn write_one(
                 if waits.closing.load(std::sync::atomic::Ordering::SeqCst) {
                     let since = *closing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= waits.shutdown_timeout {
-                        eprintln!("pmon-agent: warning: {e}; {} records of this run could not be stored before it ended (they are in the plain log file if it could grow); free space in the data dir", batch.logs.len());
+                        eprintln!("pmon-agent: warning: {e}; {} of this run could not be stored before it ended (they are in the plain log file if it could grow); free space in the data dir", pmon_core::text::plural(batch.logs.len() as u64, "record", "records"));
                         return false;
                     }
                 }

@@ -9,14 +9,15 @@
 //! `tail -f` on the store.
 
 use super::db::{self, QueryDb};
-use super::output::escape_text;
 use super::select::{self, Experiment, RunChoice, RunScope};
 use crate::app::App;
-use crate::cli::{ErrorsArgs, Format, LogsArgs};
+use crate::cli::{ErrorsArgs, LogsArgs};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use pmon_core::config::parse_duration;
+use pmon_core::options::Format;
 use pmon_core::record::{format_ts, parse_ts, Level};
+use pmon_core::text::escape_text;
 use pmon_store::sqlite::levels_from;
 use regex::Regex;
 use std::io::Write;

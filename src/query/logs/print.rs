@@ -2,11 +2,12 @@
 //! the traceback indented below, or a ` [ValueError: …]` hint), or a JSON
 //! line; a header when the records move on to another run.
 
-use super::super::output::{escape_text, local_time, write_json_line};
+use super::super::output::{local_time, write_json_line};
 use super::super::rows::LogRow;
 use super::super::select::{Experiment, RunScope};
-use crate::cli::Format;
+use pmon_core::options::Format;
 use pmon_core::run::Run;
+use pmon_core::text::escape_text;
 use std::collections::HashMap;
 use std::io::Write;
 

@@ -17,11 +17,10 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use render::Panel;
-
 use crate::app::App;
 use crate::cli::WatchArgs;
 use crate::query::db::Store;
+use pmon_core::options::Panel;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{execute, terminal};
 use ratatui::prelude::CrosstermBackend;

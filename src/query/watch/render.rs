@@ -7,11 +7,13 @@
 
 use super::snapshot::Snapshot;
 use crate::query::metrics::human;
-use crate::query::output::{escape_text, first_line, humanize_duration, local_time};
+use crate::query::output::local_time;
 use crate::query::rows::LogRow;
 use crate::query::rows::ProgressRow;
-use crate::query::status::signal_name;
+use pmon_core::options::Panel;
 use pmon_core::run::RunState;
+use pmon_core::text::signal_name;
+use pmon_core::text::{escape_text, first_line, humanize_duration};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols;
@@ -22,8 +24,6 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 use std::time::Duration;
-
-pub use pmon_core::options::Panel;
 
 /// What the user has chosen to look at.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! a raw BEL), and an uncaught ValueError, run through the agent's own wrap
 //! path into a temporary embedded store.
 
-use super::render::{self, Panel, View};
+use super::render::{self, View};
 use super::snapshot::{Snapshot, Watcher};
 use super::{handle_key, Action};
 use crate::app::App;
@@ -13,6 +13,7 @@ use crate::metrics::MetricsSampler;
 use crate::pipeline::Msg;
 use crate::query::db::Store;
 use crate::source::wrap::{self, Feed, WrapOptions};
+use pmon_core::options::Panel;
 use pmon_core::record::{Event, StreamKind};
 use pmon_core::run::StartMode;
 use pmon_store::SqliteStore;

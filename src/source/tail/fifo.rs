@@ -74,7 +74,7 @@ fn follow(path: &Path, origin: &str, tx: &Sender<Msg>, once: bool) {
 }
 
 fn pump(fifo: &mut File, origin: &str, tx: &Sender<Msg>) -> u64 {
-    let mut buf = vec![0u8; crate::source::CHUNK_BYTES];
+    let mut buf = vec![0u8; pmon_core::framing::CHUNK_BYTES];
     let mut total = 0;
     loop {
         match fifo.read(&mut buf) {

@@ -48,7 +48,7 @@ const SMALL_FILE_WAIT: Duration = Duration::from_secs(1);
 /// A file no longer at any watched path is read for this long after its last
 /// new byte (a writer may still finish a line after rotation), then closed.
 const ROTATED_GRACE: Duration = Duration::from_secs(2);
-const CHUNK: usize = crate::source::CHUNK_BYTES;
+const CHUNK: usize = pmon_core::framing::CHUNK_BYTES;
 /// Per file and pass, so one busy file cannot starve the others.
 const MAX_PER_PASS: u64 = 4 << 20;
 

@@ -257,8 +257,8 @@ impl SpoolingSink {
         }
         self.warned_full = Some(Instant::now());
         eprintln!(
-            "pmon-agent: warning: the spool is full ({bytes} bytes, logging.database.spool_max_bytes); {} records dropped so far (they are still in the plain log file)",
-            self.dropped
+            "pmon-agent: warning: the spool is full ({bytes} bytes, logging.database.spool_max_bytes); {} dropped so far (they are still in the plain log file)",
+            pmon_core::text::plural(self.dropped, "record", "records")
         );
         let mut note = Batch::default();
         note.events.push(Event::now(
@@ -549,8 +549,9 @@ impl Sink for SpoolingSink {
                 ),
             };
             eprintln!(
-                "pmon-agent: {left} records wait in the spool ({}): PostgreSQL at {} {why}. \
+                "pmon-agent: {} in the spool ({}): PostgreSQL at {} {why}. \
                  Ship them with `pmon-agent spool replay`; the next pmon-agent run with this data dir also ships them first.",
+                pmon_core::text::plural(left, "record waits", "records wait"),
                 self.spool_path,
                 self.pg.display_url()
             );

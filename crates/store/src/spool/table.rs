@@ -8,6 +8,9 @@ use chrono::Utc;
 use pmon_core::record::{format_ts, Event};
 use rusqlite::{params, OptionalExtension};
 
+/// A spool row as read: id, experiment, run, and the batch as JSON.
+type SpooledRow = (i64, String, String, Vec<u8>);
+
 /// What is waiting in the spool.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SpoolStats {
@@ -174,26 +177,24 @@ impl Spool {
         )?)
     }
 
+    /// The first spooled row after `id`: its id, run and undecoded batch.
+    fn row_after(&self, id: i64) -> Result<Option<SpooledRow>, SinkError> {
+        Ok(self
+            .store
+            .conn()
+            .query_row(
+                "SELECT id, experiment_id, run_id, payload FROM pmon_spool WHERE id > ?1 ORDER BY id LIMIT 1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
     /// The oldest waiting batch this version can read, if any. A row that
     /// cannot be decoded is reported once and passed over.
     pub fn oldest(&self) -> Result<Option<(i64, RunContext, Batch)>, SinkError> {
         loop {
-            let row = self
-                .store
-                .conn()
-                .query_row(
-                    "SELECT id, experiment_id, run_id, payload FROM pmon_spool WHERE id > ?1 ORDER BY id LIMIT 1",
-                    [self.passed_over.get()],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, Vec<u8>>(3)?,
-                        ))
-                    },
-                )
-                .optional()?;
+            let row = self.row_after(self.passed_over.get())?;
             let Some((id, experiment_id, run_id, payload)) = row else {
                 return Ok(None);
             };
@@ -223,22 +224,7 @@ impl Spool {
         id: i64,
         ctx: &RunContext,
     ) -> Result<Option<(i64, Batch)>, SinkError> {
-        let row = self
-            .store
-            .conn()
-            .query_row(
-                "SELECT id, experiment_id, run_id, payload FROM pmon_spool WHERE id > ?1 ORDER BY id LIMIT 1",
-                [id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
+        let row = self.row_after(id)?;
         Ok(row.and_then(|(next, experiment_id, run_id, payload)| {
             if experiment_id != ctx.experiment_id || run_id != ctx.run_id {
                 return None;
