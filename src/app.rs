@@ -104,8 +104,8 @@ impl App {
     /// The parser chain of this invocation: the user's parser files, the
     /// shipped ones and the built-in parsers, restricted by `--parser`.
     pub fn parser_chain(&self) -> anyhow::Result<std::sync::Arc<pmon_core::parse::ParserChain>> {
-        use pmon_core::parse::{declarative, ParserChain};
-        let loaded = declarative::load(&self.parser_dirs(), self.strict_parsers).map_err(|e| {
+        use pmon_core::parse::ParserChain;
+        let loaded = pmon_core::parse::load(&self.parser_dirs(), self.strict_parsers).map_err(|e| {
             anyhow::anyhow!("invalid parser file {e}\nfix the file, or move it out of the parsers directory (parsers.paths in config.yml)")
         })?;
         for warning in &loaded.warnings {

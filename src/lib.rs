@@ -8,26 +8,6 @@
 //! separate executable so that it carries only its own code (see
 //! `holder/own_process.rs`).
 
-/// `print!` on standard output that returns the error instead of
-/// panicking: a reader that went away (`| head`) ends the command quietly
-/// (see [`finish`]), where `print!` would panic.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        write!(std::io::stdout().lock(), $($arg)*)
-    }};
-}
-
-/// `println!` that returns the error instead of panicking (see [`out!`]).
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)
-    }};
-}
-
-pub(crate) use {out, outln};
-
 mod app;
 mod cli;
 mod commands;

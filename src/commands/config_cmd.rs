@@ -1,11 +1,12 @@
 //! `pmon-agent config default|show|get KEY`.
 
 use crate::cli::{ConfigCommand, GlobalArgs};
+use crate::query::output::{out, outln};
 use pmon_core::config::{Config, DEFAULT_CONFIG};
 
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
-        ConfigCommand::Default => crate::out!("{DEFAULT_CONFIG}")?,
+        ConfigCommand::Default => out!("{DEFAULT_CONFIG}")?,
         ConfigCommand::Show => {
             let loaded = Config::load(crate::app::explicit_config(global))?;
             for foreign in &loaded.skipped {
@@ -19,10 +20,10 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
                 eprintln!("pmon-agent: warning: {warning}");
             }
             match path {
-                Some(p) => crate::outln!("# from {}", p.display())?,
-                None => crate::outln!("# built-in defaults (no config file found)")?,
+                Some(p) => outln!("# from {}", p.display())?,
+                None => outln!("# built-in defaults (no config file found)")?,
             }
-            crate::outln!("{config:#?}")?;
+            outln!("{config:#?}")?;
         }
         ConfigCommand::Get { key } => {
             let config = Config::load(crate::app::explicit_config(global))?.config;
@@ -30,7 +31,7 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
                 // One argument a line; nothing when it is not set.
                 "pipeline.command" => {
                     for arg in config.pipeline.command.iter().flat_map(|c| c.argv()) {
-                        crate::outln!("{arg}")?;
+                        outln!("{arg}")?;
                     }
                 }
                 _ => anyhow::bail!(

@@ -5,6 +5,7 @@ use crate::cli::{DaemonCommand, DaemonStartArgs, FormatArg, GlobalArgs, LogsArgs
 use crate::daemon::supervise::{supervise, Supervise};
 use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
 use crate::pipeline::Resources;
+use crate::query::output::outln;
 use crate::query::LogsOptions;
 use anyhow::{bail, Context};
 use chrono::Utc;
@@ -197,7 +198,7 @@ fn start(
         if let Some(state) = dir.read(&args.name) {
             if state.supervisor_pid == child.id() && (state.pid.is_some() || !state.state.is_live())
             {
-                crate::outln!(
+                outln!(
                     "started daemon {}: pid {}, supervisor pid {}; see pmon-agent daemon status {}",
                     args.name,
                     state.pid.map_or("-".into(), |p| p.to_string()),
@@ -217,7 +218,7 @@ fn start(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    crate::outln!(
+    outln!(
         "started daemon {} (supervisor pid {}); it is still starting",
         args.name,
         child.id()
@@ -410,7 +411,7 @@ fn signal_group(app: &App, dir: &DaemonDir, name: &str, signal: Signal) -> anyho
             let _ = sink.write(&ctx, &batch);
         }
     }
-    crate::outln!(
+    outln!(
         "{} daemon {name} (process group {pid})",
         if event == "pause" {
             "paused"
@@ -440,7 +441,7 @@ fn stop_background_replay(dir: &DaemonDir, name: &str, state: &DaemonState) -> a
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    crate::outln!(
+    outln!(
         "daemon {name} is not running ({}); its supervisor stopped shipping the spool in the background (`pmon-agent spool replay` ships what is left)",
         state.state.as_str()
     )?;
@@ -461,7 +462,7 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
         if supervisor_alive {
             return stop_background_replay(dir, name, &state);
         }
-        crate::outln!("daemon {name} is not running ({})", state.state.as_str())?;
+        outln!("daemon {name} is not running ({})", state.state.as_str())?;
         return Ok(0);
     }
     std::fs::write(dir.stop_path(name), who())?;
@@ -498,6 +499,6 @@ fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
         state.ended_at = Some(format_ts(&Utc::now()));
         dir.write(&state)?;
     }
-    crate::outln!("stopped daemon {name}")?;
+    outln!("stopped daemon {name}")?;
     Ok(0)
 }

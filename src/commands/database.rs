@@ -2,6 +2,7 @@
 
 use crate::app::App;
 use crate::cli::{DbCommand, SpoolCommand};
+use crate::query::output::{out, outln};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pmon_core::options::Format;
@@ -18,11 +19,11 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
                 None => SpoolStats::default(),
             };
             match format.format {
-                Format::Json => crate::outln!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({"pending": stats.pending, "oldest": stats.oldest, "bytes": stats.bytes})
                 )?,
-                Format::Text => crate::outln!(
+                Format::Text => outln!(
                     "{} waiting in {} ({} bytes){}",
                     plural(stats.pending, "record", "records"),
                     plural(stats.batches, "batch", "batches"),
@@ -42,7 +43,7 @@ pub fn spool(app: &App, cmd: SpoolCommand) -> anyhow::Result<i32> {
 fn replay(app: &App) -> anyhow::Result<i32> {
     let url = database_url(app)?;
     let Some(store) = app.existing_store()? else {
-        crate::outln!(
+        outln!(
             "nothing to replay: there is no spool in {}",
             app.data_dir.root().display()
         )?;
@@ -75,7 +76,7 @@ fn replay(app: &App) -> anyhow::Result<i32> {
         _ => bar.finish_and_clear(),
     }
     let shipped = shipped.context("the spool was not replayed; records stay in the spool until the database answers (run `pmon-agent spool replay` again)")?;
-    crate::outln!("replayed {}", plural(shipped, "record", "records"))?;
+    outln!("replayed {}", plural(shipped, "record", "records"))?;
     Ok(0)
 }
 
@@ -86,7 +87,7 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             let url = database_url(app)?;
             let mut pg = PostgresStore::new(url)?;
             let applied = pg.connect()?;
-            crate::outln!(
+            outln!(
                 "{}: {} applied; the schema is up to date",
                 pg.display_url(),
                 plural(applied as u64, "migration", "migrations")
@@ -107,8 +108,8 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             };
             let report = prune(app, age, dry_run)?;
             match format.format {
-                Format::Json => crate::outln!("{}", serde_json::to_string(&report)?)?,
-                Format::Text => crate::outln!("{}", prune_text(&report, age))?,
+                Format::Json => outln!("{}", serde_json::to_string(&report)?)?,
+                Format::Text => outln!("{}", prune_text(&report, age))?,
             }
             Ok(0)
         }
@@ -116,8 +117,8 @@ pub fn db(app: &App, cmd: DbCommand) -> anyhow::Result<i32> {
             let mut pg = PostgresStore::new(database_url(app)?)?;
             let report = pg.distribute()?;
             match format.format {
-                Format::Json => crate::outln!("{}", serde_json::to_string(&report)?)?,
-                Format::Text => crate::outln!("{}", distribute_text(&report, pg.display_url()))?,
+                Format::Json => outln!("{}", serde_json::to_string(&report)?)?,
+                Format::Text => outln!("{}", distribute_text(&report, pg.display_url()))?,
             }
             Ok(0)
         }
@@ -133,11 +134,11 @@ fn check(app: &App, format: Format) -> anyhow::Result<i32> {
     let Some(url) = app.config.logging.database.url.as_deref() else {
         let store = app.data_dir.db_path();
         match format {
-            Format::Json => crate::outln!(
+            Format::Json => outln!(
                 "{}",
                 serde_json::json!({"url": null, "store": store, "would_land": true})
             )?,
-            Format::Text => crate::outln!(
+            Format::Text => outln!(
                 "no database URL is configured: records go to the embedded SQLite store {}\n(set one with --database-url, PMON_DATABASE_URL or logging.database.url)",
                 store.display()
             )?,
@@ -151,9 +152,9 @@ fn check(app: &App, format: Format) -> anyhow::Result<i32> {
             let mut value = serde_json::to_value(&found)?;
             value["spool_pending"] = spool.pending.into();
             value["would_land"] = lands.into();
-            crate::outln!("{value}")?;
+            outln!("{value}")?;
         }
-        Format::Text => crate::out!("{}", check_text(&found, &spool))?,
+        Format::Text => out!("{}", check_text(&found, &spool))?,
     }
     Ok(if lands { 0 } else { 1 })
 }

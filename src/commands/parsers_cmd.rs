@@ -330,7 +330,7 @@ fn check(app: &App, dir: Option<&Path>) -> anyhow::Result<i32> {
 }
 
 fn report(out: &mut impl Write, parser: &Arc<DeclarativeParser>) -> std::io::Result<usize> {
-    let failures = declarative::run_examples(parser);
+    let failures = pmon_core::parse::run_examples(parser);
     if failures.is_empty() {
         let note = if parser.examples.is_empty() {
             " (no examples: add some under `examples:`)"

@@ -20,7 +20,7 @@ use crate::metrics::stall::{StallChange, StallWatch};
 use crate::metrics::MetricsSampler;
 use crate::notify;
 use crate::pipeline::PipelineCounters;
-use crate::pipeline::{FileMeta, Msg};
+use crate::pipeline::{sample_into, FileMeta, Msg};
 use crate::source::tail::{load_checkpoints, StoredCheckpoint};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -111,7 +111,11 @@ fn ship(app: &App, args: ShipArgs) -> anyhow::Result<i32> {
     });
     let memory = MemoryWatch::start();
     let interval = Some(app.config.monitoring.metrics_interval).filter(|i| !i.is_zero());
-    let sampler = MetricsSampler::start(interval, app.data_dir.root().to_path_buf(), tx.clone());
+    let sampler = MetricsSampler::start(
+        interval,
+        app.data_dir.root().to_path_buf(),
+        sample_into(tx.clone()),
+    );
     let kinds: &[StreamKind] = if args.pty {
         &[StreamKind::Stdout]
     } else {

@@ -15,5 +15,5 @@ mod throughput;
 
 pub use host::{host_sample, HostSample};
 pub use proc_tree::{TreeSample, TreeSampler};
-pub use sampler::MetricsSampler;
+pub use sampler::{Deliver, MetricsSampler};
 pub use throughput::{ProgressPace, Throughput};

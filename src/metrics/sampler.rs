@@ -6,9 +6,7 @@
 //! it like any record: embedded store, PostgreSQL, spool and replay.
 
 use super::{host_sample, TreeSample, TreeSampler};
-use crate::pipeline::Msg;
 use chrono::Utc;
-use crossbeam_channel::Sender;
 use pmon_core::record::{Metric, MetricType};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,8 +20,12 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     data_dir: PathBuf,
-    tx: Sender<Msg>,
+    deliver: Deliver,
 }
+
+/// Where each sample's series go (the pipeline's inbox): the sampler knows
+/// nothing of the pipeline above it.
+pub type Deliver = Box<dyn Fn(Vec<Metric>) + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -58,7 +60,11 @@ impl State {
 impl MetricsSampler {
     /// Starts sampling every `interval`; `None` (`metrics_interval: 0`)
     /// samples nothing at all.
-    pub fn start(interval: Option<Duration>, data_dir: PathBuf, tx: Sender<Msg>) -> MetricsSampler {
+    pub fn start(
+        interval: Option<Duration>,
+        data_dir: PathBuf,
+        deliver: Deliver,
+    ) -> MetricsSampler {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 done: interval.is_none(),
@@ -66,7 +72,7 @@ impl MetricsSampler {
             }),
             wake: Condvar::new(),
             data_dir,
-            tx,
+            deliver,
         });
         if let Some(interval) = interval {
             let sampler = shared.clone();
@@ -145,8 +151,7 @@ impl Shared {
                 ..first.clone()
             });
         }
-        // The pipeline only goes away at the end of the run.
-        let _ = self.tx.send(Msg::Sample(metrics));
+        (self.deliver)(metrics);
     }
 }
 

@@ -78,6 +78,15 @@ pub enum Msg {
     Close,
 }
 
+/// The metrics sampler's series, delivered into the pipeline's inbox (the
+/// pipeline only goes away at the end of the run, so a send that fails is
+/// one nobody would read).
+pub fn sample_into(tx: crossbeam_channel::Sender<Msg>) -> crate::metrics::Deliver {
+    Box::new(move |metrics| {
+        let _ = tx.send(Msg::Sample(metrics));
+    })
+}
+
 #[derive(Clone)]
 pub struct PipelineSettings {
     /// The parsers every stream and file goes through.

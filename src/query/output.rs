@@ -34,6 +34,26 @@ pub fn local_time(stored: &str, with_millis: bool) -> String {
     }
 }
 
+/// `print!` on standard output that returns the error instead of
+/// panicking: a reader that went away (`| head`) ends the command quietly
+/// (see `finish` in lib.rs), where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` that returns the error instead of panicking (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+pub(crate) use {out, outln};
+
 /// Writes one JSON Lines record: the object on one line, then `\n`.
 pub fn write_json_line<T: Serialize>(out: &mut dyn Write, value: &T) -> anyhow::Result<()> {
     serde_json::to_writer(&mut *out, value).map_err(json_to_io_error)?;

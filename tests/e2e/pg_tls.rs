@@ -52,8 +52,7 @@ fn refused(server: &PgServer, out: &std::process::Output, exp: &str, reason: &st
         "{exp}: {err}"
     );
     assert!(
-        lines[1].contains(" in the spool (")
-            && lines[1].contains("refused them (said above)"),
+        lines[1].contains(" in the spool (") && lines[1].contains("refused them (said above)"),
         "{exp}: {err}"
     );
     assert!(!err.contains("sqlx") && !err.contains("::"), "{exp}: {err}");

@@ -131,7 +131,7 @@ pub struct SeqStart {
 }
 
 /// The default experiment name: the stem of the script or command.
-/// `python train.py` → `train`; `python -m pkg.mod` → `mod`; `./run.sh` → `run`.
+/// `python train.py` → `train`; `python -m pkg.mod` → `mod`; `./job.sh` → `job`.
 pub fn default_experiment(command: &[String]) -> String {
     let stem = |s: &str| {
         Path::new(s)
@@ -192,7 +192,7 @@ mod tests {
             default_experiment(&v(&["python3", "-m", "pkg.trainer"])),
             "trainer"
         );
-        assert_eq!(default_experiment(&v(&["./run.sh"])), "run");
+        assert_eq!(default_experiment(&v(&["./job.sh"])), "job");
         assert_eq!(default_experiment(&v(&["uv", "run", "fit.py"])), "fit");
     }
 }

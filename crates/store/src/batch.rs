@@ -8,7 +8,8 @@
 //! samples ride with the records (a sample's worth at a time). Records below the configured level are dropped
 //! here, after parsing, so a DEBUG line still ends a traceback.
 
-use super::{Batch, BatchSender, Checkpoint, SeqMetric, SeqRecord};
+use crate::queue::BatchSender;
+use crate::sink::{Batch, Checkpoint, SeqMetric, SeqRecord};
 use pmon_core::record::{Event, Level, LogRecord, Metric, ProgressUpdate};
 use pmon_core::run::SeqStart;
 use std::collections::BTreeMap;
@@ -255,7 +256,7 @@ mod tests {
 
     #[test]
     fn batches_by_size_age_and_urgency_and_filters_by_level() {
-        let (tx, rx) = crate::batch_queue(usize::MAX);
+        let (tx, rx) = crate::queue::batch_queue(usize::MAX);
         let mut b = Batcher::new(
             settings(),
             SeqStart {
@@ -286,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_cut_by_bytes_before_batch_size() {
-        let (tx, rx) = crate::batch_queue(usize::MAX);
+        let (tx, rx) = crate::queue::batch_queue(usize::MAX);
         let big = BatcherSettings {
             batch_size: 100,
             ..settings()

@@ -215,7 +215,7 @@ pub fn first_seqs(conn: &Connection, run: &Run, continued: bool) -> rusqlite::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SqliteStore;
+    use crate::sqlite::SqliteStore;
 
     fn v(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| s.to_string()).collect()

@@ -19,7 +19,7 @@
 //! them. Rows are judged by their day: a day partition that begins after
 //! the cutoff is not read at all.
 
-use super::postgres::{partitions, PgError, PostgresStore};
+use crate::postgres::{partitions, PgError, PostgresStore};
 use crate::registry;
 use chrono::{DateTime, Utc};
 use pmon_core::procinfo;
@@ -291,7 +291,7 @@ fn delete_in_chunks(
 /// The partitions of `table`, day partitions and the legacy one.
 fn partitions_of(pg: &mut PostgresStore, table: &str) -> Result<Vec<String>, PgError> {
     let rows = pg.fetch_all(
-        super::postgres::unnamed(
+        crate::postgres::unnamed(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
              WHERE i.inhparent = $1::regclass ORDER BY 1",
         )
@@ -348,7 +348,7 @@ pub fn prune_store(
             Ok(prune_postgres(&mut pg, cutoff, dry_run)?)
         }
         None => {
-            let store = super::SqliteStore::open(db_path)
+            let store = crate::sqlite::SqliteStore::open(db_path)
                 .with_context(|| format!("could not open the store {}", db_path.display()))?;
             prune_sqlite(store.conn(), cutoff, dry_run)
                 .context("could not prune the embedded store")
@@ -360,7 +360,7 @@ pub fn prune_store(
 /// those whose agent on this host is gone.
 fn live_postgres_runs(pg: &mut PostgresStore) -> Result<Vec<String>, PgError> {
     let host = procinfo::hostname();
-    let rows = pg.fetch_all(super::postgres::unnamed(
+    let rows = pg.fetch_all(crate::postgres::unnamed(
         "SELECT run_id, host, agent_pid, agent_start FROM pipeline_runs WHERE state IN ('running', 'paused')",
     ))?;
     Ok(rows
@@ -380,7 +380,7 @@ fn live_postgres_runs(pg: &mut PostgresStore) -> Result<Vec<String>, PgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SqliteStore;
+    use crate::sqlite::SqliteStore;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 //! hold secrets. Migrations in `migrations/sqlite` are applied in order and
 //! tracked in `PRAGMA user_version`.
 
-use super::{Batch, RunContext, Sink, SinkError};
+use crate::sink::{Batch, RunContext, Sink, SinkError};
 use pmon_core::record::{format_ts, Level};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -261,7 +261,7 @@ impl Sink for SqliteStore {
 fn write_metrics(
     conn: &Connection,
     ctx: &RunContext,
-    metrics: &[super::SeqMetric],
+    metrics: &[crate::sink::SeqMetric],
 ) -> rusqlite::Result<()> {
     if metrics.is_empty() {
         return Ok(());
@@ -291,7 +291,7 @@ fn write_metrics(
 pub fn write_checkpoints(
     conn: &Connection,
     experiment_id: &str,
-    checkpoints: &[super::Checkpoint],
+    checkpoints: &[crate::sink::Checkpoint],
 ) -> rusqlite::Result<()> {
     if checkpoints.is_empty() {
         return Ok(());
@@ -365,7 +365,7 @@ fn write_trace(event: rusqlite::trace::TraceEvent<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SeqRecord;
+    use crate::sink::SeqRecord;
     use pmon_core::record::{LogRecord, StreamKind};
 
     /// A first `wrap` creating the store while a `query` opens it: each

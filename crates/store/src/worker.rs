@@ -3,8 +3,9 @@
 //! (PostgreSQL, `Sink::takes_more`) pulls the batches that queue up behind
 //! the first as it goes; others get whatever has queued up, coalesced.
 
-use super::postgres::BatchFeed;
-use super::{Batch, BatchReceiver, BatchSender, Fed, RunContext, Sink};
+use crate::queue::{BatchReceiver, BatchSender};
+use crate::sink::BatchFeed;
+use crate::sink::{Batch, Fed, RunContext, Sink};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,7 @@ impl SinkWorker {
         closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
         shutdown_timeout: Duration,
     ) -> (BatchSender, SinkWorker) {
-        let (tx, rx) = super::batch_queue(super::QUEUE_BYTES);
+        let (tx, rx) = crate::queue::batch_queue(crate::limits::QUEUE_BYTES);
         let handle = std::thread::Builder::new()
             .name("pmon-sink".into())
             .spawn(move || {

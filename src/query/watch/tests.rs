@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::cli::GlobalArgs;
 use crate::commands::recording::Recording;
 use crate::metrics::MetricsSampler;
-use crate::pipeline::Msg;
+use crate::pipeline::{sample_into, Msg};
 use crate::query::db::Store;
 use crate::source::wrap::{self, Feed, WrapOptions};
 use pmon_core::options::Panel;
@@ -82,7 +82,11 @@ fn run_in_process(app: &App, command: &[String]) -> Option<i32> {
     let recording = Recording::start(app, "dash", command, &[], StartMode::Exclusive).unwrap();
     let tx = recording.pipeline.sender();
     let interval = Some(app.config.monitoring.metrics_interval);
-    let sampler = MetricsSampler::start(interval, app.data_dir.root().to_path_buf(), tx.clone());
+    let sampler = MetricsSampler::start(
+        interval,
+        app.data_dir.root().to_path_buf(),
+        sample_into(tx.clone()),
+    );
     let opts = WrapOptions {
         command,
         pty: false,

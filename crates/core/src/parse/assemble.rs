@@ -11,12 +11,13 @@
 //! passed, which is how a traceback at the very end of a burst is finished
 //! without waiting for the next line.
 
+use super::chain::{LineScan, ParserChain};
 use super::declarative::{Fed, Finished, MultilineRecord};
 use super::directive::{self, Directive};
 use super::fault::{self, FaultDump};
+use super::line::LineFields;
 use super::progress::{ProgressMatch, ProgressParser};
 use super::traceback::{IdlePolicy, Traceback, TracebackCollector, TracebackEvent};
-use super::{LineFields, LineScan, ParserChain};
 use crate::framing::{Frame, Framed};
 use crate::record::{Level, LogRecord, Metric, ProgressUpdate, StreamKind};
 use chrono::{DateTime, Utc};

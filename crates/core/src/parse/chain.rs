@@ -8,7 +8,9 @@
 //! regex scan however many parser files are loaded.
 
 use super::declarative::{DeclarativeParser, LoadedParsers};
-use super::{JsonParser, LineFields, LineParser, LogfmtParser, PythonLoggingParser};
+use super::json::JsonParser;
+use super::line::{LineFields, LineParser};
+use super::logline::{LogfmtParser, PythonLoggingParser};
 use regex::{RegexSet, RegexSetBuilder, SetMatches};
 use std::sync::Arc;
 

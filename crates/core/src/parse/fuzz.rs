@@ -8,7 +8,9 @@
 //! PostgreSQL rejects) or an ESC (which would drive a terminal); a line
 //! never grows past the cap (in bytes read) plus its marker.
 
-use super::{AssemblerTiming, Output, ParserChain, ProgressParser, RecordAssembler};
+use super::assemble::{AssemblerTiming, Output, RecordAssembler};
+use super::chain::ParserChain;
+use super::progress::ProgressParser;
 use crate::framing::{Frame, LineFramer};
 use crate::record::StreamKind;
 use proptest::prelude::*;

@@ -8,7 +8,8 @@
 //! `exception` or `traceback` becomes the record's traceback. A JSON object with
 //! neither a level nor a message is not a log line for this parser.
 
-use super::{timestamp, LineFields, LineParser};
+use super::line::{LineFields, LineParser};
+use super::timestamp;
 use crate::record::Level;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -14,7 +14,8 @@
 //! A word only counts as a level when it is one of the known level names, so
 //! ordinary text is never mistaken for a log line.
 
-use super::{timestamp, LineFields, LineParser};
+use super::line::{LineFields, LineParser};
+use super::timestamp;
 use crate::record::Level;
 
 /// Python `logging` output in its default and common formats.

@@ -11,67 +11,27 @@
 //! are in `chain.rs`.
 
 mod assemble;
+mod catalog;
 mod chain;
 pub mod declarative;
 pub mod directive;
+mod examples;
 pub mod fault;
 pub mod fingerprint;
 #[cfg(test)]
 mod fuzz;
 mod json;
+mod line;
 mod logline;
 mod progress;
 mod timestamp;
 pub mod traceback;
 
 pub use assemble::{assemble_bytes, AssemblerTiming, Output, RecordAssembler};
+pub use catalog::{load, load_checked};
 pub use chain::{LineScan, ParserChain};
+pub use examples::{run_examples, ExampleFailure};
 pub use json::JsonParser;
+pub use line::{LineFields, LineParser};
 pub use logline::{LogfmtParser, PythonLoggingParser};
 pub use progress::ProgressParser;
-
-use crate::record::Level;
-use chrono::{DateTime, Utc};
-
-/// What a line parser extracts from one line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LineFields {
-    pub timestamp: Option<DateTime<Utc>>,
-    pub level: Level,
-    pub logger: Option<String>,
-    pub message: String,
-    /// A traceback carried inside the line itself (JSON loggers put it in a field).
-    pub traceback: Option<String>,
-    /// Other captures of a declarative parser, as a JSON object.
-    pub fields: Option<String>,
-    pub exception_type: Option<String>,
-    pub exception_message: Option<String>,
-    /// Progress the line reported besides being a log line.
-    pub progress: Option<crate::record::ProgressUpdate>,
-}
-
-impl LineFields {
-    pub fn new(level: Level, message: String) -> LineFields {
-        LineFields {
-            timestamp: None,
-            level,
-            logger: None,
-            message,
-            traceback: None,
-            fields: None,
-            exception_type: None,
-            exception_message: None,
-            progress: None,
-        }
-    }
-}
-
-/// Recognises one family of log line formats.
-pub trait LineParser: Send + Sync {
-    /// Short stable name, shown by `parsers list` and `parsers test`.
-    fn name(&self) -> &str;
-    /// One line describing what the parser recognises.
-    fn describe(&self) -> &str;
-    /// `None` when the line is not in this parser's format.
-    fn parse(&self, line: &str) -> Option<LineFields>;
-}

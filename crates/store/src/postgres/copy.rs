@@ -7,7 +7,7 @@
 //! into the shipped table against 0.66× for the same rows as text). The
 //! agent spends that work on its own core instead.
 
-use super::super::{RunContext, SeqRecord};
+use crate::sink::{RunContext, SeqRecord};
 use chrono::{DateTime, Utc};
 
 /// The columns of one row, in the order [`BinaryRows::push`] writes them.

@@ -14,7 +14,7 @@
 //! while the old connection's transaction is still open) waits for the first
 //! to commit and then sees its ranges.
 
-use super::super::{RunContext, SeqRecord};
+use crate::sink::{RunContext, SeqRecord};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 use sqlx::{Executor, Row};

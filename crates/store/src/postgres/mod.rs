@@ -25,13 +25,13 @@ mod stream_tests;
 
 pub use check::Inspection;
 pub use citus::DistributeReport;
-pub use write::BatchFeed;
 
 /// Ids per batch number: a log row's id is `batch × IDS_PER_BATCH +
 /// position` (see migrations/postgres/0005), which the queries read back.
 pub const IDS_PER_BATCH: i64 = ledger::ROWS_PER_NUMBER as i64;
 
-use super::{Batch, RunContext};
+use crate::sink::BatchFeed;
+use crate::sink::{Batch, RunContext};
 use connect::Target;
 use failure::{Failure, Lasting};
 use pmon_core::config::redact_url;

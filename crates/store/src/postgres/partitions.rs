@@ -72,7 +72,7 @@ impl Partitions {
     }
 
     /// Whether every day `batch` needs has a partition known to exist.
-    pub fn cover(&self, batch: &super::super::Batch) -> bool {
+    pub fn cover(&self, batch: &crate::sink::Batch) -> bool {
         self.cover_days(
             "pipeline_logs",
             batch.logs.iter().map(|r| r.record.timestamp),

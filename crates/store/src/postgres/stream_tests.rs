@@ -7,9 +7,11 @@ mod bounded;
 #[path = "../../../../tests/e2e/pg_server.rs"]
 mod pg_server;
 
-use super::{BatchFeed, PostgresStore};
+use super::PostgresStore;
+use crate::sink::BatchFeed;
+use crate::sink::{Batch, Fed, RunContext, SeqRecord, Sink};
 use crate::spool::{RetryBackoff, Spool, SpoolingSink};
-use crate::{Batch, Fed, RunContext, SeqRecord, Sink, SqliteStore};
+use crate::sqlite::SqliteStore;
 use pmon_core::record::{LogRecord, StreamKind};
 use std::collections::VecDeque;
 
@@ -112,8 +114,8 @@ fn cut_short(sink: &mut SpoolingSink, first: Batch, feed: &mut ListFeed) -> Batc
 }
 
 /// A tailed file's position: file (1, `ino`) read to `offset`.
-fn position(ino: u64, offset: u64) -> crate::Checkpoint {
-    crate::Checkpoint {
+fn position(ino: u64, offset: u64) -> crate::sink::Checkpoint {
+    crate::sink::Checkpoint {
         ino,
         offset,
         ..tailed(0, 0).checkpoints.remove(0)
@@ -248,7 +250,7 @@ fn a_replay_ships_consecutive_spooled_batches_in_one_transaction() {
 /// position after them (a position that may not lag PostgreSQL).
 fn tailed(first: u64, count: u64) -> Batch {
     let mut b = batch("file:1:2:0", first, count);
-    b.checkpoints.push(crate::Checkpoint {
+    b.checkpoints.push(crate::sink::Checkpoint {
         dev: 1,
         ino: 2,
         head: b"head".to_vec(),

@@ -6,42 +6,17 @@
 //! ([`BatchFeed`]) while it is open: under load one COPY then carries what
 //! the pipeline makes meanwhile, so the server parses rows while the agent
 //! parses lines, instead of both waiting on a commit every few thousand
-//! records. It stops at [`OPEN_FOR`] (its records are visible only once it
+//! records. It stops at [`crate::sink::OPEN_FOR`] (its records are visible only once it
 //! commits), at one batch number's worth of rows, or at the first batch it
 //! cannot take: one whose seqs the ledger read did not cover, or whose day
 //! has no partition yet.
 
-use super::super::{Batch, RunContext, SeqMetric, SeqRecord};
 use super::copy::{self, safe, NUL_STANDIN};
 use super::{ledger, partitions, unnamed};
+use crate::sink::{Batch, BatchFeed, RunContext, SeqMetric, SeqRecord};
 use sqlx::postgres::{PgConnection, PgCopyIn};
 use sqlx::Executor;
-use std::time::{Duration, Instant};
-
-/// Where an open transaction takes the batches that follow its first.
-pub trait BatchFeed {
-    /// The next batch, if one is ready now or within a moment.
-    fn next(&mut self) -> Option<Batch>;
-    /// A batch from `next` that the transaction could not take: the first
-    /// of the next transaction.
-    fn put_back(&mut self, batch: Batch);
-    /// A batch whose records went into the transaction (the feed keeps it
-    /// if it must be written again should the transaction fail).
-    fn sent(&mut self, batch: Batch);
-    /// How long the transaction goes on taking batches.
-    fn open_for(&self) -> Duration {
-        OPEN_FOR
-    }
-    /// Called just before the commit; false rolls the transaction back
-    /// (what must be stored elsewhere first could not be).
-    fn before_commit(&mut self) -> bool {
-        true
-    }
-}
-
-/// How long a transaction goes on taking batches: its records become
-/// queryable only when it commits (the latency goal is 100 ms at p99).
-pub const OPEN_FOR: Duration = Duration::from_millis(50);
+use std::time::Instant;
 
 /// Makes the partitions the batch needs, then writes it with what `feed`
 /// adds; a partition that vanished since (dropped by `db prune`) is made

@@ -2,10 +2,10 @@
 //! batches read back one after another, and the queue's batches kept in
 //! hand until their transaction commits.
 
-use super::super::postgres::BatchFeed;
-use super::super::{Batch, RunContext};
 use super::positions::positions_of;
 use super::table::Spool;
+use crate::sink::BatchFeed;
+use crate::sink::{Batch, RunContext};
 use std::time::Duration;
 
 /// The spooled batches of one run that follow a row, read as the

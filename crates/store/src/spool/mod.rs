@@ -17,8 +17,9 @@ use feeds::{HeldFeed, SpoolFeed};
 
 pub use table::{Spool, SpoolRows, SpoolStats};
 
-use super::postgres::{BatchFeed, PgError, PostgresStore};
-use super::{Batch, Fed, RunContext, Sink, SinkError};
+use crate::postgres::{PgError, PostgresStore};
+use crate::sink::BatchFeed;
+use crate::sink::{Batch, Fed, RunContext, Sink, SinkError};
 use pmon_core::record::Event;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -410,9 +411,9 @@ impl Sink for SpoolingSink {
     /// likely goes into the spool, which holds more copies of it.
     fn coalesce_bytes(&self) -> usize {
         if matches!(self.link, Link::Up) && self.known_pending == 0 {
-            super::COALESCE_BYTES
+            crate::limits::COALESCE_BYTES
         } else {
-            super::queue::SPOOL_COALESCE_BYTES
+            crate::limits::SPOOL_COALESCE_BYTES
         }
     }
 
@@ -421,7 +422,7 @@ impl Sink for SpoolingSink {
         if !(self.ready() && self.drain(None, None).is_ok()) {
             return Fed::Unwritten(batch);
         }
-        let budget = super::queue::HELD_BYTES;
+        let budget = crate::limits::HELD_BYTES;
         let mut held = HeldFeed::new(feed, budget, &self.spool, ctx, &batch);
         let shipped = self.pg.write_fed(ctx, &batch, Some(&mut held));
         let (taken, tentative) = (held.held, held.tentative);
@@ -564,8 +565,8 @@ impl Sink for SpoolingSink {
 mod tests {
     use super::table::ROW_RECORDS;
     use super::*;
-    use crate::SeqRecord;
-    use crate::SqliteStore;
+    use crate::sink::SeqRecord;
+    use crate::sqlite::SqliteStore;
     use pmon_core::record::{LogRecord, StreamKind};
 
     fn batch(message: &str) -> Batch {

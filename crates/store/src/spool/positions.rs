@@ -15,9 +15,9 @@
 //! dropped by their keys (only a copy made by `copytruncate` in that window
 //! would store them twice, under the copy's key).
 
-use super::super::sqlite::write_checkpoints;
-use super::super::{Batch, Checkpoint, RunContext, SinkError};
 use super::table::Spool;
+use crate::sink::{Batch, Checkpoint, RunContext, SinkError};
+use crate::sqlite::write_checkpoints;
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
@@ -183,7 +183,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SeqRecord;
+    use crate::sink::SeqRecord;
     use pmon_core::record::{LogRecord, StreamKind};
 
     fn position(ino: u64, offset: u64, may_lag: bool) -> Checkpoint {

@@ -3,7 +3,8 @@
 //! carry committed in the same transaction, read back oldest first and
 //! deleted only once PostgreSQL has them.
 
-use crate::{Batch, RunContext, SinkError, SqliteStore};
+use crate::sink::{Batch, RunContext, SinkError};
+use crate::sqlite::SqliteStore;
 use chrono::Utc;
 use pmon_core::record::{format_ts, Event};
 use rusqlite::{params, OptionalExtension};
@@ -34,7 +35,7 @@ const ROW_BYTES: usize = 256 * 1024;
 /// The batch's records cut into rows' worth: at most [`ROW_RECORDS`]
 /// records and about [`ROW_BYTES`] of text each; one empty piece for a
 /// batch without records.
-fn pieces(logs: &[crate::SeqRecord]) -> Vec<std::ops::Range<usize>> {
+fn pieces(logs: &[crate::sink::SeqRecord]) -> Vec<std::ops::Range<usize>> {
     let mut pieces = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, record) in logs.iter().enumerate() {
@@ -60,10 +61,10 @@ pub struct SpoolRows {
 /// are not part of it: they are committed locally with the rows.
 #[derive(serde::Serialize)]
 struct BatchRow<'a> {
-    logs: &'a [crate::SeqRecord],
+    logs: &'a [crate::sink::SeqRecord],
     events: &'a [Event],
     progress: &'a [pmon_core::record::ProgressUpdate],
-    metrics: &'a [crate::SeqMetric],
+    metrics: &'a [crate::sink::SeqMetric],
     runs: &'a [pmon_core::run::Run],
 }
 
@@ -247,7 +248,7 @@ impl Spool {
     pub fn write_checkpoints(
         &self,
         ctx: &RunContext,
-        checkpoints: &[crate::Checkpoint],
+        checkpoints: &[crate::sink::Checkpoint],
     ) -> Result<(), SinkError> {
         if checkpoints.is_empty() {
             return Ok(());
@@ -277,7 +278,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SeqRecord;
+    use crate::sink::SeqRecord;
     use pmon_core::record::{LogRecord, StreamKind};
 
     fn records(sizes: &[usize]) -> Vec<SeqRecord> {

@@ -2,11 +2,11 @@
 //! level map and time format checked, and the captures of a line mapped onto
 //! record fields.
 
+use super::error::ParserFileError;
 use super::format::{DurationText, ExampleSpec, ParserFile};
 use super::lazy::LazyRegex;
 use super::time::TimeReader;
-use super::ParserFileError;
-use crate::parse::{LineFields, LineParser};
+use crate::parse::line::{LineFields, LineParser};
 use crate::record::{Level, ProgressUpdate};
 use chrono::Utc;
 use regex::{Captures, Regex};

@@ -8,7 +8,7 @@
 //! trace. So the file's patterns are parsed (every mistake a user can make
 //! is found at start, with its line) but compiled only when first needed.
 
-use super::ParserFileError;
+use super::error::ParserFileError;
 use regex::{Captures, Regex, RegexBuilder};
 use serde_saphyr::Spanned;
 use std::sync::OnceLock;

@@ -3,7 +3,7 @@
 //! does not belong, an `end` line comes, or the stream is quiet `timeout`.
 
 use super::compile::{Captured, DeclarativeParser};
-use crate::parse::LineFields;
+use crate::parse::line::LineFields;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;

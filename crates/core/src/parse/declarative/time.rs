@@ -3,7 +3,7 @@
 //! of ISO 8601 and Python's asctime) and `timezone` for times without an
 //! offset.
 
-use super::ParserFileError;
+use super::error::ParserFileError;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Datelike, Local, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use serde_saphyr::Spanned;

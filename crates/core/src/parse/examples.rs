@@ -1,9 +1,9 @@
 //! Running a parser's `examples:` through the real assembler, and saying
 //! readably what differs.
 
-use super::compile::DeclarativeParser;
-use super::format::Expected;
-use crate::parse::{assemble_bytes, Output, ParserChain};
+use super::assemble::{assemble_bytes, Output};
+use super::chain::ParserChain;
+use super::declarative::{DeclarativeParser, Expected};
 use crate::record::{format_ts, LogRecord, ProgressUpdate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
