@@ -18,6 +18,8 @@ mod metrics;
 mod notify;
 mod pipeline;
 mod query;
+mod recording;
+mod shipper;
 mod source;
 
 use clap::Parser;

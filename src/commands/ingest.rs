@@ -1,8 +1,8 @@
 //! `pmon-agent ingest [-e EXP]`: standard input as a run of its own.
 
-use super::recording::Recording;
 use crate::app::App;
 use crate::cli::IngestArgs;
+use crate::recording::Recording;
 use pmon_core::record::Event;
 use pmon_core::run::{RunState, StartMode};
 use serde_json::json;

@@ -1,8 +1,8 @@
 //! `pmon-agent tail [-e EXP] [--from-start|--from-end] [--glob PAT] [--once] PATH…`
 
-use super::recording::Recording;
 use crate::app::App;
 use crate::cli::TailArgs;
+use crate::recording::Recording;
 use crate::source::tail::{self, Glob, TailOptions, Tailer};
 use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal};
