@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive). Only the shape of the CLI lives here;
 //! each command's behaviour is in its own module.
 
+pub mod docs;
 mod examples;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

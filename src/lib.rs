@@ -8,6 +8,7 @@
 //! separate executable so that it carries only its own code (see
 //! `holder/own_process.rs`).
 
+mod admin;
 mod app;
 mod cli;
 mod commands;
@@ -16,6 +17,7 @@ mod diagnostics;
 mod holder;
 mod metrics;
 mod notify;
+mod parser_report;
 mod pipeline;
 mod query;
 mod recording;

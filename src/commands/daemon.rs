@@ -2,22 +2,15 @@
 
 use crate::app::App;
 use crate::cli::{DaemonCommand, DaemonStartArgs, FormatArg, GlobalArgs, LogsArgs};
+use crate::daemon::control::{existing, signal_group, stop};
+use crate::daemon::show::write_states;
 use crate::daemon::supervise::{supervise, Supervise};
-use crate::daemon::{group_members, validate_name, DaemonDir, DaemonState};
-use crate::pipeline::Resources;
+use crate::daemon::{validate_name, DaemonDir, DaemonState};
 use crate::query::output::outln;
 use crate::query::LogsOptions;
 use anyhow::{bail, Context};
-use chrono::Utc;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pmon_core::options::Format;
-use pmon_core::record::{format_ts, parse_ts, Event};
-use pmon_core::run::RunState;
-use pmon_core::text::escape_text;
-use pmon_core::text::signal_name;
-use pmon_store::{Batch, RunContext};
-use serde_json::json;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -47,7 +40,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
             format,
         } => {
             let state = existing(&dir, &name)?;
-            print_states(&dir, &[state], &format, true)
+            print_states(&dir, &[state], format.format, true)
         }
         DaemonCommand::Status { name: None, format } | DaemonCommand::List { format } => {
             let all: Vec<DaemonState> = dir
@@ -60,7 +53,7 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                     "no daemons yet; start one with pmon-agent daemon start --name NAME -- CMD"
                 );
             }
-            print_states(&dir, &all, &format, false)
+            print_states(&dir, &all, format.format, false)
         }
         DaemonCommand::Logs {
             name,
@@ -72,19 +65,19 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
             let state = existing(&dir, &name)?;
             logs(&app, &state, follow, level, traceback, format)
         }
-        DaemonCommand::Pause { name } => signal_group(&app, &dir, &name, Signal::SIGSTOP),
-        DaemonCommand::Resume { name } => signal_group(&app, &dir, &name, Signal::SIGCONT),
+        DaemonCommand::Pause { name } => say(signal_group(&app, &dir, &name, Signal::SIGSTOP)?),
+        DaemonCommand::Resume { name } => say(signal_group(&app, &dir, &name, Signal::SIGCONT)?),
         DaemonCommand::Stop { name, timeout } => {
             let timeout =
                 pmon_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
-            stop(&dir, &name, timeout)
+            say(stop(&dir, &name, timeout)?)
         }
         DaemonCommand::Restart { name, timeout } => {
             let timeout =
                 pmon_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
             let state = existing(&dir, &name)?;
             if state.state.is_live() {
-                stop(&dir, &name, timeout)?;
+                say(stop(&dir, &name, timeout)?)?;
             }
             let args = DaemonStartArgs {
                 name: state.name.clone(),
@@ -107,23 +100,6 @@ pub fn run(global: &GlobalArgs, cmd: DaemonCommand) -> anyhow::Result<i32> {
                 command: state.command.clone(),
             };
             start(global, &app, &dir, &args)
-        }
-    }
-}
-
-fn existing(dir: &DaemonDir, name: &str) -> anyhow::Result<DaemonState> {
-    validate_name(name).map_err(anyhow::Error::msg)?;
-    match dir.read(name) {
-        Some(state) => Ok(state.with_liveness()),
-        None => {
-            let known: Vec<String> = dir.all().into_iter().map(|d| d.name).collect();
-            if known.is_empty() {
-                bail!("no daemon named '{name}'; there are none yet (start one with pmon-agent daemon start --name {name} -- CMD)");
-            }
-            bail!(
-                "no daemon named '{name}'; known daemons: {}",
-                known.join(", ")
-            );
         }
     }
 }
@@ -226,117 +202,6 @@ fn start(
     Ok(0)
 }
 
-fn print_states(
-    dir: &DaemonDir,
-    states: &[DaemonState],
-    format: &FormatArg,
-    detailed: bool,
-) -> anyhow::Result<i32> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    for s in states {
-        let live = dir
-            .read_live(&s.name, s.run_id.as_deref())
-            .unwrap_or_default();
-        match format.format {
-            Format::Json => writeln!(
-                out,
-                "{}",
-                json!({
-                    "name": s.name, "experiment_id": s.experiment_id, "state": s.state, "pid": s.pid,
-                    "supervisor_pid": s.supervisor_pid, "started_at": s.started_at, "restarts": s.restarts,
-                    "exit_code": s.exit_code, "signal": s.signal, "last_error": s.last_error,
-                    "run_id": s.run_id, "ended_at": s.ended_at, "command": s.command, "last_rss_bytes": s.last_rss_bytes,
-                    "rss_bytes": live.rss_bytes, "cpu_percent": live.cpu_percent, "progress": live.progress,
-                    "stalled_since": live.stalled_since.as_ref().filter(|_| s.state.is_live()),
-                })
-            )?,
-            Format::Text if detailed => {
-                writeln!(out, "daemon: {} (experiment {})", s.name, s.experiment_id)?;
-                writeln!(out, "state: {}", state_with_stall(s, &live))?;
-                writeln!(
-                    out,
-                    "pid: {}  supervisor: {}  restarts: {}",
-                    s.pid.map_or("-".into(), |p| p.to_string()),
-                    s.supervisor_pid,
-                    s.restarts
-                )?;
-                writeln!(out, "command: {}", s.command.join(" "))?;
-                let resources = Resources {
-                    rss_bytes: live.rss_bytes,
-                    cpu_percent: live.cpu_percent,
-                };
-                if let Some(text) = resources.describe() {
-                    writeln!(out, "last sample: {text}")?;
-                }
-                for task in &live.progress {
-                    writeln!(out, "progress: {}", escape_text(&task.summary()))?;
-                }
-            }
-            Format::Text => writeln!(
-                out,
-                "{:<20} {:<12} {}",
-                s.name,
-                s.experiment_id,
-                state_with_stall(s, &live)
-            )?,
-        }
-    }
-    Ok(0)
-}
-
-/// The state phrase, and `(stalled 34m)` while the program is stuck.
-fn state_with_stall(s: &DaemonState, live: &crate::daemon::live::LiveStatus) -> String {
-    let stalled = s
-        .state
-        .is_live()
-        .then(|| crate::query::stalled_words(live.stalled_since.as_deref(), Utc::now()))
-        .flatten();
-    match stalled {
-        Some(stalled) => format!("{} ({stalled})", state_phrase(s)),
-        None => state_phrase(s),
-    }
-}
-
-/// "running for 5m (pid 123)", "crashed 3m ago: SIGKILL",
-/// "failed 10s ago (exit 1): ValueError: bad shard".
-fn state_phrase(s: &DaemonState) -> String {
-    let ago = |at: &Option<String>| {
-        at.as_deref()
-            .and_then(parse_ts)
-            .map(|t| {
-                pmon_core::text::humanize_duration((Utc::now() - t).to_std().unwrap_or_default())
-            })
-            .unwrap_or_else(|| "?".into())
-    };
-    match s.state {
-        RunState::Running => format!(
-            "running for {} (pid {})",
-            pmon_core::text::humanize_duration(
-                parse_ts(&s.started_at)
-                    .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
-                    .unwrap_or_default()
-            ),
-            s.pid.map_or("?".into(), |p| p.to_string())
-        ),
-        RunState::Paused => format!("paused (pid {})", s.pid.map_or("?".into(), |p| p.to_string())),
-        RunState::Lost => "lost: its supervisor is gone (was it killed?); start it again with pmon-agent daemon restart".to_string(),
-        RunState::Crashed => format!(
-            "crashed {} ago: {}",
-            ago(&s.ended_at),
-            s.last_error.clone().unwrap_or_else(|| s.signal.map(signal_name).unwrap_or_default())
-        ),
-        RunState::Failed => format!(
-            "failed {} ago (exit {}){}",
-            ago(&s.ended_at),
-            s.exit_code.map_or("?".into(), |c| c.to_string()),
-            s.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-        ),
-        RunState::Stopped => format!("stopped {} ago", ago(&s.ended_at)),
-        RunState::Succeeded => format!("succeeded {} ago (exit 0)", ago(&s.ended_at)),
-    }
-}
-
 fn logs(
     app: &App,
     state: &DaemonState,
@@ -381,124 +246,17 @@ fn logs(
     Ok(0)
 }
 
-fn signal_group(app: &App, dir: &DaemonDir, name: &str, signal: Signal) -> anyhow::Result<i32> {
-    let mut state = existing(dir, name)?;
-    let Some(pid) = state.pid.filter(|_| state.state.is_live()) else {
-        bail!("daemon '{name}' is not running ({})", state.state.as_str());
-    };
-    killpg(Pid::from_raw(pid as i32), signal)
-        .with_context(|| format!("could not signal daemon '{name}' (process group {pid})"))?;
-    let (new_state, event) = match signal {
-        Signal::SIGSTOP => (RunState::Paused, "pause"),
-        _ => (RunState::Running, "resume"),
-    };
-    state.state = new_state;
-    dir.write(&state)?;
-    if let (Some(run_id), Ok(store)) = (&state.run_id, app.open_store()) {
-        let _ = store.conn().execute(
-            "UPDATE pipeline_runs SET state = ?2 WHERE run_id = ?1",
-            rusqlite::params![run_id, new_state.as_str()],
-        );
-        if let Ok(mut sink) = app.open_sink() {
-            let ctx = RunContext {
-                experiment_id: state.experiment_id.clone(),
-                run_id: run_id.clone(),
-            };
-            let batch = Batch {
-                events: vec![Event::now(event, json!({"by": who(), "pgid": pid}))],
-                ..Batch::default()
-            };
-            let _ = sink.write(&ctx, &batch);
-        }
-    }
-    outln!(
-        "{} daemon {name} (process group {pid})",
-        if event == "pause" {
-            "paused"
-        } else {
-            "resumed"
-        }
-    )?;
+fn print_states(
+    dir: &DaemonDir,
+    states: &[DaemonState],
+    format: Format,
+    detailed: bool,
+) -> anyhow::Result<i32> {
+    write_states(&mut std::io::stdout().lock(), dir, states, format, detailed)?;
     Ok(0)
 }
 
-fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!(
-        "{user}@{} (pid {})",
-        pmon_core::procinfo::hostname(),
-        std::process::id()
-    )
-}
-
-/// The daemon has ended but its supervisor still ships the spool in the
-/// background: the stop file ends that (no signal: its program is gone).
-fn stop_background_replay(dir: &DaemonDir, name: &str, state: &DaemonState) -> anyhow::Result<i32> {
-    std::fs::write(dir.stop_path(name), who())?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
-        && Instant::now() < until
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    outln!(
-        "daemon {name} is not running ({}); its supervisor stopped shipping the spool in the background (`pmon-agent spool replay` ships what is left)",
-        state.state.as_str()
-    )?;
-    Ok(0)
-}
-
-/// SIGTERM to the daemon's process group (through its supervisor, which
-/// records it), SIGKILL to what is left after `timeout`, until no process of
-/// the group remains.
-fn stop(dir: &DaemonDir, name: &str, timeout: Duration) -> anyhow::Result<i32> {
-    let mut state = existing(dir, name)?;
-    let pgid = state.pid;
-    let group_alive = pgid.is_some_and(|p| !group_members(p).is_empty());
-    let supervisor = Pid::from_raw(state.supervisor_pid as i32);
-    let supervisor_alive =
-        pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start);
-    if !state.state.is_live() && !group_alive {
-        if supervisor_alive {
-            return stop_background_replay(dir, name, &state);
-        }
-        outln!("daemon {name} is not running ({})", state.state.as_str())?;
-        return Ok(0);
-    }
-    std::fs::write(dir.stop_path(name), who())?;
-    if let Some(p) = pgid {
-        // A paused group must run again to act on SIGTERM.
-        let _ = killpg(Pid::from_raw(p as i32), Signal::SIGCONT);
-    }
-    if supervisor_alive {
-        let _ = kill(supervisor, Signal::SIGTERM);
-    } else if let Some(p) = pgid {
-        let _ = killpg(Pid::from_raw(p as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + timeout;
-    while pgid.is_some_and(|p| !group_members(p).is_empty()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if let Some(p) = pgid {
-        if !group_members(p).is_empty() {
-            let _ = killpg(Pid::from_raw(p as i32), Signal::SIGKILL);
-            while !group_members(p).is_empty() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    let until = Instant::now() + Duration::from_secs(10);
-    while supervisor_alive
-        && pmon_core::procinfo::is_alive(state.supervisor_pid, state.supervisor_start)
-        && Instant::now() < until
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !supervisor_alive {
-        state.state = RunState::Stopped;
-        state.ended_at = Some(format_ts(&Utc::now()));
-        dir.write(&state)?;
-    }
-    outln!("stopped daemon {name}")?;
+fn say(what: String) -> anyhow::Result<i32> {
+    outln!("{what}")?;
     Ok(0)
 }

@@ -43,8 +43,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Query(cmd) => crate::query::run(&App::new(&cli.global)?, cmd),
         Command::NotifySend => notify_send(&cli.global),
         Command::Stack(args) => stack::run(&App::new(&cli.global)?, &args),
-        Command::Completions { shell } => docs::completions(shell),
-        Command::Man { dir } => docs::man(&dir),
+        Command::Completions { shell } => crate::cli::docs::completions(shell),
+        Command::Man { dir } => crate::cli::docs::man(&dir),
         Command::CompleteNames { what } => docs::complete_names(&App::new(&cli.global)?, what),
     }
 }

@@ -13,8 +13,10 @@
 //! `supervise.rs` is the supervisor loop; the commands live in
 //! `commands/daemon.rs`.
 
+pub mod control;
 pub mod live;
 pub mod replay;
+pub mod show;
 pub mod supervise;
 
 use pmon_core::options::RestartPolicy;
