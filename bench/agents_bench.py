@@ -128,7 +128,7 @@ def main():
             # Baseline: one \copy of all the rows the agents will write.
             base_db = "copy%d" % count
             srv.createdb(base_db)
-            srv.sql(base_db, pg_bench.PLAIN_TABLE % "")
+            srv.sql(base_db, pg_bench.PLAIN_TABLE)
             many = os.path.join(tmp, "rows-%d.copy" % count)
             with open(many, "w") as out, open(rows) as src:
                 text = src.read()

@@ -30,40 +30,21 @@ import tempfile
 import threading
 import time
 
+import schema  # bench/schema.py: pipeline_logs from migrations/
+
 US, RS = "\x1f", "\x1e"  # sqlite3 `.mode ascii` field and record separators
 EXPERIMENT = "bench"
 
-# Same columns (and order) as pipeline_logs in migrations/sqlite/0001_init.sql.
-BASELINE_TABLE = """
-CREATE TABLE pipeline_logs (
-    id                INTEGER PRIMARY KEY,
-    experiment_id     TEXT NOT NULL,
-    run_id            TEXT NOT NULL,
-    seq               INTEGER NOT NULL,
-    timestamp         TEXT NOT NULL,
-    level             TEXT NOT NULL,
-    logger            TEXT,
-    message           TEXT NOT NULL,
-    traceback         TEXT,
-    exception_type    TEXT,
-    exception_message TEXT,
-    stream            TEXT NOT NULL,
-    source            TEXT NOT NULL
-);
-"""
-# The secondary indexes pmon.db has on the same table.
-BASELINE_INDEXES = """
-CREATE UNIQUE INDEX pl_run_source_seq ON pipeline_logs (run_id, source, seq);
-CREATE INDEX pipeline_logs_experiment_time ON pipeline_logs (experiment_id, timestamp);
-CREATE INDEX pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
-    WHERE level IN ('ERROR', 'CRITICAL');
-"""
-BASELINE4_TABLE = """
-CREATE TABLE pipeline_logs (
-    id INTEGER PRIMARY KEY, timestamp TEXT NOT NULL, level TEXT NOT NULL,
-    logger TEXT, message TEXT NOT NULL
-);
-"""
+# pipeline_logs as migrations/sqlite/0001_init.sql makes it, less its
+# `origin` (the pre-split rows have none): the `.import` baseline.
+BASELINE_TABLE = schema.table("sqlite", drop=("origin",))
+# The secondary indexes pmon.db has on the same table, its key on `source`.
+BASELINE_INDEXES = (
+    "CREATE UNIQUE INDEX pl_run_source_seq ON pipeline_logs (%s);\n"
+    % ", ".join("source" if c == "origin" else c for c in schema.unique_key("sqlite"))
+    + schema.indexes("sqlite")
+)
+BASELINE4_TABLE = schema.table("sqlite", keep=("id", "timestamp", "level", "logger", "message"))
 
 
 def log(msg):

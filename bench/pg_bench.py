@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 
+import schema  # bench/schema.py: pipeline_logs from migrations/
 import bench  # bench/bench.py: iter_records, run_timed, agent_env, machine_facts, ...
 
 EXPERIMENT = bench.EXPERIMENT
@@ -41,33 +42,19 @@ COLS = ["experiment_id", "run_id", "seq", "timestamp", "level", "logger", "messa
         "exception_type", "exception_message", "stream", "source"]
 CMP_COLS = ["level", "logger", "message", "traceback", "exception_type", "exception_message", "stream", "source"]
 
-# Same columns as pipeline_logs in migrations/postgres/0001_init.sql.
-BASE_TABLE = """
-CREATE TABLE pipeline_logs (
-    id                BIGSERIAL PRIMARY KEY,
-    experiment_id     TEXT NOT NULL,
-    run_id            TEXT NOT NULL,
-    seq               BIGINT NOT NULL,
-    timestamp         TIMESTAMPTZ NOT NULL,
-    level             TEXT NOT NULL,
-    logger            TEXT,
-    message           TEXT NOT NULL,
-    traceback         TEXT,
-    exception_type    TEXT,
-    exception_message TEXT,
-    stream            TEXT NOT NULL,
-    source            TEXT NOT NULL%s
-);
-"""
+
+# The pre-0005 table: pipeline_logs of migrations/postgres/0001_init.sql,
+# less `origin` (the pre-split rows have none); with UNIQUE, its old key.
+def base_table(extra=""):
+    return schema.table("postgres", extra=extra, drop=("origin",))
+
+
 UNIQUE = ",\n    UNIQUE (run_id, source, seq)"
 # The baseline the agent is measured against: the same 13 columns (origin
-# for id), no key, no index: what `\copy` does at its fastest.
-PLAIN_TABLE = BASE_TABLE.replace("id                BIGSERIAL PRIMARY KEY,", "origin            TEXT NOT NULL DEFAULT 'stdout',")
-EXTRA_INDEXES = """
-CREATE INDEX pipeline_logs_experiment_time ON pipeline_logs (experiment_id, timestamp);
-CREATE INDEX pipeline_logs_errors ON pipeline_logs (experiment_id, timestamp)
-    WHERE level IN ('ERROR', 'CRITICAL');
-"""
+# for id, as the agent's rows have it), no key, no index: what `\copy` does
+# at its fastest.
+PLAIN_TABLE = schema.table("postgres", drop=("id",), defaults={"origin": "'stdout'"})
+EXTRA_INDEXES = schema.indexes("postgres")
 
 log = bench.log
 
@@ -318,12 +305,12 @@ def main():
         log("PostgreSQL %s (%s) on 127.0.0.1:%d, data %s" % (version, bindir, srv.port, srv.data))
 
         # 3. baselines
-        variants = [("base_plain", PLAIN_TABLE % "", "", "`psql \\copy` of the pre-split rows into a plain "
+        variants = [("base_plain", PLAIN_TABLE, "", "`psql \\copy` of the pre-split rows into a plain "
                      "13-column table, no key or index (**baseline**, ")]
         if not a.no_extra_baselines:
-            variants += [("base_unique", BASE_TABLE % UNIQUE, "", "`psql \\copy`, the pre-0005 table: bigserial key "
+            variants += [("base_unique", base_table(UNIQUE), "", "`psql \\copy`, the pre-0005 table: bigserial key "
                           "and `UNIQUE (run_id, source, seq)` ("),
-                         ("base_full", BASE_TABLE % UNIQUE, EXTRA_INDEXES, "`psql \\copy`, same + its 2 other "
+                         ("base_full", base_table(UNIQUE), EXTRA_INDEXES, "`psql \\copy`, same + its 2 other "
                           "indexes (the whole pre-0005 schema) (")]
         bases = []
         for db, table, idx, label in variants:

@@ -18,21 +18,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import pg_bench  # noqa: E402
+import schema  # noqa: E402
 
-COLUMNS = """
-    experiment_id     TEXT NOT NULL,
-    run_id            TEXT NOT NULL,
-    origin            TEXT NOT NULL DEFAULT 'stdout',
-    seq               BIGINT NOT NULL,
-    timestamp         TIMESTAMPTZ NOT NULL,
-    level             TEXT NOT NULL,
-    logger            TEXT,
-    message           TEXT NOT NULL,
-    traceback         TEXT,
-    exception_type    TEXT,
-    exception_message TEXT,
-    stream            TEXT NOT NULL,
-    source            TEXT NOT NULL"""
+# pipeline_logs' columns as migrations/postgres/0001_init.sql makes them,
+# the agent-assigned id instead of the sequence (each variant adds its own).
+COLUMNS = "\n    " + ",\n    ".join(
+    schema.columns("postgres", drop=("id",), defaults={"origin": "'stdout'"}))
 
 ERRORS = "CREATE INDEX ON pipeline_logs (experiment_id, timestamp) WHERE level IN ('ERROR', 'CRITICAL');"
 ERRORS_BY_RUN = "CREATE INDEX ON pipeline_logs (run_id) WHERE level IN ('ERROR', 'CRITICAL');"
