@@ -596,10 +596,10 @@ def main():
                 facts.insert(4, ("PostgreSQL", "%s (%s, default settings: fsync on, synchronous_commit on)"
                                  % (version, srv.bin)))
                 log("PostgreSQL %s on 127.0.0.1:%d" % (version, srv.port))
-                variants = [("base_plain", pg_bench.PLAIN_TABLE % "", "", "`psql \\copy` of the pre-split rows into "
+                variants = [("base_plain", pg_bench.PLAIN_TABLE, "", "`psql \\copy` of the pre-split rows into "
                              "a plain 13-column table, no key or index (**baseline**)")]
                 if not a.no_extra_baselines:
-                    variants.append(("base_full", pg_bench.BASE_TABLE % pg_bench.UNIQUE, pg_bench.EXTRA_INDEXES,
+                    variants.append(("base_full", pg_bench.base_table(pg_bench.UNIQUE), pg_bench.EXTRA_INDEXES,
                                      "`psql \\copy`, the whole pre-0005 schema (bigserial key, UNIQUE, 2 indexes)"))
                 bases = []
                 for db, table, idx, label in variants:

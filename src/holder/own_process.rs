@@ -17,7 +17,7 @@
 //! ([`back_to_agent`]), which says what every command says. Measured on the
 //! 1M-line workload: 7.1 MiB holding the run inside `pmon-agent`, 5.7 MiB
 //! re-executing `pmon-agent`, figures with `pmon-agent-holder` in the
-//! README's performance section. Without `pmon-agent-holder` beside it,
+//! docs/PERFORMANCE.md. Without `pmon-agent-holder` beside it,
 //! `pmon-agent` parses `wrap` itself and re-executes itself as the holder
 //! with the run's plan in `PMON_HOLDER_PLAN` ([`exec_as_holder`]).
 //!
